@@ -1,0 +1,33 @@
+"""The ``ctpm`` command line: synthetic cohorts now; the CT-to-perfusion pipeline in later versions.
+
+Run ``ctpm --help`` or ``ctpm COMMAND --help``. Errors a user can fix print ``error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from . import __version__
+from .cli_common import add_convert_command, add_info_command, run_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctpm", description="CT-to-perfusion mapping (CTPerfusionMapping core).")
+    parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from .phantom_cli import add_demo_command, add_phantom_command
+
+    add_phantom_command(sub)
+    add_demo_command(sub)
+    add_info_command(sub)
+    add_convert_command(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_main(build_parser, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,448 @@
+"""Reading and writing 3D images as :class:`~.volume.Volume` values.
+
+Supported for reading (:func:`read_volume`):
+
+* NRRD (``.nrrd``, ``.nhdr``), NIfTI-1 (``.nii``, ``.nii.gz``) and MetaImage (``.mha``, ``.mhd``), through SimpleITK;
+* a folder holding a DICOM series (the files directly inside the folder; the largest series is used);
+* Interfile 3.3 headers (``.h33``, ``.hdr`` whose first line is ``!INTERFILE``), through the small parser
+  :func:`read_interfile` (GATE voxelised phantoms, SPECT/CT exports, dose kernels);
+* any other file SimpleITK can identify by its content (e.g. Analyze ``.hdr``/``.img``).
+
+Supported for writing (:func:`write_volume`): NRRD (``.nrrd``, gzip-encoded) and NIfTI (``.nii``, ``.nii.gz``).
+
+Geometry is kept as SimpleITK reports it (LPS, see :mod:`.volume`); voxel values are returned as stored
+(no unit conversion: a CT stored as HU+1000 stays HU+1000). Every failure a user can cause raises
+:class:`~.errors.UserError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from .errors import UserError
+from .volume import Volume, from_sitk, to_sitk
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Extensions read with SimpleITK's ImageFileReader.
+ITK_EXTENSIONS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+#: Extensions that may hold an Interfile header (``.hdr`` may also be Analyze 7.5, read by SimpleITK).
+INTERFILE_EXTENSIONS = (".h33", ".hdr")
+#: Extensions :func:`write_volume` accepts.
+WRITE_EXTENSIONS = (".nrrd", ".nii", ".nii.gz")
+
+SUPPORTED_READ = (
+    "NRRD (.nrrd, .nhdr), NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), Interfile (.h33, .hdr) or a folder with a DICOM series"
+)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _extension(path: Path) -> str:
+    """The lower-case extension, with ``.nii.gz`` treated as one extension."""
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def _sitk_reason(exc: BaseException) -> str:
+    """The last meaningful line of a (multi-line) SimpleITK/ITK error message, for one-line messages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    reason = re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*", "", reason)
+    reason = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
+    return reason[:200]
+
+
+def _volume_from_image(image, path: Path) -> Volume:
+    """Check that a SimpleITK image is a 3D scalar volume and convert it; errors name ``path``."""
+    if image.GetDimension() != 3:
+        raise UserError(f"{path} is a {image.GetDimension()}D image; a 3D volume is required")
+    try:
+        return from_sitk(image)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _read_with_sitk(path: Path) -> Volume:
+    """Read one image file with SimpleITK; an unreadable file becomes a one-line :class:`UserError`."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = _sitk_reason(exc)
+        detail = "" if reason.startswith("Unable to determine ImageIO") else f" ({reason})"
+        kind = _extension(path) or "image"
+        raise UserError(f"could not read {path}: the file is damaged or not a valid {kind} file{detail}") from None
+    return _volume_from_image(image, path)
+
+
+# --- reading --------------------------------------------------------------------------------------
+def read_volume(path: PathLike) -> Volume:
+    """Read a 3D image file or a DICOM series folder into a :class:`Volume`.
+
+    Dispatch on what ``path`` is:
+
+    * a folder: the DICOM series in it (see :func:`read_dicom_folder`);
+    * ``.h33``/``.hdr`` whose first non-empty line starts with ``!INTERFILE``: :func:`read_interfile`;
+    * ``.nrrd``, ``.nhdr``, ``.nii``, ``.nii.gz``, ``.mha``, ``.mhd`` (and non-Interfile ``.hdr``): SimpleITK;
+    * anything else: SimpleITK if it recognises the content, otherwise a :class:`UserError` listing the formats.
+
+    The values are returned with their stored type and meaning (no rescaling beyond what the format itself
+    prescribes, e.g. DICOM rescale slope/intercept applied by GDCM). A 3D image with a single slice is
+    accepted; a 2D image, a 4D image and colour/vector images are not.
+
+    Raises:
+        UserError: the path does not exist, cannot be read or parsed, or is not a 3D scalar image.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise UserError(f"{p} not found")
+    if p.is_dir():
+        return read_dicom_folder(p)
+    ext = _extension(p)
+    if ext in INTERFILE_EXTENSIONS and _is_interfile(p):
+        return read_interfile(p)
+    if ext in ITK_EXTENSIONS or ext in INTERFILE_EXTENSIONS:
+        return _read_with_sitk(p)
+    return _read_unknown(p)
+
+
+def _read_unknown(path: Path) -> Volume:
+    """Let SimpleITK guess the format of a file with an unfamiliar extension."""
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise UserError(f"could not read {path}: unsupported or damaged file; supported formats: {SUPPORTED_READ}") from None
+    return _volume_from_image(image, path)
+
+
+def read_dicom_folder(folder: PathLike) -> Volume:
+    """Read the DICOM series directly inside ``folder`` (sub-folders are not searched).
+
+    The files are grouped into series with GDCM (SimpleITK ``ImageSeriesReader.GetGDCMSeriesIDs``) and sorted
+    by slice position. When the folder holds several series the one with the most files is read and a
+    :class:`UserWarning` names the choice; put one series per folder to avoid the ambiguity.
+
+    Raises:
+        UserError: no DICOM series in the folder, or the series cannot be read.
+    """
+    import SimpleITK as sitk
+
+    folder = Path(os.fspath(folder))
+    reader = sitk.ImageSeriesReader()
+    was_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints "No Series were found" to stderr otherwise
+    try:
+        series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in reader.GetGDCMSeriesIDs(str(folder))}
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(was_shown)
+    if not series:
+        raise UserError(f"no DICOM files found in the folder {folder} (the files of one series must be directly inside it)")
+    chosen = max(series, key=lambda sid: len(series[sid]))
+    if len(series) > 1:
+        warnings.warn(
+            f"{folder} holds {len(series)} DICOM series; reading the largest ({len(series[chosen])} files, "
+            f"series UID {chosen})",
+            UserWarning,
+            stacklevel=2,
+        )
+    reader.SetFileNames(series[chosen])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise UserError(f"could not read the DICOM series in {folder}: {_sitk_reason(exc)}") from None
+    return _volume_from_image(image, folder)
+
+
+# --- writing --------------------------------------------------------------------------------------
+def write_volume(volume: Volume, path: PathLike) -> None:
+    """Write ``volume`` as NRRD (``.nrrd``, gzip-encoded data) or NIfTI (``.nii``, or gzipped ``.nii.gz``) at ``path``.
+
+    The image is first written to a hidden temporary file in the destination folder whose name keeps the real
+    extension at its end (``.NAME.tmp-XXXXXXXX.nrrd``, so SimpleITK picks the format), then moved into place
+    with :func:`os.replace`: a reader never sees a half-written file, and an existing file is replaced only by a
+    complete one. Missing parent folders are created. The temporary file is removed if writing fails. The
+    input volume is not modified. ``bool`` arrays are written as uint8 and ``float16`` as float32 (neither
+    format stores them).
+
+    Raises:
+        UserError: unsupported extension, folder not writable, or the voxel type cannot be stored.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    ext = _extension(p)
+    if ext not in WRITE_EXTENSIONS:
+        raise UserError(f"cannot write {p}: the output must end in .nrrd, .nii or .nii.gz")
+    image = _writable_image(volume, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder {p.parent}: {exc.strerror or exc}") from None
+    tmp = p.parent / f".{p.name[: -len(ext)]}.tmp-{secrets.token_hex(4)}{ext}"
+    try:
+        _write_image(image, tmp, p)
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise UserError(f"could not write {p}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _writable_image(volume: Volume, path: Path):
+    """A SimpleITK copy of ``volume`` in a voxel type NRRD and NIfTI can store."""
+    array = volume.array
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    try:
+        return to_sitk(volume.with_array(array) if array is not volume.array else volume)
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"cannot write {path}: voxel type {volume.array.dtype} is not supported") from None
+
+
+def _write_image(image, tmp: Path, final: Path) -> None:
+    """Write ``image`` compressed to ``tmp``; SimpleITK errors become a one-line message about ``final``."""
+    import SimpleITK as sitk
+
+    try:
+        sitk.WriteImage(image, str(tmp), True)
+    except RuntimeError as exc:
+        raise UserError(f"could not write {final}: {_sitk_reason(exc)}") from None
+
+
+# --- Interfile ------------------------------------------------------------------------------------
+_INTERFILE_TYPES = {
+    ("unsigned integer", 1): "u1",
+    ("unsigned integer", 2): "u2",
+    ("unsigned integer", 4): "u4",
+    ("unsigned integer", 8): "u8",
+    ("signed integer", 1): "i1",
+    ("signed integer", 2): "i2",
+    ("signed integer", 4): "i4",
+    ("signed integer", 8): "i8",
+    ("short float", 4): "f4",
+    ("float", 4): "f4",
+    ("float", 8): "f8",
+    ("long float", 8): "f8",
+}
+_DEFAULT_BYTES = {"short float": 4, "long float": 8}
+
+
+def _is_interfile(path: Path) -> bool:
+    """True when the first non-empty line of ``path`` starts with ``!INTERFILE``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    for line in head.decode("latin-1").splitlines():
+        if line.strip():
+            return line.strip().upper().startswith("!INTERFILE")
+    return False
+
+
+def _normalise_key(key: str) -> str:
+    """``!Matrix Size[1]`` -> ``matrix size [1]``: lower case, no leading ``!``, single spaces."""
+    key = key.strip().lstrip("!").strip().lower()
+    key = re.sub(r"\s*\[\s*", " [", key)
+    key = re.sub(r"\s*\]", "]", key)
+    return re.sub(r"\s+", " ", key)
+
+
+def parse_interfile_header(header_path: PathLike) -> Dict[str, str]:
+    """The ``key := value`` pairs of an Interfile header, keys normalised (see below), values stripped.
+
+    Keys are compared case-insensitively with the leading ``!`` (the standard's "required key" mark) removed
+    and white space collapsed, e.g. ``!matrix size [1]``. Lines starting with ``;`` are comments; lines
+    without ``:=`` and keys with an empty value are skipped; the first occurrence of a key wins.
+
+    Raises:
+        UserError: the file cannot be read or is not an Interfile header.
+    """
+    path = Path(os.fspath(header_path))
+    try:
+        text = path.read_bytes().decode("latin-1")
+    except OSError as exc:
+        raise UserError(f"could not read {path}: {exc.strerror or exc}") from None
+    if not _is_interfile(path):
+        raise UserError(f"{path} is not an Interfile header (its first line must be '!INTERFILE :=')")
+    header: Dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(";") or ":=" not in line:
+            continue
+        key, value = line.split(":=", 1)
+        key, value = _normalise_key(key), value.strip()
+        if value and key not in header:
+            header[key] = value
+    return header
+
+
+def _number(header: Dict[str, str], key: str, path: Path, integer: bool = False) -> Optional[float]:  # noqa: UP045 (py39 style, see pyproject)
+    """The value of ``key`` as a float (or an int when ``integer``), None when absent.
+
+    Raises:
+        UserError: the value is not a finite number (or not a whole number when ``integer``).
+    """
+    if key not in header:
+        return None
+    try:
+        value = float(header[key])
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or (integer and not value.is_integer()):
+        kind = "a whole number" if integer else "a number"
+        raise UserError(f"{path}: Interfile key '{key}' should be {kind}, got {header[key]!r}")
+    return int(value) if integer else value
+
+
+def _interfile_dtype(header: Dict[str, str], path: Path) -> np.dtype:
+    """The numpy dtype (with byte order) from ``number format``, ``number of bytes per pixel`` and byte order."""
+    fmt = re.sub(r"\s+", " ", header.get("number format", "").lower())
+    nbytes = _number(header, "number of bytes per pixel", path, integer=True) or _DEFAULT_BYTES.get(fmt)
+    code = _INTERFILE_TYPES.get((fmt, nbytes))
+    if code is None:
+        raise UserError(
+            f"{path}: unsupported Interfile number format {header.get('number format', '(missing)')!r} "
+            f"with {nbytes} bytes per pixel"
+        )
+    order = header.get("imagedata byte order", "BIGENDIAN").upper()
+    if order not in ("LITTLEENDIAN", "BIGENDIAN"):
+        raise UserError(f"{path}: unknown Interfile byte order {order!r} (expected LITTLEENDIAN or BIGENDIAN)")
+    return np.dtype(("<" if order == "LITTLEENDIAN" else ">") + code)
+
+
+def _interfile_size(header: Dict[str, str], path: Path) -> Tuple[int, int, int]:
+    """``(nx, ny, nz)``: matrix size [1], [2], and [3] or number of slices or total number of images."""
+    nx = _number(header, "matrix size [1]", path, integer=True)
+    ny = _number(header, "matrix size [2]", path, integer=True)
+    nz = None
+    for key in ("matrix size [3]", "number of slices", "total number of images"):
+        nz = _number(header, key, path, integer=True)
+        if nz is not None:
+            break
+    if nx is None or ny is None:
+        raise UserError(f"{path}: the Interfile header does not give 'matrix size [1]' and 'matrix size [2]'")
+    if nz is None:
+        raise UserError(f"{path}: the Interfile header does not give the number of slices; a 3D volume is required")
+    if min(nx, ny, nz) < 1:
+        raise UserError(f"{path}: invalid Interfile matrix size {nx}x{ny}x{nz}")
+    return (nx, ny, nz)
+
+
+def _interfile_spacing(header: Dict[str, str], path: Path) -> Tuple[float, float, float]:
+    """Voxel size (mm): ``scaling factor (mm/pixel) [1..3]``, the slice step else from ``slice thickness (pixels)`` in mm."""
+    sx = _number(header, "scaling factor (mm/pixel) [1]", path)
+    sy = _number(header, "scaling factor (mm/pixel) [2]", path)
+    sz = _number(header, "scaling factor (mm/pixel) [3]", path)
+    if sz is None:
+        sz = _number(header, "slice thickness (pixels)", path)  # GATE convention: millimetres, see read_interfile
+    if sx is None or sy is None or sz is None:
+        raise UserError(
+            f"{path}: the Interfile header does not give the voxel size "
+            "('scaling factor (mm/pixel) [1]', '[2]' and '[3]' or 'slice thickness (pixels)')"
+        )
+    return (abs(sx), abs(sy), abs(sz))
+
+
+def _interfile_data_path(header: Dict[str, str], path: Path) -> Path:
+    """The data file: ``name of data file`` relative to the header's folder (an absolute path that does not exist
+    falls back to its file name next to the header)."""
+    name = header.get("name of data file")
+    if not name:
+        raise UserError(f"{path}: the Interfile header does not give 'name of data file'")
+    data = Path(name.replace("\\", "/"))
+    candidates = [data] if data.is_absolute() else []
+    candidates += [path.parent / data, path.parent / data.name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"Interfile data file {name!r} named in {path} not found (looked in {path.parent})")
+
+
+def _interfile_offset(header: Dict[str, str], path: Path) -> int:
+    """Bytes to skip: ``data offset in bytes``, else ``data starting block`` x 2048, else 0."""
+    offset = _number(header, "data offset in bytes", path, integer=True)
+    if offset is None:
+        offset = 2048 * (_number(header, "data starting block", path, integer=True) or 0)
+    if offset < 0:
+        raise UserError(f"{path}: negative Interfile data offset {offset}")
+    return offset
+
+
+def read_interfile(header_path: PathLike) -> Volume:
+    """Read an Interfile 3.3 image (header + raw data file) as a :class:`Volume`.
+
+    Header keys used (case-insensitive, leading ``!`` optional):
+
+    * ``name of data file``: relative to the header's folder;
+    * ``data offset in bytes`` (or ``data starting block`` x 2048), default 0;
+    * ``imagedata byte order``: ``LITTLEENDIAN`` or ``BIGENDIAN`` (the standard's default, used when absent);
+    * ``number format`` (``unsigned integer``, ``signed integer``, ``short float``/``float``, ``long float``) with
+      ``number of bytes per pixel``;
+    * ``matrix size [1]`` (x, fastest in the file), ``matrix size [2]`` (y), and for z ``matrix size [3]``, else
+      ``number of slices``, else ``total number of images``;
+    * ``scaling factor (mm/pixel) [1]``, ``[2]`` and ``[3]`` for the voxel size.
+
+    Conventions (choices, because Interfile leaves them open or is not followed in practice):
+
+    * Slice spacing: when ``scaling factor (mm/pixel) [3]`` is absent, ``slice thickness (pixels)`` is taken
+      **in millimetres**. The Interfile 3.3 standard says that key is in pixels, but GATE writes millimetres
+      there, and so do the files we use (e.g. a 3.906 x 3.906 mm CT with ``slice thickness (pixels) := 4.4196``
+      has 4.420 mm slices). A header that truly follows the standard and omits ``[3]`` would get a wrong
+      slice spacing.
+    * Position: Interfile has no origin; the volume is centred on (0, 0, 0) mm (GATE's convention for voxelised
+      phantoms), i.e. voxel [0, 0, 0] is at ``-(size - 1) / 2 * spacing``, with the identity direction (image
+      x, y, z along patient L, P, S). Orientation keys such as ``patient orientation`` are ignored.
+    * Values: returned exactly as stored (native byte order, same type, e.g. uint16), without any rescaling;
+      a CT stored as HU+1000 is still HU+1000.
+
+    A data file longer than the declared matrix is read from its start (after the offset) with a warning.
+
+    Raises:
+        UserError: not an Interfile header, a required key is missing or invalid, the data file is missing,
+        or it is shorter than the declared matrix.
+    """
+    path = Path(os.fspath(header_path)).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    header = parse_interfile_header(path)
+    dtype = _interfile_dtype(header, path)
+    nx, ny, nz = _interfile_size(header, path)
+    spacing = _interfile_spacing(header, path)
+    data_path = _interfile_data_path(header, path)
+    array = _read_raw(data_path, _interfile_offset(header, path), dtype, (nz, ny, nx), path)
+    origin = tuple(-(n - 1) / 2.0 * s for n, s in zip((nx, ny, nz), spacing))
+    return Volume(array, spacing, origin, np.eye(3))
+
+
+def _read_raw(data_path: Path, offset: int, dtype: np.dtype, shape: Tuple[int, int, int], header_path: Path) -> np.ndarray:
+    """Read ``shape`` voxels of ``dtype`` from ``data_path`` after ``offset`` bytes, in native byte order."""
+    count = int(np.prod(shape))
+    needed = offset + count * dtype.itemsize
+    available = data_path.stat().st_size
+    if available < needed:
+        raise UserError(
+            f"Interfile data file {data_path} is too short for the {shape[2]}x{shape[1]}x{shape[0]} {dtype.name} "
+            f"matrix declared in {header_path.name} ({available} bytes, {needed} needed)"
+        )
+    if available > needed:
+        extra = available - needed
+        warnings.warn(f"{data_path} has {extra} bytes more than {header_path.name} declares", UserWarning, stacklevel=3)
+    try:
+        array = np.fromfile(data_path, dtype=dtype, count=count, offset=offset)
+    except OSError as exc:
+        raise UserError(f"could not read {data_path}: {exc.strerror or exc}") from None
+    return array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
