@@ -14,7 +14,7 @@ pathology       p      what it does
 emphysema       0.35   low-attenuation regions and bullae, upper-lobe predominant; perfusion near zero
 tumour          0.50   one 1-6 cm soft-tissue mass; encased/compressed arteries lower downstream perfusion
 embolism        0.30   1-4 occluded arteries; wedge-shaped pleura-based defects; subtle mosaic attenuation
-consolidation   0.30   1-3 ground-glass or consolidation blobs; consolidation lowers perfusion (hypoxic
+opacities       0.30   1-3 ground-glass or consolidation blobs; consolidation lowers perfusion (hypoxic
                        vasoconstriction), ground glass barely does
 ==============  =====  ==============================================================================
 """
@@ -32,7 +32,7 @@ DEFAULT_PATHOLOGY_PROBABILITIES: Dict[str, float] = {
     "emphysema": 0.35,
     "tumour": 0.50,
     "embolism": 0.30,
-    "consolidation": 0.30,
+    "opacities": 0.30,
 }
 
 
@@ -64,6 +64,7 @@ class TissueParams:
     parenchyma_hu: float  # mean healthy parenchyma, non-dependent
     gravity_hu: float  # extra density from anterior to posterior (dependent lung)
     texture_hu: float  # amplitude of the fine parenchymal texture (secondary lobules, small vessels)
+    blood_volume_hu: float  # density added per unit of relative territorial perfusion above 1 (capillary blood)
     noise_hu: float  # CT quantum noise (standard deviation) at 1 mm^3 voxels
 
 
@@ -170,19 +171,20 @@ def draw_case_params(
         oblique_fissure_high_right=u(0.68, 0.80),
         oblique_fissure_high_left=u(0.70, 0.82),
         horizontal_fissure=u(0.52, 0.60),
-        fissure_tilt=u(-0.05, 0.05),
+        fissure_tilt=u(-0.12, 0.12),
     )
     tissue = TissueParams(
-        parenchyma_hu=u(-880, -840),
+        parenchyma_hu=u(-900, -860),
         gravity_hu=u(30, 80),
         texture_hu=u(18, 30),
+        blood_volume_hu=u(8.0, 16.0),
         noise_hu=u(12, 25),
     )
     perfusion = PerfusionParams(
         gravity_gain=u(0.3, 1.0),
         basal_gain=u(0.0, 0.4),
-        branch_sigma=u(0.16, 0.24),
-        heterogeneous_generations=int(rng.integers(5, 8)),
+        branch_sigma=u(0.20, 0.30),
+        heterogeneous_generations=int(rng.integers(3, 6)),
         leaf_volume_ml=u(8.0, 14.0),
     )
     spect = SpectParams(

@@ -1,0 +1,201 @@
+"""The synthetic chest SPECT/CT cohort: files, determinism, anatomy, misalignment, pathologies, learnability."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage, stats
+
+from CTPerfusionMappingLib.cli import main as ctpm
+from CTPerfusionMappingLib.imageio import read_volume
+from CTPerfusionMappingLib.synthetic import cohort
+from CTPerfusionMappingLib.synthetic.anatomy import LOBE_NAMES
+from CTPerfusionMappingLib.synthetic.spect import (
+    partial_volume_normalised,
+    resample_to_reference,
+    transform_from_meta,
+    transform_matrix,
+)
+
+FILES = ["ct.nrrd", "spect.nrrd", "perfusion_truth.nrrd", "lungs.nrrd", "lobes.nrrd", "pathology_labels.nrrd", "meta.json"]
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    assert ctpm(["phantom", "--out", str(out), "--n", "3", "--seed", "1", "--size", "small", "--quiet"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cases(cohort_dir):
+    return [cohort.load_case(cohort_dir / f"case{i:03d}") for i in range(3)]
+
+
+def _parenchyma(case) -> np.ndarray:
+    """Lung voxels inside the papers' -1000..-300 HU window (vessels and tumour removed)."""
+    hu = case.ct.array
+    return (case.lungs.array > 0) & (hu >= -1000) & (hu <= -300)
+
+
+def test_files_types_and_grids(cohort_dir, cases):
+    for i, case in enumerate(cases):
+        folder = cohort_dir / f"case{i:03d}"
+        assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
+        assert case.ct.array.dtype == np.int16
+        assert case.spect.array.dtype == np.float32 and case.truth.array.dtype == np.float32
+        assert case.lungs.array.dtype == np.uint8 and case.lobes.array.dtype == np.uint8
+        for vol in (case.truth, case.lungs, case.lobes, case.pathology):
+            assert vol.same_geometry(case.ct)
+        assert case.spect.shape == (128, 128, 128)
+        np.testing.assert_allclose(case.spect.spacing, (4.42, 4.42, 4.42))
+        assert case.spect.array.min() >= 0 and np.isfinite(case.spect.array).all()
+        assert set(np.unique(case.lungs.array)) == {0, 1, 2}
+    rows = list(csv.DictReader(open(cohort_dir / "cohort.csv", encoding="utf-8")))
+    assert [r["id"] for r in rows] == ["case000", "case001", "case002"]
+    assert all((cohort_dir / r["ct"]).is_file() and (cohort_dir / r["perfusion_truth"]).is_file() for r in rows)
+    assert not list(cohort_dir.glob(".*partial*")), "temporary folders left behind"
+
+
+def test_same_seed_gives_identical_arrays(cohort_dir, tmp_path):
+    assert ctpm(["phantom", "--out", str(tmp_path), "--n", "2", "--seed", "1", "--quiet"]) == 0
+    for i in range(2):
+        for name in FILES[:-1]:
+            a = read_volume(cohort_dir / f"case{i:03d}" / name)
+            b = read_volume(tmp_path / f"case{i:03d}" / name)
+            np.testing.assert_array_equal(a.array, b.array, err_msg=f"case{i:03d}/{name}")
+            assert a.same_geometry(b)
+    other = cohort.generate_case(cohort.case_seed(2, 0))
+    first = read_volume(cohort_dir / "case000" / "ct.nrrd")
+    assert other.ct.shape != first.shape or not np.array_equal(other.ct.array, first.array)
+
+
+def test_lungs_hu_and_lobes_are_plausible(cases):
+    for case in cases:
+        vml = case.ct.voxel_volume_ml
+        lungs = case.lungs.array
+        total_l = (lungs > 0).sum() * vml / 1000.0
+        assert 3.0 <= total_l <= 7.0
+        right_share = (lungs == 1).sum() / (lungs > 0).sum()
+        assert 0.45 <= right_share <= 0.62  # the right lung is the larger one
+        mean_hu = case.ct.array[lungs > 0].mean()
+        assert -900 <= mean_hu <= -750
+        assert case.meta["mean_lung_hu"] == pytest.approx(mean_hu)
+        lobes = case.lobes.array
+        assert np.array_equal(lobes > 0, lungs > 0)
+        assert np.isin(lobes[lungs == 1], [4, 5, 6]).all() and np.isin(lobes[lungs == 2], [7, 8]).all()
+        shares = {LOBE_NAMES[k]: (lobes == k).sum() / (lobes > 0).sum() for k in LOBE_NAMES}
+        assert all(0.05 <= s <= 0.40 for s in shares.values()), shares
+        assert shares["RML"] == min(shares.values())
+        # the body around: bone in the spine and ribs, soft tissue, air outside
+        hu = case.ct.array
+        assert (hu > 300).sum() * vml > 50  # more than 50 mL of bone
+        assert np.median(hu[:, :3, :]) < -950  # air at the top edge of the field of view
+
+
+def test_truth_perfusion_is_relative_and_inside_lungs(cases):
+    for case in cases:
+        lung = case.lungs.array > 0
+        assert case.truth.array[lung].mean() == pytest.approx(1.0, rel=1e-4)
+        assert (case.truth.array[~lung] == 0).all()
+        assert case.truth.array.min() >= 0
+
+
+def test_recorded_misalignment_is_the_applied_one(cases):
+    for case in cases:
+        mis = case.meta["spect"]["misalignment"]
+        assert np.linalg.norm(mis["translation_mm"]) <= 10.0
+        assert np.linalg.norm(mis["rotation_deg"]) <= 5.0 + 1e-6
+        transform = transform_from_meta(case.meta)
+        np.testing.assert_allclose(transform_matrix(transform), mis["matrix_lps"], atol=1e-9)
+        mask = _parenchyma(case)
+        truth = case.truth.array[mask]
+
+        def agreement(t, case=case, mask=mask, truth=truth) -> float:
+            return stats.spearmanr(resample_to_reference(case.spect, case.ct, t).array[mask], truth)[0]
+
+        best = agreement(transform)
+        assert best > agreement(sitk.Transform()) + 0.01 or np.linalg.norm(mis["translation_mm"]) < 2.0
+        for axis in range(3):  # the recorded pose beats a pose 6 mm away along each axis
+            for sign in (-1, 1):
+                moved = sitk.Euler3DTransform(transform)
+                shift = list(moved.GetTranslation())
+                shift[axis] += sign * 6.0
+                moved.SetTranslation(shift)
+                assert agreement(moved) < best
+
+
+def test_cohort_is_learnable_but_not_trivial(cases):
+    """SPECT carries the truth (Spearman >= 0.8 after undoing the misalignment and normalising), while the best
+    monotone function of (smoothed) HU stays clearly lower (<= 0.65) on the same voxels."""
+    for case in cases:
+        mask = _parenchyma(case)
+        lung = case.lungs.array > 0
+        spect_on_ct = resample_to_reference(case.spect, case.ct, transform_from_meta(case.meta))
+        normalised = partial_volume_normalised(spect_on_ct, lung, case.meta["spect"]["fwhm_mm"])
+        normalised /= np.percentile(normalised[lung], 75)  # equation 2 of 003 (does not change ranks)
+        r_spect = stats.spearmanr(normalised[mask], case.truth.array[mask])[0]
+        assert r_spect >= 0.8
+        hu = case.ct.array.astype(np.float32)
+        for sigma_mm in (0.0, 2.0, 5.0, 10.0, 15.0):
+            smoothed = ndimage.gaussian_filter(hu, [sigma_mm / s for s in case.ct.spacing[::-1]]) if sigma_mm else hu
+            r_hu = abs(stats.spearmanr(smoothed[mask], case.truth.array[mask])[0])
+            assert r_hu <= 0.65, (sigma_mm, r_hu)
+            assert r_hu < r_spect - 0.15
+
+
+def test_pathologies_act_on_ct_and_perfusion():
+    case = cohort.generate_case(11, pathology_probabilities={"tumour": 1, "embolism": 1, "emphysema": 1, "opacities": 1})
+    assert set(case.meta["pathologies"]) == {"tumour", "embolism", "emphysema", "opacities"}
+    lab, hu, truth = case.pathology.array, case.ct.array, case.truth.array
+    healthy = (lab == 0) & _parenchyma(case)
+    assert (lab == 3).any(), "tumour missing"
+    assert np.median(hu[lab == 3]) > -100  # soft tissue
+    assert truth[lab == 3].mean() < 0.1
+    defect = (lab == 4) & _parenchyma(case)
+    assert defect.sum() > 20
+    assert truth[defect].mean() < 0.35 * truth[healthy].mean()  # embolic defect
+    assert abs(np.median(hu[defect]) - np.median(hu[healthy])) < 60  # only a subtle CT sign
+    emph = lab == 1
+    assert emph.sum() > 20
+    assert np.median(hu[emph]) < np.median(hu[healthy]) - 50
+    assert truth[emph].mean() < 0.6 * truth[healthy].mean()
+    none = cohort.generate_case(11, pathology_probabilities={"tumour": 0, "embolism": 0, "emphysema": 0, "opacities": 0})
+    assert none.meta["pathologies"] == {} and (none.pathology.array == 0).all()
+
+
+def test_preview_and_demo(tmp_path):
+    import matplotlib.image as mpimg
+
+    assert ctpm(["demo", "--out", str(tmp_path), "--n", "1", "--quiet"]) == 0
+    png = tmp_path / "cohort" / "case000" / "preview.png"
+    image = mpimg.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+    assert image[..., :3].std() > 0.05  # not blank
+
+
+def test_bad_options_give_one_line_errors(tmp_path, capsys):
+    assert ctpm(["phantom", "--out", str(tmp_path), "--n", "0", "--quiet"]) == 2
+    assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "gout=1", "--quiet"]) == 2
+    assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "tumour", "--quiet"]) == 2
+    assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "tumour=2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
+    assert "gout" in err[1] and "tumour" in err[2]
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_meta_records_parameters(cases):
+    meta = cases[0].meta
+    json.dumps(meta)  # serialisable
+    p = meta["params"]
+    assert 12.0 <= p["spect"]["fwhm_mm"] <= 15.0
+    assert meta["spect"]["fwhm_mm"] == p["spect"]["fwhm_mm"]
+    assert set(p["pathologies"]) == {"emphysema", "tumour", "embolism", "opacities"}
+    assert sorted(meta["lobe_volume_ml"]) == sorted(LOBE_NAMES.values())
+    assert meta["ct"]["spacing_mm"][2] == 5.0
