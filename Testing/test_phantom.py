@@ -185,10 +185,13 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys):
     assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "gout=1", "--quiet"]) == 2
     assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "tumour", "--quiet"]) == 2
     assert ctpm(["phantom", "--out", str(tmp_path), "--pathology", "tumour=2", "--quiet"]) == 2
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert ctpm(["phantom", "--out", str(blocker / "cohort"), "--n", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error: ") for line in err)
-    assert "gout" in err[1] and "tumour" in err[2]
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert "gout" in err[1] and "tumour" in err[2] and "output folder" in err[4]
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]  # nothing written
 
 
 def test_meta_records_parameters(cases):

@@ -5,7 +5,7 @@ lowest point of the lungs (posterior costophrenic recess). Shapes (our choices, 
 
 * body: an ellipse with subcutaneous fat, then chest-wall muscle, then a 12 mm rib layer, inside which lies
   the thoracic cavity (an inner offset of the body outline);
-* each lung: the half of the cavity lateral to the mediastinum, shrunk towards its own centre above 45% of
+* each lung: the half of the cavity lateral to the mediastinum (narrow at the front, widest mid-chest), shrunk towards its own centre above 45% of
   its height (the apex), above a diaphragm dome (the right one higher), minus the heart, the descending
   aorta and the spine;
 * lobes: oblique fissures (both lungs) that rise from the anterior base to the posterior upper third, and
@@ -105,10 +105,17 @@ class Thorax:
         v = (x - cx) * s + (y - cy) * c
         return (u / hx) ** 2 + (v / hy) ** 2 + ((z - cz) / hz) ** 2 < 1.0
 
+    def mediastinum_half_width(self, y):
+        """Half-width (mm) of the mediastinum at depth y: narrow behind the sternum (anterior junction line),
+        widest around the middle of the chest (great vessels, trachea, heart base), narrowing again posteriorly."""
+        w = self.p.mediastinum_half_width_mm
+        yn = (y + self.cavity_ap) / (2.0 * self.cavity_ap)  # 0 anterior .. 1 posterior
+        return w * (0.3 + 0.9 * np.exp(-(((yn - 0.45) / 0.28) ** 2)))
+
     def spine_block(self, x, y):
         """The vertebral column and paravertebral gutter that the lungs wrap around."""
         B = self.cavity_ap
-        return (np.abs(x) < 28.0) & (y > B - 38.0)
+        return (x / 30.0) ** 2 + ((y - B) / 40.0) ** 2 < 1.0
 
     def lungs(self, x, y, z):
         """0 outside the lungs, LUNG_RIGHT or LUNG_LEFT inside."""
@@ -120,7 +127,7 @@ class Thorax:
         xs = cx + (x - cx) / s  # the point scaled out from the lung's centre: the apex is a shrunken base
         ys = y / s
         inside = self.depth_below_skin(xs, ys, np.zeros_like(z)) > self.wall_mm
-        inside &= np.abs(xs) > w + 6.0 * np.clip(-y / self.cavity_ap, 0.0, 1.0)  # anterior mediastinum a bit wider
+        inside &= np.abs(x) > self.mediastinum_half_width(y)
         inside &= (z >= 0.0) & (z < p.lung_height_mm) & (z > self.dome_height(x, y))
         inside &= ~self.heart(x, y, z, grow_mm=4.0)
         inside &= ~self.spine_block(x, y)

@@ -367,7 +367,10 @@ def generate_cohort(
         raise UserError(f"--n must be at least 1, got {n}")
     check_pathology_probabilities(pathology_probabilities)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}") from None
     folders: List[Path] = []
     bar = None
     if progress:
