@@ -1,0 +1,109 @@
+"""Built-in lung segmentation on real chest CTs (CIP, TotalSegmentator crops) and synthetic phantoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from CTPerfusionMappingLib.errors import UserError
+from CTPerfusionMappingLib.imageio import read_volume
+from CTPerfusionMappingLib.lungseg import segment_lungs
+from CTPerfusionMappingLib.synthetic import cohort
+from CTPerfusionMappingLib.volume import Volume, from_sitk, to_sitk
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def _resample(v: Volume, spacing, nearest=False) -> Volume:
+    img = to_sitk(v)
+    size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), img.GetSpacing(), spacing)]
+    out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear,
+                        img.GetOrigin(), spacing, img.GetDirection(), -1000 if not nearest else 0)
+    return from_sitk(out)
+
+
+def test_cip_ct_matches_the_cip_masks(shared_data):
+    folder = shared_data / "real" / "cip_chest_ct"
+    ct = read_volume(folder / "ct-64.nrrd")
+    before = ct.array.copy()
+    seg = segment_lungs(ct)
+    assert np.array_equal(ct.array, before)  # input untouched
+    ours = seg.lungs.array
+    assert seg.lungs.same_geometry(ct) and ours.dtype == np.uint8
+    whole = read_volume(folder / "wholeLung-64.nrrd").array > 0
+    assert dice(ours > 0, whole) >= 0.95
+    region = read_volume(folder / "lm-64.nrrd").array & 0xFF  # CIP thirds: 9-11 left, 12-14 right
+    right_ref, left_ref = np.isin(region, [12, 13, 14]), np.isin(region, [9, 10, 11])
+    assert (ours[right_ref] == 1).mean() >= 0.95
+    assert (ours[left_ref] == 2).mean() >= 0.95
+
+
+def test_coarse_voxels(shared_data):
+    """4-7 mm voxels: the CIP CT resampled to 6 mm still matches the (resampled) CIP mask."""
+    folder = shared_data / "real" / "cip_chest_ct"
+    ct = _resample(read_volume(folder / "ct-64.nrrd"), (6.0, 6.0, 6.0))
+    whole = _resample(read_volume(folder / "wholeLung-64.nrrd"), (6.0, 6.0, 6.0), nearest=True).array > 0
+    assert dice(segment_lungs(ct).lungs.array > 0, whole) >= 0.9
+
+
+@pytest.mark.parametrize("name", ["aorta_report_ct_cropped_chestCTA_1p5mm.nii.gz",
+                                  "pulmonary_report_ct_cropped_chestCTA_1p5mm.nii.gz"])
+def test_cropped_field_of_view_keeps_both_lungs(shared_data, name):
+    ct = read_volume(shared_data / "real" / "totalsegmentator_chest_ct" / name)
+    seg = segment_lungs(ct)
+    lungs = seg.lungs.array
+    assert seg.info["right_ml"] > 500 and seg.info["left_ml"] > 500
+    # the lungs are cut by the image border, and kept there
+    border = np.concatenate([lungs[:, :, 0].ravel(), lungs[:, :, -1].ravel(), lungs[:, -1, :].ravel()])
+    assert (border > 0).sum() > 50
+    xs = {side: ct.index_to_lps(np.argwhere(lungs == side)[:, ::-1].astype(float))[:, 0].mean() for side in (1, 2)}
+    assert xs[1] < xs[2]  # LPS: the right lung lies at smaller x
+    hu = ct.array[lungs > 0]
+    assert np.median(hu) < -700  # parenchyma, not the heart
+
+
+def test_abdominal_ct_has_no_lungs(shared_data):
+    ct = read_volume(shared_data / "real" / "totalsegmentator_chest_ct" / "example_ct_sm_3mm.nii.gz")
+    with pytest.raises(UserError, match="no lungs found") as exc:
+        segment_lungs(ct)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return cohort.generate_case(cohort.case_seed(5, 0), pathology_probabilities={"tumour": 1.0})
+
+
+def test_phantom_lungs_and_sides(phantom):
+    seg = segment_lungs(phantom.ct).lungs.array
+    truth = phantom.lungs.array
+    assert dice(seg > 0, truth > 0) >= 0.93
+    assert dice(seg == 1, truth == 1) >= 0.9 and dice(seg == 2, truth == 2) >= 0.9
+    # trachea and main bronchi (outside the lungs in the truth) are not lung
+    trachea_like = (truth == 0) & (phantom.ct.array < -950) & (seg > 0)
+    assert trachea_like.sum() * phantom.ct.voxel_volume_ml < 15.0
+
+
+def test_phantom_cropped_through_both_lungs(phantom):
+    """Lungs cut by the lateral image borders (a cropped field of view)."""
+    nx = phantom.ct.shape[2]
+    lo, hi = int(0.27 * nx), int(0.73 * nx)
+    cropped = from_sitk(to_sitk(phantom.ct)[lo:hi, :, :])
+    truth = phantom.lungs.array[:, :, lo:hi]
+    assert (truth[:, :, 0] > 0).any() and (truth[:, :, -1] > 0).any()
+    seg = segment_lungs(cropped).lungs.array
+    assert dice(seg > 0, truth > 0) >= 0.9
+    assert dice(seg == 1, truth == 1) >= 0.85
+
+
+def test_not_a_ct_and_nan_are_user_errors():
+    spect_like = Volume(np.random.default_rng(0).uniform(0, 500, (20, 30, 30)).astype(np.float32), (4, 4, 4))
+    with pytest.raises(UserError, match="does not look like a CT"):
+        segment_lungs(spect_like)
+    nan_ct = Volume(np.full((10, 20, 20), -1000.0, np.float32), (2, 2, 2))
+    nan_ct.array[5, 5, 5] = np.nan
+    with pytest.raises(UserError, match="NaN"):
+        segment_lungs(nan_ct)
