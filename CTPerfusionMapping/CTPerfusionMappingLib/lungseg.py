@@ -9,8 +9,9 @@ Steps (each a function below):
    is not (about -850 HU; -920 in a low-density lung): components touching the image border with a median below
    ``pure_air_hu`` (-970 HU) are outside air; components with such a median elsewhere are bowel or stomach gas. The
    remaining components of at least ``min_component_ml`` with at least half their voxels inside the body's
-   per-slice convex hull (:func:`body_hull`) are lung; the others are air beside the body or the table's foam. This keeps lungs cut by the image border
-   (cropped fields of view), which a "touches the border" rule would throw away.
+   per-slice convex hull (:func:`body_hull`) are lung; the others are air beside the body or the table's foam.
+   This keeps lungs cut by the image border (cropped fields of view), which a "touches the border" rule would
+   throw away.
 4. :func:`remove_airways`: the trachea is found as a small round pure-air region at the top of the lungs and grown
    through pure-air voxels (below -950 HU or the 3rd percentile of the lung, whichever is lower) one voxel per step,
    with explosion control (growth stops when one step adds several times more than the steps before, which is a

@@ -5,9 +5,9 @@ lowest point of the lungs (posterior costophrenic recess). Shapes (our choices, 
 
 * body: an ellipse with subcutaneous fat, then chest-wall muscle, then a 12 mm rib layer, inside which lies
   the thoracic cavity (an inner offset of the body outline);
-* each lung: the half of the cavity lateral to the mediastinum (narrow at the front, widest mid-chest), shrunk towards its own centre above 45% of
-  its height (the apex), above a diaphragm dome (the right one higher), minus the heart, the descending
-  aorta and the spine;
+* each lung: the half of the cavity lateral to the mediastinum (narrow at the front, widest mid-chest), shrunk
+  towards its own centre above 45% of its height (the apex), above a diaphragm dome (the right one higher),
+  minus the heart, the descending aorta and the spine;
 * lobes: oblique fissures (both lungs) that rise from the anterior base to the posterior upper third, and
   the right horizontal fissure; CIP regions 4 RUL, 5 RML, 6 RLL, 7 LUL, 8 LLL;
 * mediastinum: fat with the heart, aorta, pulmonary trunk and arteries, trachea and main bronchi, oesophagus;
@@ -120,7 +120,6 @@ class Thorax:
     def lungs(self, x, y, z):
         """0 outside the lungs, LUNG_RIGHT or LUNG_LEFT inside."""
         p = self.p
-        w = p.mediastinum_half_width_mm
         side = np.sign(x)
         cx = side * self.lung_centre_x
         s = np.maximum(self.lung_taper(z), 1e-3)
