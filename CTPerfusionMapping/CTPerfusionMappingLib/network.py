@@ -1,0 +1,385 @@
+"""The CT-to-perfusion networks: the attention residual network (ARNN) of Ren et al. 2021 and a plain 3D U-Net.
+
+This docstring is the *architecture* part of the model card. The reference is Ren et al., IJROBP 2021 (DL-CTPM),
+section "Proposed CNN architecture" and its Fig. 2; the ablations are Ren et al., Front Oncol 2021.
+
+Input and output
+    One pre-processed hemi-lung per sample: a float32 tensor ``(N, 1, D, H, W)`` = ``(N, 1, z, y, x)``, by default
+    128 x 64 x 64 (the paper's crop size), values in [0, 1] after the CT enhancement. The networks are fully
+    convolutional: any D, H, W divisible by ``2 ** (levels - 1)`` (8 by default) works; other sizes raise
+    :class:`~CTPerfusionMappingLib.errors.UserError`. Output: the same shape, values in (0, 1) after a sigmoid
+    (the normalised perfusion). ``model.forward_logits(x)`` gives the values before the sigmoid, for training with
+    ``BCEWithLogitsLoss`` (numerically stable and allowed under mixed precision, unlike BCE on probabilities).
+
+What the paper states, and what we implement as stated
+    * 3D encoder-decoder; three 2x2x2 stride-2 convolutions ("StriConv") go down from S1 (full size) to S4 (1/8);
+      2x2x2 stride-2 transposed convolutions ("ConvT") go back up.
+    * All other convolution kernels 5x5x5 (padding 2, so sizes are kept); ``kernel_size`` changes this.
+    * At most 128 channels.
+    * Residual blocks ("ResConv"); two skip-attention modules like Attention U-Net (Oktay et al. 2018);
+      an ROI attention module; a final sigmoid to [0, 1].
+    * Every convolution followed by BatchNorm, PReLU with initial slope 0.2 and dropout with rate 0.1.
+    * Kaiming-uniform initialisation.
+
+What the paper leaves open, and what we chose
+    1. Channel widths: ``min(base_channels * 2 ** level, max_channels)`` = 16-32-64-128 at S1-S4 by default.
+       With one ResConv per level this gives 7.6 M parameters (see "Size and speed" below).
+    2. Number of residual blocks: one ResConv per encoder level (S1, S2, S3), one at the bottom (S4) and one per
+       decoder level (S3, S2, S1): seven in all. The first (S1) takes the 1-channel input.
+    3. ResConv form (He et al. 2016): ``conv-BN-PReLU-Dropout -> conv-BN -> (+ shortcut) -> PReLU -> Dropout``.
+       Both convolutions are still each followed by BN, PReLU and dropout, with the addition placed between the
+       second BN and its PReLU, as in ResNet. The shortcut is the identity when the channel counts agree, else a
+       1x1x1 convolution + BN (a linear projection, so no PReLU or dropout on it). ``residual=False`` gives plain
+       ``(conv-BN-PReLU-Dropout) x 2`` blocks with no shortcut.
+    4. StriConv and ConvT are convolutions too, so each is followed by BN, PReLU and dropout; StriConv doubles the
+       channels (capped), ConvT halves them back.
+    5. Dropout kind: element-wise ``nn.Dropout`` (the paper says "a dropout layer"; channel-wise ``Dropout3d``
+       would drop one of the four ROI channels at a time and gives a coarser Monte-Carlo dropout spread).
+    6. Skip connections: concatenation ``[skip, upsampled]`` followed by the decoder ResConv (2C -> C).
+    7. Skip attention: on the two deepest skip connections, i.e. the S3 and S2 skips (the S1 skip is a plain
+       concatenation). Gate (Oktay's additive attention): ``alpha = sigmoid(psi(ReLU(W_x x + up(W_g g))))``,
+       ``skip' = x * alpha``, where x is the encoder skip, g the decoder feature of the next coarser level
+       (before its ConvT) as gating signal, W_x, W_g and psi 1x1x1 convolutions to ``max(C_x // 2, 1)``, resp. 1,
+       channels, and ``up`` trilinear upsampling of ``W_g g`` to the skip's size. The gate's 1x1x1 convolutions
+       are the gate's own linear maps: no BN/PReLU/dropout on them (ReLU and sigmoid belong to the gate).
+       ``skip_attention=False`` gives plain concatenation skips everywhere. With ``levels`` other than 4 the gates
+       sit on the ``min(2, levels - 1)`` deepest skips.
+    8. ROI attention (Fig. 2c), placed at the end of the decoder (S1, full size), before the output head.
+       Implemented literally: ``f = PReLU(BN(conv5(x)))`` (+ dropout) with 4 channels; ``m = 1[f > 0]`` (binary,
+       drop threshold 0); ``out = f * sigmoid(m)`` element-wise. Trainability: the threshold has zero gradient
+       almost everywhere, but no gradient through the mask is needed: ``sigmoid(m)`` is 0.5 or 0.731, so the module
+       is a fixed piecewise-linear map ``f -> f * (0.5 or 0.731)`` and gradients reach the convolution through the
+       multiplicand ``f`` (slope 0.5 / 0.731). We do not add a straight-through estimator or a learned soft mask:
+       either would be a module the paper does not describe. Read literally, the ROI attention therefore amplifies
+       voxels with positive features by 1.46 relative to the others; that is what we reproduce.
+       ``roi_attention=False`` removes the whole module (the head then reads the S1 decoder features directly).
+    9. Output head: a 1x1x1 convolution (4 -> ``out_channels``, or C1 -> ``out_channels`` without ROI attention)
+       with bias, then the sigmoid ("a sigmoid function sums the results of the previous layers"). It is the one
+       convolution not followed by BN/PReLU/dropout, which would distort the [0, 1] output.
+   10. Initialisation: ``kaiming_uniform_(a=prelu_init, nonlinearity="leaky_relu", mode="fan_in")`` for every
+       convolution and transposed convolution weight (bound ``sqrt(6 / ((1 + a^2) fan_in))``), zeros for all
+       biases, BN weight 1 / bias 0, PReLU slopes ``prelu_init``. One PReLU parameter per channel.
+   11. Convolutions followed by BN have no bias (BN's shift replaces it).
+
+Plain 3D U-Net baseline (``arch="unet"``; the comparison in the ablation study)
+    Cicek-style: per level ``(conv3-BN-ReLU-Dropout) x 2``; 2x2x2 max-pooling down; 2x2x2 stride-2 transposed
+    convolution (with bias, no BN) up; concatenation skips; the same number of levels and the same channel rule
+    as the ARNN; 1x1x1 head + sigmoid. Kernel 3x3x3 always (``kernel_size`` applies to the ARNN only). It keeps the
+    configured dropout so both networks are regularised alike and Monte-Carlo dropout works on both; set
+    ``dropout=0`` for the textbook U-Net. Kaiming-uniform init with ``a=0`` (ReLU). The comparison U-Net measured
+    in ``docs/MEASURED.md`` is ``NetworkConfig(arch="unet", base_channels=32, max_channels=256)``.
+
+Size and speed (one 1x1x128x64x64 forward pass in eval mode; parameter counts checked by Testing/test_network.py)
+    Default ARNN: 7,627,971 parameters; 2.5-3.4 s on 2 CPU threads (torch 2.13, on a shared machine with load
+    average 3-4; MEASURED.md's unloaded prototype took 1.0-1.2 s); on an H100 (torch 2.11) two lungs in one batch
+    take 25-30 ms including transfers, with or without autocast. Without residual blocks 7,616,947, without ROI
+    attention 7,619,971, without skip attention 7,620,193 parameters.
+    U-Net 16-128: 1,401,265 parameters; U-Net 32-256: 5,601,121 parameters (MEASURED.md: 5.6 M).
+
+torch is imported inside functions only, so this module can be imported where torch is absent; the nn.Module
+classes are built on first use by :func:`_classes`.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Tuple
+
+from .errors import UserError
+
+ARCHITECTURES = ("arnn", "unet")
+
+#: Channels of the ROI attention feature map (Ren et al. 2021: "increase the number of feature channels to four").
+ROI_CHANNELS = 4
+#: Number of skip connections (the deepest ones) that get an attention gate (Ren et al. 2021: "two").
+N_SKIP_GATES = 2
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Hyper-parameters of a network; stored with its weights. Shapes are (z, y, x) voxels.
+
+    ``levels`` counts resolutions S1..S4 (so ``levels - 1`` down-samplings); ``kernel_size`` is the ARNN's
+    convolution size (odd); ``dropout`` is a probability; ``prelu_init`` the initial PReLU slope and the Kaiming ``a``.
+    """
+
+    arch: str = "arnn"
+    in_channels: int = 1
+    out_channels: int = 1
+    base_channels: int = 16
+    max_channels: int = 128
+    kernel_size: int = 5
+    levels: int = 4
+    residual: bool = True
+    roi_attention: bool = True
+    skip_attention: bool = True
+    dropout: float = 0.1
+    prelu_init: float = 0.2
+    input_shape: Tuple[int, int, int] = (128, 64, 64)
+
+    def __post_init__(self) -> None:
+        """Normalise ``input_shape`` to a tuple of ints and check every value; raises UserError."""
+        try:
+            object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+        except (TypeError, ValueError):
+            raise UserError(f"network setting input_shape must be three sizes (z, y, x), got {self.input_shape!r}") from None
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"unknown network architecture {self.arch!r}; use one of {', '.join(ARCHITECTURES)}")
+        for name in ("in_channels", "out_channels", "base_channels", "max_channels", "kernel_size", "levels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"network setting {name} must be a positive integer, got {value!r}")
+        if self.kernel_size % 2 == 0:
+            raise UserError(f"network setting kernel_size must be odd, got {self.kernel_size}")
+        if self.levels < 2:
+            raise UserError(f"network setting levels must be at least 2, got {self.levels}")
+        for name in ("residual", "roi_attention", "skip_attention"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"network setting {name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("dropout", "prelu_init"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise UserError(f"network setting {name} must be a number, got {getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"network setting dropout must be in [0, 1), got {self.dropout!r}")
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise UserError(f"network setting input_shape must be three positive sizes (z, y, x), got {self.input_shape}")
+        check_spatial_shape(self, self.input_shape)
+
+    @property
+    def channels(self) -> Tuple[int, ...]:
+        """Feature channels at S1, S2, ...: ``min(base * 2 ** level, max)``, e.g. (16, 32, 64, 128)."""
+        return tuple(min(self.base_channels * 2**level, self.max_channels) for level in range(self.levels))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain-type dict (input_shape as a list) for JSON and for ``torch.load(weights_only=True)``."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> NetworkConfig:
+        """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise UserError."""
+        if not isinstance(d, dict):
+            raise UserError(f"network configuration must be a dictionary, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown network setting(s): {', '.join(map(str, unknown))}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def check_spatial_shape(config: NetworkConfig, shape: Tuple[int, ...]) -> None:
+    """Raise UserError unless every spatial size (z, y, x voxels) is divisible by ``2 ** (levels - 1)``."""
+    factor = 2 ** (config.levels - 1)
+    if any(int(s) % factor for s in shape):
+        raise UserError(
+            f"image size {tuple(int(s) for s in shape)} (z, y, x) is not divisible by {factor} in every axis, "
+            f"which this {config.levels}-level network needs; resample the lung to e.g. 128x64x64"
+        )
+
+
+def build_model(config: NetworkConfig):
+    """Build the network described by ``config`` (initialised, train mode); ``model.config`` holds the config."""
+    if not isinstance(config, NetworkConfig):
+        raise TypeError(f"build_model needs a NetworkConfig, got {type(config).__name__}")
+    ns = _classes()
+    return ns.ARNN(config) if config.arch == "arnn" else ns.UNet3D(config)
+
+
+def count_parameters(model, trainable_only: bool = True) -> int:
+    """Number of (trainable, by default) scalar parameters of a torch module."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
+
+
+def kaiming_bound(fan_in: int, a: float) -> float:
+    """The Kaiming-uniform bound ``sqrt(6 / ((1 + a^2) fan_in))`` (leaky-ReLU gain, fan-in mode)."""
+    return (6.0 / ((1.0 + a * a) * fan_in)) ** 0.5
+
+
+def init_weights(model, a: float) -> None:
+    """Kaiming-uniform (negative slope ``a``) for every (transposed) 3D convolution weight, zeros for biases."""
+    import torch.nn as nn
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_uniform_(m.weight, a=a, mode="fan_in", nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@functools.cache
+def _classes() -> types.SimpleNamespace:
+    """Define the nn.Module classes once, on first use (keeps torch out of module import)."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class ConvUnit(nn.Sequential):
+        """conv(k, stride) -> BN -> PReLU(prelu_init) -> Dropout(p): the ARNN's basic unit; keeps size when stride 1."""
+
+        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float, stride: int = 1):
+            pad = k // 2 if stride == 1 else 0
+            super().__init__(
+                nn.Conv3d(cin, cout, k, stride=stride, padding=pad, bias=False),
+                nn.BatchNorm3d(cout),
+                nn.PReLU(cout, init=slope),
+                nn.Dropout(p),
+            )
+
+    class UpUnit(nn.Sequential):
+        """ConvT 2x2x2 stride 2 -> BN -> PReLU -> Dropout: doubles D, H, W."""
+
+        def __init__(self, cin: int, cout: int, p: float, slope: float):
+            super().__init__(
+                nn.ConvTranspose3d(cin, cout, 2, stride=2, bias=False),
+                nn.BatchNorm3d(cout),
+                nn.PReLU(cout, init=slope),
+                nn.Dropout(p),
+            )
+
+    class ResConv(nn.Module):
+        """Residual block: conv-BN-PReLU-Drop, conv-BN, + shortcut (identity or 1x1x1 conv + BN), PReLU, Drop."""
+
+        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float):
+            super().__init__()
+            self.unit1 = ConvUnit(cin, cout, k, p, slope)
+            self.conv2 = nn.Conv3d(cout, cout, k, padding=k // 2, bias=False)
+            self.bn2 = nn.BatchNorm3d(cout)
+            self.shortcut = nn.Identity() if cin == cout else nn.Sequential(
+                nn.Conv3d(cin, cout, 1, bias=False), nn.BatchNorm3d(cout))
+            self.act = nn.PReLU(cout, init=slope)
+            self.drop = nn.Dropout(p)
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(self.unit1(x)))
+            return self.drop(self.act(y + self.shortcut(x)))
+
+    class PlainConv(nn.Sequential):
+        """The residual=False ablation: (conv-BN-PReLU-Drop) x 2, no shortcut."""
+
+        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float):
+            super().__init__(ConvUnit(cin, cout, k, p, slope), ConvUnit(cout, cout, k, p, slope))
+
+    class SkipAttention(nn.Module):
+        """Additive attention gate: ``x * sigmoid(psi(ReLU(W_x x + up(W_g g))))``; g is one level coarser than x."""
+
+        def __init__(self, c_x: int, c_g: int):
+            super().__init__()
+            c_int = max(c_x // 2, 1)
+            self.w_x = nn.Conv3d(c_x, c_int, 1, bias=False)
+            self.w_g = nn.Conv3d(c_g, c_int, 1, bias=True)
+            self.psi = nn.Conv3d(c_int, 1, 1, bias=True)
+
+        def coefficients(self, x, g):
+            """Attention coefficients in (0, 1), shape (N, 1, *x.shape[2:])."""
+            gate = F.interpolate(self.w_g(g), size=x.shape[2:], mode="trilinear", align_corners=False)
+            return torch.sigmoid(self.psi(F.relu(self.w_x(x) + gate)))
+
+        def forward(self, x, g):
+            return x * self.coefficients(x, g)
+
+    class ROIAttention(nn.Module):
+        """Ren et al. Fig. 2c, literally: f = conv unit to 4 channels; m = 1[f > 0]; out = f * sigmoid(m)."""
+
+        def __init__(self, cin: int, k: int, p: float, slope: float):
+            super().__init__()
+            self.conv = ConvUnit(cin, ROI_CHANNELS, k, p, slope)
+
+        def features_and_mask(self, x):
+            """The 4-channel feature map f and its binary mask (1 where f > 0, else 0), same shape and dtype."""
+            f = self.conv(x)
+            return f, (f > 0).to(f.dtype)
+
+        def forward(self, x):
+            f, mask = self.features_and_mask(x)
+            return f * torch.sigmoid(mask)
+
+    class ARNN(nn.Module):
+        """Attention residual network (Ren et al. 2021); see the module docstring for every choice."""
+
+        def __init__(self, cfg: NetworkConfig):
+            super().__init__()
+            self.config, self.levels = cfg, cfg.levels
+            ch, k, p, s = cfg.channels, cfg.kernel_size, cfg.dropout, cfg.prelu_init
+            block = ResConv if cfg.residual else PlainConv
+            last = cfg.levels - 1
+            self.enc = nn.ModuleList([block(cfg.in_channels if i == 0 else ch[i], ch[i], k, p, s) for i in range(last)])
+            self.down = nn.ModuleList([ConvUnit(ch[i], ch[i + 1], 2, p, s, stride=2) for i in range(last)])
+            self.bottom = block(ch[last], ch[last], k, p, s)
+            self.up = nn.ModuleList([UpUnit(ch[i + 1], ch[i], p, s) for i in range(last)])
+            gated = range(max(last - N_SKIP_GATES, 0), last) if cfg.skip_attention else ()
+            self.gates = nn.ModuleDict({str(i): SkipAttention(ch[i], ch[i + 1]) for i in gated})
+            self.dec = nn.ModuleList([block(2 * ch[i], ch[i], k, p, s) for i in range(last)])
+            self.roi = ROIAttention(ch[0], k, p, s) if cfg.roi_attention else None
+            self.head = nn.Conv3d(ROI_CHANNELS if cfg.roi_attention else ch[0], cfg.out_channels, 1)
+            init_weights(self, cfg.prelu_init)
+
+        def forward_logits(self, x):
+            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
+            check_spatial_shape(self.config, x.shape[2:])
+            skips = []
+            for enc, down in zip(self.enc, self.down):
+                x = enc(x)
+                skips.append(x)
+                x = down(x)
+            x = self.bottom(x)
+            for i in reversed(range(self.levels - 1)):
+                skip = skips[i]
+                if str(i) in self.gates:
+                    skip = self.gates[str(i)](skip, x)
+                x = self.dec[i](torch.cat([skip, self.up[i](x)], dim=1))
+            if self.roi is not None:
+                x = self.roi(x)
+            return self.head(x)
+
+        def forward(self, x):
+            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
+            return torch.sigmoid(self.forward_logits(x))
+
+    class DoubleConv(nn.Sequential):
+        """U-Net block: (conv3-BN-ReLU-Dropout) x 2."""
+
+        def __init__(self, cin: int, cout: int, p: float):
+            super().__init__(
+                nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True), nn.Dropout(p),
+                nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True), nn.Dropout(p),
+            )
+
+    class UNet3D(nn.Module):
+        """Plain 3D U-Net baseline: max-pool down, ConvT up, concatenation skips, sigmoid output."""
+
+        def __init__(self, cfg: NetworkConfig):
+            super().__init__()
+            self.config, self.levels = cfg, cfg.levels
+            ch, p, last = cfg.channels, cfg.dropout, cfg.levels - 1
+            self.enc = nn.ModuleList([DoubleConv(cfg.in_channels if i == 0 else ch[i - 1], ch[i], p) for i in range(last)])
+            self.pool = nn.MaxPool3d(2)
+            self.bottom = DoubleConv(ch[last - 1], ch[last], p)
+            self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in range(last)])
+            self.dec = nn.ModuleList([DoubleConv(2 * ch[i], ch[i], p) for i in range(last)])
+            self.head = nn.Conv3d(ch[0], cfg.out_channels, 1)
+            init_weights(self, 0.0)
+
+        def forward_logits(self, x):
+            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
+            check_spatial_shape(self.config, x.shape[2:])
+            skips = []
+            for enc in self.enc:
+                x = enc(x)
+                skips.append(x)
+                x = self.pool(x)
+            x = self.bottom(x)
+            for i in reversed(range(self.levels - 1)):
+                x = self.dec[i](torch.cat([skips[i], self.up[i](x)], dim=1))
+            return self.head(x)
+
+        def forward(self, x):
+            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
+            return torch.sigmoid(self.forward_logits(x))
+
+    return types.SimpleNamespace(
+        ConvUnit=ConvUnit, UpUnit=UpUnit, ResConv=ResConv, PlainConv=PlainConv, SkipAttention=SkipAttention,
+        ROIAttention=ROIAttention, ARNN=ARNN, DoubleConv=DoubleConv, UNet3D=UNet3D,
+    )
