@@ -1,4 +1,4 @@
-"""The ``ctpm`` command line: synthetic cohorts now; the CT-to-perfusion pipeline in later versions.
+"""The ``ctpm`` command line: the CT-to-perfusion pipeline (run, evaluate, batch) and synthetic cohorts.
 
 Run ``ctpm --help`` or ``ctpm COMMAND --help``. Errors a user can fix print ``error: ...`` and exit 2.
 """
@@ -17,7 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .phantom_cli import add_demo_command, add_phantom_command
+    from .run_cli import add_batch_command, add_evaluate_command, add_run_command
 
+    add_run_command(sub)
+    add_evaluate_command(sub)
+    add_batch_command(sub)
     add_phantom_command(sub)
     add_demo_command(sub)
     add_info_command(sub)

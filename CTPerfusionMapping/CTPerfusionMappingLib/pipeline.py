@@ -1,0 +1,232 @@
+"""The CT-to-perfusion pipeline: one function from a chest CT (and optionally a SPECT and given labels) to the
+synthetic perfusion map, functional volumes, per-region table and, with a SPECT, the agreement metrics.
+
+The command line (``ctpm run``, ``ctpm batch``), the Slicer Logic and the tests all call :func:`run_pipeline`.
+
+Steps: check the CT -> lungs and regions (given labels normalised to CIP regions, or the built-in segmentation and
+lung thirds) -> SPECT onto the CT (rigid registration, or as it is) -> hemi-lung samples (003 preprocessing) ->
+network on both lungs in one batch (or the HU-only baseline) -> back onto the CT grid -> functional volumes ->
+region table -> evaluation against the SPECT (network and HU-only baseline side by side).
+
+The HU-only baseline predictor is the CT enhancement of equation (1) itself (histogram-equalised, filtered density
+in the lung window): a fixed monotone function of local HU, i.e. "denser parenchyma is better perfused". It needs no
+training and shows in every report what the network adds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .errors import UserError
+from .labels import LungLabels, lung_thirds, normalise_labels, resample_labels_to
+from .lungseg import check_ct, segment_lungs
+from .metrics import evaluate, functional_volumes, region_table
+from .preprocess import (
+    LungSample,
+    PreprocessParams,
+    combine_lungs,
+    high_intensity_region,
+    preprocess_case,
+    sample_to_ct,
+)
+from .volume import Volume
+
+Progress = Optional[Callable[[float, str], None]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    register: bool = True  # rigid SPECT-to-CT registration (off: SPECT used where it lies, e.g. one scanner)
+    device: str = "auto"
+    amp: bool = True
+    mc_dropout_passes: int = 0  # >= 2 gives an uncertainty map (standard deviation over passes)
+    threshold: float = 0.66  # high/low functional split, fraction of the map's maximum
+    labels_source: str = "auto"
+    preprocess: PreprocessParams = PreprocessParams()
+    seed: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"register": self.register, "device": self.device, "amp": self.amp,
+                "mc_dropout_passes": self.mc_dropout_passes, "threshold": self.threshold,
+                "labels_source": self.labels_source, "preprocess": self.preprocess.to_dict(), "seed": self.seed}
+
+
+@dataclass
+class RunResult:
+    perfusion: Volume  # float32 0..1 in the lungs, 0 elsewhere, CT geometry
+    functional: Volume  # uint8: 1 low, 2 high
+    labels: LungLabels  # lungs (1 right, 2 left) and regions (lobes 4-8 or thirds 9-14)
+    baseline: Volume  # HU-only baseline map, 0..1
+    uncertainty: Optional[Volume] = None  # MC-dropout standard deviation
+    spect_on_ct: Optional[Volume] = None  # SPECT on the CT grid (counts)
+    spect_normalised: Optional[Volume] = None  # equation (2): SPECT / P75 in the lungs, clipped to 0..1
+    regions: List[Dict[str, Any]] = field(default_factory=list)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+
+
+def _say(progress: Progress, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(fraction, message)
+
+
+def check_finite(volume: Volume, what: str) -> None:
+    a = volume.array
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise UserError(f"the {what} contains NaN or infinite values")
+
+
+def resolve_labels(ct: Volume, lungs: Optional[Volume] = None, lobes: Optional[Volume] = None,
+                   source: str = "auto") -> Tuple[LungLabels, Dict[str, Any]]:
+    """Lungs and regions on the CT grid: given label maps normalised to CIP regions, or the built-in segmentation.
+
+    Given lobes give the regions (and the lungs unless a lung map is given too); a lung map alone gives lung thirds;
+    nothing given runs :func:`~.lungseg.segment_lungs` and uses lung thirds.
+    """
+    if lobes is not None:
+        lab = normalise_labels(resample_labels_to(lobes, ct, name="the lobe labels"), source=source, name="the lobe labels")
+        info = {"lungs": "given (lobe labels)", "regions": lab.kind}
+        if lungs is not None:
+            given = normalise_labels(resample_labels_to(lungs, ct, name="the lung labels"), source=source,
+                                     name="the lung labels")
+            regions = lab.regions.with_array(np.where(given.lungs.array > 0, lab.regions.array, 0).astype(np.uint8))
+            lab = LungLabels(given.lungs, regions, lab.kind)
+            info["lungs"] = "given"
+        return lab, info
+    if lungs is not None:
+        lab = normalise_labels(resample_labels_to(lungs, ct, name="the lung labels"), source=source, name="the lung labels")
+        return lab, {"lungs": "given", "regions": lab.kind}
+    seg = segment_lungs(ct)
+    return LungLabels(seg.lungs, lung_thirds(seg.lungs), "thirds"), {"lungs": "built-in segmentation",
+                                                                      "regions": "thirds", "segmentation": seg.info}
+
+
+def align_spect(ct: Volume, spect: Volume, lungs: Volume, register: bool) -> Tuple[Volume, Dict[str, Any]]:
+    """The SPECT on the CT grid: rigidly registered (Mattes MI) or resampled as it lies."""
+    from .registration import register_spect_to_ct, resample_spect_to_ct
+
+    check_finite(spect, "SPECT")
+    if not register:
+        return resample_spect_to_ct(ct, spect), {"registered": False}
+    result = register_spect_to_ct(ct, spect, lungs)
+    info = {"registered": True, "matrix_lps": result.matrix_lps.tolist(), "seconds": result.seconds,
+            "translation_mm": result.translation_mm, "rotation_deg": result.rotation_deg,
+            "fraction_in_lungs_before": result.fraction_in_lungs_before,
+            "fraction_in_lungs_after": result.fraction_in_lungs_after,
+            "suspicious": result.suspicious, "warnings": list(result.warnings)}
+    return result.spect_on_ct, info
+
+
+def network_inputs(samples: List[LungSample]) -> np.ndarray:
+    """(N, 1, 128, 64, 64) float32: the enhanced CT of each hemi-lung sample."""
+    return np.stack([s.ct_input for s in samples])[:, None].astype(np.float32)
+
+
+def predict_perfusion(model, samples: List[LungSample], options: RunOptions,
+                      progress: Progress = None) -> Tuple[List[np.ndarray], Optional[List[np.ndarray]], str]:
+    """Network outputs per sample (both lungs in one batch) and, with MC dropout, their standard deviations."""
+    from .inference import predict
+
+    def report(done: int, total: int) -> None:
+        _say(progress, 0.6 + 0.25 * done / max(total, 1), "network")
+
+    out = predict(model, network_inputs(samples), options.device, options.amp, options.mc_dropout_passes,
+                  progress=report, seed=options.seed)
+    means = [np.where(s.lung, m, 0.0).astype(np.float32) for s, m in zip(samples, out["mean"])]
+    stds = None if out["std"] is None else [np.where(s.lung, d, 0.0).astype(np.float32) for s, d in zip(samples, out["std"])]
+    return means, stds, out["device"]
+
+
+def samples_to_ct(values: List[np.ndarray], samples: List[LungSample], ct: Volume, lungs: Volume) -> Volume:
+    """Per-sample maps resampled back onto the CT and combined, each lung from its own sample."""
+    per_side = {s.side: sample_to_ct(v, s.grid, ct) for s, v in zip(samples, values)}
+    return ct.with_array(combine_lungs(per_side, lungs))
+
+
+def normalised_spect(spect_on_ct: Volume, lungs: Volume, params: PreprocessParams) -> Volume:
+    """Equation (2) without discretisation, on the CT grid: SPECT / P75 in the lungs, clipped to 0..1."""
+    mask = lungs.array > 0
+    hir = high_intensity_region(spect_on_ct.array, mask, params.hir_percentile)
+    return spect_on_ct.with_array(np.where(mask, np.clip(spect_on_ct.array / hir, 0.0, 1.0), 0.0).astype(np.float32))
+
+
+def run_pipeline(
+    ct: Volume,
+    spect: Optional[Volume] = None,
+    lungs: Optional[Volume] = None,
+    lobes: Optional[Volume] = None,
+    model=None,
+    options: RunOptions = RunOptions(),
+    progress: Progress = None,
+    model_info: Optional[Dict[str, Any]] = None,
+) -> RunResult:
+    """CT (+ SPECT, + labels) -> synthetic perfusion and its evaluation. ``model=None`` predicts with the HU-only
+    baseline (a warning goes into the metrics); otherwise ``model`` is a network from :func:`~.weights.load_weights`."""
+    times: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    check_ct(ct)
+    _say(progress, 0.02, "lung labels")
+    labels, label_info = resolve_labels(ct, lungs, lobes, options.labels_source)
+    times["labels"] = time.perf_counter() - t0
+
+    spect_on_ct = reg_info = spect_norm = None
+    if spect is not None:
+        _say(progress, 0.2, "registration" if options.register else "SPECT onto CT")
+        t = time.perf_counter()
+        spect_on_ct, reg_info = align_spect(ct, spect, labels.lungs, options.register)
+        spect_norm = normalised_spect(spect_on_ct, labels.lungs, options.preprocess)
+        times["registration"] = time.perf_counter() - t
+
+    _say(progress, 0.45, "preprocessing")
+    t = time.perf_counter()
+    samples = preprocess_case(ct, labels.lungs, spect_on_ct, options.preprocess)
+    times["preprocessing"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    baseline = samples_to_ct([s.ct_input for s in samples], samples, ct, labels.lungs)
+    warnings: List[str] = []
+    uncertainty = None
+    if model is None:
+        warnings.append("no network weights: the perfusion map is the HU-only baseline, not a network prediction")
+        perfusion, device = baseline, "none"
+    else:
+        _say(progress, 0.6, "network")
+        means, stds, device = predict_perfusion(model, samples, options, progress)
+        perfusion = samples_to_ct(means, samples, ct, labels.lungs)
+        if stds is not None:
+            uncertainty = samples_to_ct(stds, samples, ct, labels.lungs)
+    times["prediction"] = time.perf_counter() - t
+
+    _say(progress, 0.9, "evaluation")
+    lung_mask = labels.lungs.array > 0
+    functional = ct.with_array(functional_volumes(perfusion.array, lung_mask, options.threshold).astype(np.uint8))
+    rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml,
+                        None if spect_norm is None else spect_norm.array)
+    vml = ct.voxel_volume_ml
+    metrics: Dict[str, Any] = {
+        "labels": label_info,
+        "regions_kind": labels.kind,
+        "lung_volume_ml": {"right": float((labels.lungs.array == 1).sum() * vml),
+                           "left": float((labels.lungs.array == 2).sum() * vml)},
+        "functional_volume_ml": {"low": float((functional.array == 1).sum() * vml),
+                                 "high": float((functional.array == 2).sum() * vml), "threshold": options.threshold},
+        "model": dict(model_info or {}, device=device),
+        "options": options.to_dict(),
+        "registration": reg_info,
+        "warnings": warnings + (list(reg_info.get("warnings", [])) if reg_info else []),
+    }
+    if spect_norm is not None:
+        hu = ct.array
+        metrics["evaluation"] = {
+            "prediction": evaluate(perfusion.array, spect_norm.array, labels.lungs.array, None, hu,
+                                   options.preprocess.hu_window, options.threshold),
+            "hu_baseline": evaluate(baseline.array, spect_norm.array, labels.lungs.array, None, hu,
+                                    options.preprocess.hu_window, options.threshold),
+        }
+    times["total"] = time.perf_counter() - t0
+    metrics["timings_s"] = times
+    _say(progress, 1.0, "done")
+    return RunResult(perfusion, functional, labels, baseline, uncertainty, spect_on_ct, spect_norm, rows, metrics)

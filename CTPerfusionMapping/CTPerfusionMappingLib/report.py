@@ -1,0 +1,151 @@
+"""Writing the results of a run: volumes, metrics.json, the region CSV and the overview figure (PNG)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .imageio import write_volume
+from .metrics import write_region_csv
+
+OUTPUT_FILES = {
+    "perfusion": "perfusion.nrrd",
+    "functional": "functional.nrrd",
+    "lungs": "lungs.nrrd",
+    "regions": "lobes.nrrd",
+    "spect_on_ct": "spect_on_ct.nrrd",
+    "uncertainty": "perfusion_std.nrrd",
+    "metrics": "metrics.json",
+    "table": "lobes.csv",
+    "figure": "overview.png",
+}
+
+
+def write_json(data: Dict[str, Any], path: Path) -> None:
+    """JSON (NaN written as null) to a temporary name, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_clean(data), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_run_outputs(result, out_dir: Path, ct=None) -> Dict[str, Path]:
+    """Write every output of a :class:`~.pipeline.RunResult` into ``out_dir``; returns the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: Dict[str, Path] = {}
+    volumes = {"perfusion": result.perfusion, "functional": result.functional, "lungs": result.labels.lungs,
+               "regions": result.labels.regions, "spect_on_ct": result.spect_on_ct, "uncertainty": result.uncertainty}
+    for key, volume in volumes.items():
+        if volume is not None:
+            write_volume(volume, out_dir / OUTPUT_FILES[key])
+            written[key] = out_dir / OUTPUT_FILES[key]
+    write_region_csv(result.regions, out_dir / OUTPUT_FILES["table"])
+    written["table"] = out_dir / OUTPUT_FILES["table"]
+    if ct is not None:
+        write_overview(ct, result, out_dir / OUTPUT_FILES["figure"])
+        written["figure"] = out_dir / OUTPUT_FILES["figure"]
+    write_json(result.metrics, out_dir / OUTPUT_FILES["metrics"])  # last: its presence marks a finished run
+    written["metrics"] = out_dir / OUTPUT_FILES["metrics"]
+    return written
+
+
+def _views(ct, lungs: np.ndarray):
+    """An axial slice through the lungs' middle and a coronal slice through their centre (array views)."""
+    if lungs.any():
+        k = int(np.round(np.nonzero(lungs.any(axis=(1, 2)))[0].mean()))
+        j = int(np.round(np.nonzero(lungs.any(axis=(0, 2)))[0].mean()))
+    else:
+        k, j = lungs.shape[0] // 2, lungs.shape[1] // 2
+    sx, sy, sz = ct.spacing
+    nz, ny, nx = ct.shape
+    flip = ct.direction[2, 2] > 0  # show the head at the top
+    return [("axial", lambda a: a[k], [0, nx * sx, ny * sy, 0]),
+            ("coronal", (lambda a: a[::-1, j, :]) if flip else (lambda a: a[:, j, :]), [0, nx * sx, 0, nz * sz])]
+
+
+def _table_text(rows: List[Dict[str, Any]]) -> str:
+    has_ref = any(r.get("mean_reference") is not None for r in rows)
+    head = f"{'region':<20}{'mL':>7}{'mean':>7}{'share%':>8}" + (f"{'SPECT':>7}{'share%':>8}" if has_ref else "")
+    lines = [head]
+    for r in rows:
+        line = (f"{r['name'][:19]:<20}{_f(r['volume_ml'], 0):>7}{_f(r['mean_perfusion'], 2):>7}"
+                f"{_f(r['perfusion_share_percent'], 1):>8}")
+        if has_ref:
+            line += f"{_f(r.get('mean_reference'), 2):>7}{_f(r.get('reference_share_percent'), 1):>8}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _f(v: Optional[float], digits: int) -> str:
+    return "-" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+
+
+def write_overview(ct, result, path: Path) -> Path:
+    """CT, synthetic perfusion and (when given) the normalised SPECT side by side, axial and coronal, with the
+    region table and the headline metrics; PNG written to a temporary name and renamed."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    lungs = result.labels.lungs.array > 0
+    panels = [("CT", None), ("synthetic perfusion", result.perfusion.array)]
+    if result.spect_normalised is not None:
+        panels.append(("SPECT (normalised)", result.spect_normalised.array))
+    views = _views(ct, lungs)
+    fig = plt.figure(figsize=(4.2 * len(panels) + 5.5, 8.5), facecolor="white")
+    grid = fig.add_gridspec(2, len(panels) + 1, width_ratios=[1] * len(panels) + [1.3])
+    for row, (name, cut, extent) in enumerate(views):
+        for col, (title, data) in enumerate(panels):
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(cut(ct.array), cmap="gray", vmin=-1000, vmax=200, extent=extent)
+            if data is not None:
+                shown = np.ma.masked_where(~cut(lungs), cut(data))
+                im = ax.imshow(shown, cmap="jet", vmin=0, vmax=1, alpha=0.75, extent=extent)
+            ax.set_title(f"{title} ({name})", fontsize=10)
+            ax.axis("off")
+    fig.colorbar(im, ax=fig.axes[-1], fraction=0.046, pad=0.02).set_label("relative perfusion (0..1)")
+    text_ax = fig.add_subplot(grid[:, -1])
+    text_ax.axis("off")
+    lines = [_table_text(result.regions)]
+    evaluation = result.metrics.get("evaluation")
+    if evaluation:
+        lines.append("")
+        lines.append(f"{'vs SPECT':<12}{'Spearman':>9}{'SSIM':>7}{'DSC hi':>8}{'DSC lo':>8}")
+        for key, label in (("prediction", "prediction"), ("hu_baseline", "HU baseline")):
+            e = evaluation[key]["patient"]
+            lines.append(f"{label:<12}{_f(e['spearman'], 3):>9}{_f(e['ssim'], 3):>7}{_f(e['dsc_high'], 3):>8}"
+                         f"{_f(e['dsc_low'], 3):>8}")
+    for w in result.metrics.get("warnings", []):
+        lines.append("")
+        lines.append(f"warning: {w}")
+    text_ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8, va="top", wrap=True)
+    fig.suptitle("CT perfusion mapping (research use only, not for clinical use)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

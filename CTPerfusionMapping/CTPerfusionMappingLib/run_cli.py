@@ -1,0 +1,295 @@
+"""``ctpm run``, ``ctpm evaluate`` and ``ctpm batch``: the CT-to-perfusion pipeline from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .errors import UserError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+DEFAULT_WEIGHTS = MODELS_DIR / "ctpm_arnn.pt"
+BATCH_COLUMNS = ("id", "ct", "spect", "lungs", "lobes")
+
+
+def default_weights() -> Optional[Path]:
+    """The bundled demonstration weights, or None when this installation has none."""
+    env = os.environ.get("CTPM_WEIGHTS")
+    if env:
+        return Path(env)
+    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
+
+
+def load_model(weights: Optional[str], baseline: bool, device: str):
+    """(model or None, model info) from --weights / --baseline / the bundled weights."""
+    if baseline:
+        return None, {"predictor": "hu_baseline"}
+    path = Path(weights) if weights else default_weights()
+    if path is None:
+        raise UserError("no network weights: this installation has no bundled model; pass --weights FILE, or --baseline "
+                        "for the HU-only baseline predictor")
+    from .weights import load_weights
+
+    model, config, metadata = load_weights(path, device=device)
+    return model, {"predictor": "network", "weights": str(path), "config": config.to_dict(), "metadata": metadata}
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", bar_format="{desc:<16}{percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
+
+    def update(fraction: float, message: str) -> None:
+        bar.set_description_str(message)
+        bar.n = int(round(100 * fraction))
+        bar.refresh()
+
+    return bar, update
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="network weights file (default: the bundled model, when installed)")
+    p.add_argument("--baseline", action="store_true", help="predict with the HU-only baseline instead of a network")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps")
+    p.add_argument("--no-register", action="store_true", help="use the SPECT where it lies (same-scanner SPECT/CT)")
+    p.add_argument("--labels-source", default="auto",
+                   help="label convention of --lungs/--lobes: auto, cip, totalsegmentator, totalsegmentator_v1, "
+                        "lungmask_r231, lungmask_ltrclobes")
+    p.add_argument("--threshold", type=float, default=0.66, help="high/low functional split, fraction of max (0.66)")
+    p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                   help="Monte Carlo dropout passes (>= 2 also writes perfusion_std.nrrd)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_run_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="synthesize a perfusion map from a chest CT (and score it against a SPECT)",
+                       description="CT (+ SPECT, + lung/lobe labels) -> perfusion.nrrd, functional.nrrd, lungs.nrrd, "
+                                   "lobes.nrrd, spect_on_ct.nrrd, metrics.json, lobes.csv, overview.png in --out.")
+    p.add_argument("--ct", required=True, help="chest CT in HU (NRRD, NIfTI, MHA, DICOM folder)")
+    p.add_argument("--spect", help="perfusion SPECT (optional): registered to the CT and used for evaluation")
+    p.add_argument("--lungs", help="lung label map (optional; default: built-in segmentation)")
+    p.add_argument("--lobes", help="lobe label map (optional; default: lung thirds)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    _add_common(p)
+    p.set_defaults(func=_run)
+
+
+def _options(args: argparse.Namespace):
+    from .pipeline import RunOptions
+
+    if not 0.0 < args.threshold < 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.mc_dropout < 0:
+        raise UserError(f"--mc-dropout must be 0 or more, got {args.mc_dropout}")
+    return RunOptions(register=not args.no_register, device=args.device, amp=not args.no_amp,
+                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold, labels_source=args.labels_source)
+
+
+def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_info: Dict[str, Any],
+             spect: Optional[str] = None, lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
+    """Read the inputs, run the pipeline and write every output into ``out``; returns the RunResult."""
+    from .imageio import read_volume
+    from .pipeline import run_pipeline
+    from .report import write_run_outputs
+
+    ct = read_volume(ct_path)
+    volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
+    info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
+    result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, _options(args), progress, info)
+    write_run_outputs(result, out, ct)
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = _options(args)
+    model, info = load_model(args.weights, args.baseline, options.device)
+    bar, update = _progress_bar(args.quiet)
+    try:
+        result = run_case(args.ct, args.out, args, model, info, args.spect, args.lungs, args.lobes, update)
+    finally:
+        if bar is not None:
+            bar.close()
+    _print_summary(result, args.out)
+    return 0
+
+
+def _print_summary(result, out: Path) -> None:
+    m = result.metrics
+    vol = m["functional_volume_ml"]
+    print(f"lungs: right {m['lung_volume_ml']['right']:.0f} mL, left {m['lung_volume_ml']['left']:.0f} mL "
+          f"({m['labels']['lungs']}); regions: {m['regions_kind']}")
+    print(f"functional volumes: high {vol['high']:.0f} mL, low {vol['low']:.0f} mL (split at {vol['threshold']:.2f} of max)")
+    for row in result.regions:
+        ref = ""
+        if row.get("reference_share_percent") is not None:
+            ref = f", SPECT share {row['reference_share_percent']:.1f}%"
+        share = row["perfusion_share_percent"]
+        print(f"  {row['name']:<22} {row['volume_ml']:8.0f} mL  share {share if share is not None else float('nan'):5.1f}%{ref}")
+    ev = m.get("evaluation")
+    if ev:
+        for key in ("prediction", "hu_baseline"):
+            e = ev[key]["patient"]
+            print(f"{key:>12} vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, "
+                  f"DSC high {_num(e['dsc_high'])}, low {_num(e['dsc_low'])}")
+    for w in m.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"results in {out}")
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a perfusion map against a SPECT (Spearman, SSIM, DSC, lobe table)",
+                       description="Score any perfusion map (on the CT grid) against a SPECT: writes metrics.json and "
+                                   "lobes.csv to --out.")
+    p.add_argument("--perfusion", required=True, help="perfusion map on the CT grid")
+    p.add_argument("--spect", required=True, help="the reference SPECT")
+    p.add_argument("--ct", required=True, help="the CT (HU), for the lung mask, HU window and registration")
+    p.add_argument("--lungs", help="lung label map (default: built-in segmentation)")
+    p.add_argument("--lobes", help="lobe label map (default: lung thirds)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-register", action="store_true", help="use the SPECT where it lies")
+    p.add_argument("--labels-source", default="auto")
+    p.add_argument("--threshold", type=float, default=0.66)
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .imageio import read_volume
+    from .metrics import evaluate, region_table, write_region_csv
+    from .pipeline import PreprocessParams, align_spect, normalised_spect, resolve_labels
+    from .report import write_json
+
+    ct = read_volume(args.ct)
+    perfusion = read_volume(args.perfusion)
+    if not perfusion.same_geometry(ct):
+        raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
+    labels, label_info = resolve_labels(ct, read_volume(args.lungs) if args.lungs else None,
+                                        read_volume(args.lobes) if args.lobes else None, args.labels_source)
+    spect_on_ct, reg = align_spect(ct, read_volume(args.spect), labels.lungs, not args.no_register)
+    ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
+    result = {"labels": label_info, "registration": reg,
+              "evaluation": evaluate(perfusion.array, ref.array, labels.lungs.array, None, ct.array,
+                                     threshold=args.threshold)}
+    rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_region_csv(rows, args.out / "lobes.csv")
+    write_json(result, args.out / "metrics.json")
+    e = result["evaluation"]["patient"]
+    print(f"vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, DSC high {_num(e['dsc_high'])}, "
+          f"low {_num(e['dsc_low'])}; results in {args.out}")
+    return 0
+
+
+def add_batch_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="run the pipeline on every case of a manifest CSV",
+                       description="MANIFEST.csv with columns id, ct, and optional spect, lungs, lobes (paths relative "
+                                   "to the manifest). One folder per case in --out and summary.csv; a failing case never "
+                                   "stops the others; finished cases are skipped on a rerun. Exit 0 when all cases "
+                                   "succeeded, 1 when some failed.")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--force", action="store_true", help="rerun cases that already finished")
+    _add_common(p)
+    p.set_defaults(func=_batch)
+
+
+def read_manifest(path: Path) -> List[Dict[str, str]]:
+    """Rows of a batch manifest, paths made absolute relative to the manifest's folder."""
+    if not path.is_file():
+        raise UserError(f"{path} not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        if "id" not in fields or "ct" not in fields:
+            raise UserError(f"{path} must have the columns id and ct (and optionally spect, lungs, lobes)")
+        rows = []
+        for row in reader:
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            for key in ("ct", "spect", "lungs", "lobes"):
+                if row.get(key):
+                    row[key] = str((path.parent / row[key]).resolve()) if not os.path.isabs(row[key]) else row[key]
+            rows.append(row)
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids) or any(not i for i in ids):
+        raise UserError(f"{path}: every case needs a unique, non-empty id")
+    return rows
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .report import OUTPUT_FILES
+
+    rows = read_manifest(args.manifest)
+    options = _options(args)
+    model, info = load_model(args.weights, args.baseline, options.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary: List[Dict[str, Any]] = []
+    iterator = rows
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        iterator = bar = tqdm(rows, unit="case", desc="batch", file=sys.stderr)
+    for row in iterator:
+        out = args.out / row["id"]
+        entry: Dict[str, Any] = {"id": row["id"], "status": "", "error": ""}
+        try:
+            if (out / OUTPUT_FILES["metrics"]).is_file() and not args.force:
+                metrics = json.loads((out / OUTPUT_FILES["metrics"]).read_text(encoding="utf-8"))
+                entry["status"] = "skipped (done)"
+            else:
+                result = run_case(row["ct"], out, args, model, info, row.get("spect") or None,
+                                  row.get("lungs") or None, row.get("lobes") or None)
+                metrics = result.metrics
+                entry["status"] = "ok"
+            entry.update(_summary_values(metrics))
+        except UserError as exc:
+            entry.update(status="failed", error=str(exc))
+        except Exception as exc:  # a bug must not stop the other cases; its trace goes to the case folder
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            entry.update(status="failed", error=f"internal error ({type(exc).__name__}: {exc}); see {out / 'error.txt'}")
+        summary.append(entry)
+    if bar is not None:
+        bar.close()
+    _write_summary(summary, args.out / "summary.csv")
+    failed = [e for e in summary if e["status"] == "failed"]
+    print(f"{len(summary) - len(failed)} of {len(summary)} cases succeeded; summary in {args.out / 'summary.csv'}")
+    for e in failed:
+        print(f"  {e['id']}: {e['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _summary_values(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    out = {"right_ml": metrics["lung_volume_ml"]["right"], "left_ml": metrics["lung_volume_ml"]["left"],
+           "high_ml": metrics["functional_volume_ml"]["high"], "low_ml": metrics["functional_volume_ml"]["low"]}
+    ev = metrics.get("evaluation")
+    if ev:
+        for key in ("prediction", "hu_baseline"):
+            for name in ("spearman", "ssim", "dsc_high", "dsc_low"):
+                out[f"{key}_{name}"] = ev[key]["patient"][name]
+    return out
+
+
+def _write_summary(entries: List[Dict[str, Any]], path: Path) -> None:
+    keys: List[str] = []
+    for e in entries:
+        keys += [k for k in e if k not in keys]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for e in entries:
+            w.writerow({k: ("" if e.get(k) is None else e.get(k)) for k in keys})
+    os.replace(tmp, path)
