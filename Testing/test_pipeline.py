@@ -189,3 +189,17 @@ def test_run_completes_on_real_chest_cts(shared_data, tiny_weights, tmp_path, na
                  str(tmp_path), "--quiet"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["lung_volume_ml"]["right"] > 500 and metrics["lung_volume_ml"]["left"] > 500
+
+
+def test_evaluation_grid_defaults_to_the_spect_voxel_size(cases):
+    case = cohort.load_case(cases / "case000")
+    coarse = run_pipeline(case.ct, spect=case.spect, lungs=case.lungs, model=None)
+    assert coarse.metrics["evaluation"]["grid_spacing_mm"] == pytest.approx(4.42)
+    fine = run_pipeline(case.ct, spect=case.spect, lungs=case.lungs, model=None,
+                        options=RunOptions(evaluation_spacing_mm=0))
+    assert fine.metrics["evaluation"]["grid_spacing_mm"] == list(case.ct.spacing)
+    a = coarse.metrics["evaluation"]["hu_baseline"]["patient"]["spearman"]
+    b = fine.metrics["evaluation"]["hu_baseline"]["patient"]["spearman"]
+    assert -1.0 <= a <= 1.0 and -1.0 <= b <= 1.0
+    voxels = coarse.metrics["evaluation"]["hu_baseline"]["patient"]["voxels"]
+    assert voxels < fine.metrics["evaluation"]["hu_baseline"]["patient"]["voxels"]

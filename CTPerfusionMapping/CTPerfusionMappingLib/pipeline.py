@@ -48,11 +48,13 @@ class RunOptions:
     labels_source: str = "auto"
     preprocess: PreprocessParams = PreprocessParams()
     seed: int = 0
+    evaluation_spacing_mm: Optional[float] = None  # None: the SPECT's voxel size (as 003); 0: the CT grid
 
     def to_dict(self) -> Dict[str, Any]:
         return {"register": self.register, "device": self.device, "amp": self.amp,
                 "mc_dropout_passes": self.mc_dropout_passes, "threshold": self.threshold,
-                "labels_source": self.labels_source, "preprocess": self.preprocess.to_dict(), "seed": self.seed}
+                "labels_source": self.labels_source, "preprocess": self.preprocess.to_dict(), "seed": self.seed,
+                "evaluation_spacing_mm": self.evaluation_spacing_mm}
 
 
 @dataclass
@@ -153,6 +155,43 @@ def normalised_spect(spect_on_ct: Volume, lungs: Volume, params: PreprocessParam
     return spect_on_ct.with_array(np.where(mask, np.clip(spect_on_ct.array / hir, 0.0, 1.0), 0.0).astype(np.float32))
 
 
+def evaluation_grid(lungs: Volume, spacing_mm: float) -> Volume:
+    """An isotropic grid of ``spacing_mm`` (identity direction) over the lungs' bounding box plus one voxel."""
+    idx = np.argwhere(lungs.array > 0)[:, ::-1].astype(float)
+    if idx.size == 0:
+        raise UserError("no lungs to evaluate")
+    lo_i, hi_i = idx.min(axis=0) - 0.5, idx.max(axis=0) + 0.5
+    corners = lungs.index_to_lps(np.array([[a, b, c] for a in (lo_i[0], hi_i[0]) for b in (lo_i[1], hi_i[1])
+                                           for c in (lo_i[2], hi_i[2])]))
+    lo, hi = corners.min(axis=0) - spacing_mm, corners.max(axis=0) + spacing_mm
+    size = np.maximum(np.ceil((hi - lo) / spacing_mm).astype(int), 1)
+    return Volume(np.zeros(tuple(size[::-1]), np.float32), (spacing_mm,) * 3, tuple(lo + spacing_mm / 2), np.eye(3))
+
+
+def evaluate_against_spect(ct: Volume, lungs: Volume, maps: Dict[str, Volume], reference: Volume, options: RunOptions,
+                           spacing_mm: Optional[float]) -> Dict[str, Any]:
+    """:func:`~.metrics.evaluate` of each map against the normalised SPECT, on an evaluation grid.
+
+    003 compared its maps with the SPECT at the SPECT's resolution ("upsampled to the original SPECT resolution"):
+    by default the maps, the reference, the HU and the lungs are resampled onto an isotropic grid of the SPECT's
+    voxel size over the lungs (linear; lungs nearest). ``spacing_mm=0`` evaluates on the CT grid itself.
+    """
+    from .preprocess import resample_to_sample
+
+    if spacing_mm:
+        grid = evaluation_grid(lungs, float(spacing_mm))
+        hu = resample_to_sample(ct, grid, default=-1000.0)
+        lung = np.rint(resample_to_sample(lungs, grid, linear=False)).astype(np.uint8)
+        ref = resample_to_sample(reference, grid)
+        arrays = {k: resample_to_sample(v, grid) for k, v in maps.items()}
+    else:
+        hu, lung, ref = ct.array, lungs.array, reference.array
+        arrays = {k: v.array for k, v in maps.items()}
+    out = {k: evaluate(a, ref, lung, None, hu, options.preprocess.hu_window, options.threshold) for k, a in arrays.items()}
+    out["grid_spacing_mm"] = float(spacing_mm) if spacing_mm else list(ct.spacing)
+    return out
+
+
 def run_pipeline(
     ct: Volume,
     spect: Optional[Volume] = None,
@@ -219,13 +258,11 @@ def run_pipeline(
         "warnings": warnings + (list(reg_info.get("warnings", [])) if reg_info else []),
     }
     if spect_norm is not None:
-        hu = ct.array
-        metrics["evaluation"] = {
-            "prediction": evaluate(perfusion.array, spect_norm.array, labels.lungs.array, None, hu,
-                                   options.preprocess.hu_window, options.threshold),
-            "hu_baseline": evaluate(baseline.array, spect_norm.array, labels.lungs.array, None, hu,
-                                    options.preprocess.hu_window, options.threshold),
-        }
+        spacing = options.evaluation_spacing_mm
+        if spacing is None:
+            spacing = float(min(spect.spacing))
+        metrics["evaluation"] = evaluate_against_spect(ct, labels.lungs, {"prediction": perfusion, "hu_baseline": baseline},
+                                                       spect_norm, options, spacing)
     times["total"] = time.perf_counter() - t0
     metrics["timings_s"] = times
     _say(progress, 1.0, "done")

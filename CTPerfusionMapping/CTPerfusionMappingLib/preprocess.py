@@ -208,12 +208,26 @@ def preprocess_case(ct: Volume, lungs: Volume, spect_on_ct: Optional[Volume] = N
 
 
 def sample_to_ct(values: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
-    """Values on a sample grid resampled back onto the CT grid (linear; 0 outside the sample's box)."""
+    """Values on a sample grid resampled back onto the CT grid (linear; 0 outside the sample's box).
+
+    Only the CT voxels inside the sample's box are computed (the rest of a 512 x 512 x 300 CT stays 0).
+    """
     import SimpleITK as sitk
 
+    out = np.zeros(ct.shape, np.float32)
+    corners = grid.index_to_lps(np.array([[a, b, c] for a in (-0.5, grid.size[0] - 0.5) for b in (-0.5, grid.size[1] - 0.5)
+                                          for c in (-0.5, grid.size[2] - 0.5)], float))
+    ijk = ct.lps_to_index(corners)
+    lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 1, np.array(ct.size))
+    if np.any(hi <= lo):
+        return out
+    sub = Volume(np.zeros(tuple((hi - lo)[::-1]), np.uint8), ct.spacing, tuple(ct.index_to_lps(lo.astype(float))),
+                 ct.direction)
     img = to_sitk(grid.with_array(values.astype(np.float32)))
-    ref = to_sitk(ct.with_array(np.zeros(ct.shape, np.uint8)))
-    return sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    res = sitk.Resample(img, to_sitk(sub), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = sitk.GetArrayFromImage(res)
+    return out
 
 
 def combine_lungs(per_side: Dict[int, np.ndarray], lungs: Volume) -> np.ndarray:

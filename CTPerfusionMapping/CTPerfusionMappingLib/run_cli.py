@@ -67,6 +67,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                    help="Monte Carlo dropout passes (>= 2 also writes perfusion_std.nrrd)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--eval-spacing", type=float, default=None, metavar="MM",
+                   help="voxel size of the grid on which maps are compared with the SPECT (default: the SPECT's, as in "
+                        "003; 0: the CT grid)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -90,8 +93,11 @@ def _options(args: argparse.Namespace):
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.mc_dropout < 0:
         raise UserError(f"--mc-dropout must be 0 or more, got {args.mc_dropout}")
+    if args.eval_spacing is not None and args.eval_spacing < 0:
+        raise UserError(f"--eval-spacing must be 0 or more, got {args.eval_spacing}")
     return RunOptions(register=not args.no_register, device=args.device, amp=not args.no_amp,
-                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold, labels_source=args.labels_source)
+                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold, labels_source=args.labels_source,
+                      evaluation_spacing_mm=args.eval_spacing)
 
 
 def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_info: Dict[str, Any],
@@ -162,13 +168,15 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-register", action="store_true", help="use the SPECT where it lies")
     p.add_argument("--labels-source", default="auto")
     p.add_argument("--threshold", type=float, default=0.66)
+    p.add_argument("--eval-spacing", type=float, default=None, metavar="MM",
+                   help="comparison grid voxel size (default: the SPECT's; 0: the CT grid)")
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .imageio import read_volume
-    from .metrics import evaluate, region_table, write_region_csv
-    from .pipeline import PreprocessParams, align_spect, normalised_spect, resolve_labels
+    from .metrics import region_table, write_region_csv
+    from .pipeline import PreprocessParams, RunOptions, align_spect, evaluate_against_spect, normalised_spect, resolve_labels
     from .report import write_json
 
     ct = read_volume(args.ct)
@@ -177,11 +185,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
     labels, label_info = resolve_labels(ct, read_volume(args.lungs) if args.lungs else None,
                                         read_volume(args.lobes) if args.lobes else None, args.labels_source)
-    spect_on_ct, reg = align_spect(ct, read_volume(args.spect), labels.lungs, not args.no_register)
+    spect = read_volume(args.spect)
+    spect_on_ct, reg = align_spect(ct, spect, labels.lungs, not args.no_register)
     ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
-    result = {"labels": label_info, "registration": reg,
-              "evaluation": evaluate(perfusion.array, ref.array, labels.lungs.array, None, ct.array,
-                                     threshold=args.threshold)}
+    spacing = float(min(spect.spacing)) if args.eval_spacing is None else args.eval_spacing
+    evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, RunOptions(threshold=args.threshold),
+                                        spacing)
+    result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
+              "grid_spacing_mm": evaluation["grid_spacing_mm"]}
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
     args.out.mkdir(parents=True, exist_ok=True)
     write_region_csv(rows, args.out / "lobes.csv")
