@@ -107,3 +107,23 @@ def test_not_a_ct_and_nan_are_user_errors():
     nan_ct.array[5, 5, 5] = np.nan
     with pytest.raises(UserError, match="NaN"):
         segment_lungs(nan_ct)
+
+
+def test_tumour_at_the_lung_edge(phantom):
+    """A 3 cm soft-tissue mass on the lateral pleura of the right lung: both lungs are still found and split."""
+    ct, truth = phantom.ct, phantom.lungs.array
+    right = np.argwhere(truth == 1)
+    k = int(np.median(right[:, 0]))
+    in_slice = right[right[:, 0] == k]
+    j = int(np.median(in_slice[:, 1]))
+    row = in_slice[in_slice[:, 1] == j]
+    edge = np.array([row[:, 2].min(), j, k], float)  # (i, j, k) of the lateral border
+    centre = ct.index_to_lps(edge)
+    zz, yy, xx = np.indices(ct.shape)
+    pts = ct.index_to_lps(np.stack([xx, yy, zz], axis=-1).reshape(-1, 3).astype(float)).reshape(ct.shape + (3,))
+    tumour = np.linalg.norm(pts - centre, axis=-1) < 15.0
+    hu = np.where(tumour, 40, ct.array).astype(np.int16)
+    seg = segment_lungs(ct.with_array(hu)).lungs.array
+    expected = np.where(tumour, 0, truth)
+    assert dice(seg == 1, expected == 1) >= 0.9 and dice(seg == 2, expected == 2) >= 0.9
+    assert (seg[tumour] == 2).sum() == 0  # the mass is not given to the other lung

@@ -220,3 +220,25 @@ def test_evaluate_realistic_random_case(rng):
     # a missing lung gives None, not an error
     one = evaluate(pred, ref, np.where(lungs == 1, 1, 0))
     assert one["left"]["voxels"] == 0 and one["left"]["spearman"] is None and one["right"]["ssim"] is not None
+
+
+def test_percentile_class_dice_known_answers():
+    from CTPerfusionMappingLib.metrics import dsc_percentile_classes
+
+    ramp = np.arange(3 * 4 * 5, dtype=float).reshape(3, 4, 5)
+    assert dsc_percentile_classes(ramp, ramp) == [1.0, 1.0, 1.0]
+    assert dsc_percentile_classes(ramp, 2 * ramp + 7) == [1.0, 1.0, 1.0]  # ranks only
+    low, middle, high = dsc_percentile_classes(ramp, -ramp)
+    assert low == 0.0 and high == 0.0 and middle == pytest.approx(1.0, abs=0.15)
+    assert dsc_percentile_classes(ramp, -ramp, percentiles=(50.0,)) == [0.0, 0.0]
+
+
+def test_evaluate_reports_percentile_splits():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0, 1, (10, 12, 14))
+    lungs = np.zeros(ref.shape, np.uint8)
+    lungs[:, :, :7] = 1
+    lungs[:, :, 7:] = 2
+    out = evaluate(ref, ref, lungs)
+    for scope in ("right", "left", "patient"):
+        assert out[scope]["dsc_top50"] == 1.0 and out[scope]["dsc_tertiles"] == [1.0, 1.0, 1.0]

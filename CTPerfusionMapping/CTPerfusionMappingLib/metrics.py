@@ -221,6 +221,19 @@ def dsc_high_low(
     return {"high": dice(fp == 2, fr == 2), "low": dice(fp == 1, fr == 1)}
 
 
+def dsc_percentile_classes(pred: ArrayLike, ref: ArrayLike, mask: Optional[ArrayLike] = None,
+                           percentiles: Sequence[float] = (33.3, 66.7)) -> List[float]:
+    """DSC of each percentile class (lowest first) of both maps, split by :func:`percentile_functional_volumes`.
+
+    Percentile splits are what planners use beside the 0.66 split: tertiles (default) or ``(50,)`` for the top half.
+    """
+    p, r = _pair(pred, ref)
+    m = _mask(mask, p.shape) & np.isfinite(p) & np.isfinite(r)
+    cp = percentile_functional_volumes(p, m, percentiles)
+    cr = percentile_functional_volumes(r, m, percentiles)
+    return [dice(cp == k, cr == k) for k in range(1, len(percentiles) + 2)]
+
+
 # --- per-region table -------------------------------------------------------------------------------
 def _nan_to_none(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
@@ -380,7 +393,8 @@ def evaluate(
 
     For each of ``"right"``, ``"left"`` and ``"patient"`` (both lungs) the mask is that part of the lungs (within
     the HU window, finite in both maps) and the entry holds ``voxels``, ``spearman`` and ``pearson`` (on the raw
-    values), and ``ssim``, ``dsc_high`` and ``dsc_low`` computed after both maps are normalised the same way:
+    values), ``dsc_top50`` and ``dsc_tertiles`` (percentile splits of each map, :func:`dsc_percentile_classes`), and
+    ``ssim``, ``dsc_high`` and ``dsc_low`` computed after both maps are normalised the same way:
     divided by their own maximum inside that mask (as for the 0.66 split) and set to 0 outside it; SSIM uses
     ``data_range=1``. A hemi-lung is thus normalised on its own, as the papers' hemi-lung samples were.
     With regions the result also has ``"regions"``: the rows of :func:`region_table` over the masked regions
@@ -423,6 +437,8 @@ def evaluate(
                 pass
             dsc = dsc_high_low(pn, rn, m, threshold)
             entry["dsc_high"], entry["dsc_low"] = dsc["high"], dsc["low"]
+            entry["dsc_top50"] = dsc_percentile_classes(p, r, m, (50.0,))[1]
+            entry["dsc_tertiles"] = [_nan_to_none(v) for v in dsc_percentile_classes(p, r, m)]
         result[scope] = {k: _nan_to_none(v) for k, v in entry.items()}
 
     if regions is not None:
