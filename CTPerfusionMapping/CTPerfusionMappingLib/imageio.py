@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -27,6 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_output, file_extension
 from .volume import Volume, from_sitk, to_sitk
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -44,15 +44,7 @@ SUPPORTED_READ = (
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def _extension(path: Path) -> str:
-    """The lower-case extension, with ``.nii.gz`` treated as one extension."""
-    name = path.name.lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
-    return Path(name).suffix
-
-
-def _sitk_reason(exc: BaseException) -> str:
+def sitk_reason(exc: BaseException) -> str:
     """The last meaningful line of a (multi-line) SimpleITK/ITK error message, for one-line messages."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     reason = lines[-1] if lines else type(exc).__name__
@@ -78,9 +70,9 @@ def _read_with_sitk(path: Path) -> Volume:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        reason = _sitk_reason(exc)
+        reason = sitk_reason(exc)
         detail = "" if reason.startswith("Unable to determine ImageIO") else f" ({reason})"
-        kind = _extension(path) or "image"
+        kind = file_extension(path) or "image"
         raise UserError(f"could not read {path}: the file is damaged or not a valid {kind} file{detail}") from None
     return _volume_from_image(image, path)
 
@@ -108,7 +100,7 @@ def read_volume(path: PathLike) -> Volume:
         raise UserError(f"{p} not found")
     if p.is_dir():
         return read_dicom_folder(p)
-    ext = _extension(p)
+    ext = file_extension(p)
     if ext in INTERFILE_EXTENSIONS and _is_interfile(p):
         return read_interfile(p)
     if ext in ITK_EXTENSIONS or ext in INTERFILE_EXTENSIONS:
@@ -161,7 +153,7 @@ def read_dicom_folder(folder: PathLike) -> Volume:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise UserError(f"could not read the DICOM series in {folder}: {_sitk_reason(exc)}") from None
+        raise UserError(f"could not read the DICOM series in {folder}: {sitk_reason(exc)}") from None
     return _volume_from_image(image, folder)
 
 
@@ -180,23 +172,12 @@ def write_volume(volume: Volume, path: PathLike) -> None:
         UserError: unsupported extension, folder not writable, or the voxel type cannot be stored.
     """
     p = Path(os.fspath(path)).expanduser()
-    ext = _extension(p)
+    ext = file_extension(p)
     if ext not in WRITE_EXTENSIONS:
         raise UserError(f"cannot write {p}: the output must end in .nrrd, .nii or .nii.gz")
     image = _writable_image(volume, p)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the folder {p.parent}: {exc.strerror or exc}") from None
-    tmp = p.parent / f".{p.name[: -len(ext)]}.tmp-{secrets.token_hex(4)}{ext}"
-    try:
+    with atomic_output(p) as tmp:
         _write_image(image, tmp, p)
-        os.replace(tmp, p)
-    except OSError as exc:
-        raise UserError(f"could not write {p}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _writable_image(volume: Volume, path: Path):
@@ -219,7 +200,7 @@ def _write_image(image, tmp: Path, final: Path) -> None:
     try:
         sitk.WriteImage(image, str(tmp), True)
     except RuntimeError as exc:
-        raise UserError(f"could not write {final}: {_sitk_reason(exc)}") from None
+        raise UserError(f"could not write {final}: {sitk_reason(exc)}") from None
 
 
 # --- Interfile ------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import UserError
-from .volume import Volume, from_sitk, to_sitk
+from .volume import Volume, from_sitk, require_finite, to_sitk
 
 RIGHT, LEFT = 1, 2
 
@@ -63,9 +63,8 @@ class LungSegmentation:
 
 def check_ct(ct: Volume) -> None:
     """A CT must be finite and look like HU (air near -1000)."""
+    require_finite(ct, "CT")
     a = ct.array
-    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-        raise UserError("the CT contains NaN or infinite values; check the export (a CT in HU has finite values only)")
     lo, hi = float(a.min()), float(a.max())
     if lo > -500 or hi - lo < 300:
         raise UserError(f"the CT values run from {lo:.0f} to {hi:.0f}: this does not look like a CT in HU (air should be "

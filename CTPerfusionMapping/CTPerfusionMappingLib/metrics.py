@@ -19,13 +19,13 @@ from __future__ import annotations
 import csv
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import UserError
+from .files import atomic_output
 from .labels import LOBE_IDS, REGION_NAMES, THIRD_IDS, LungLabels, region_kind, region_side
 from .volume import Volume
 
@@ -344,20 +344,11 @@ def write_region_csv(rows: Sequence[Dict[str, Any]], path: Union[str, os.PathLik
             return "" if not math.isfinite(float(v)) else f"{float(v):.6g}"
         return str(v)
 
-    tmp = p.parent / f".{p.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_cell(row.get(c)) for c in columns])
-        os.replace(tmp, p)
-    except OSError as exc:
-        raise UserError(f"could not write {p}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(p) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
 
 
 # --- the evaluation -----------------------------------------------------------------------------

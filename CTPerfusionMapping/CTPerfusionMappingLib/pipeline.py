@@ -33,7 +33,7 @@ from .preprocess import (
     preprocess_case,
     sample_to_ct,
 )
-from .volume import Volume
+from .volume import Volume, require_finite
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -75,12 +75,6 @@ def _say(progress: Progress, fraction: float, message: str) -> None:
         progress(fraction, message)
 
 
-def check_finite(volume: Volume, what: str) -> None:
-    a = volume.array
-    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-        raise UserError(f"the {what} contains NaN or infinite values")
-
-
 def resolve_labels(ct: Volume, lungs: Optional[Volume] = None, lobes: Optional[Volume] = None,
                    source: str = "auto") -> Tuple[LungLabels, Dict[str, Any]]:
     """Lungs and regions on the CT grid: given label maps normalised to CIP regions, or the built-in segmentation.
@@ -110,7 +104,7 @@ def align_spect(ct: Volume, spect: Volume, lungs: Volume, register: bool) -> Tup
     """The SPECT on the CT grid: rigidly registered (Mattes MI) or resampled as it lies."""
     from .registration import register_spect_to_ct, resample_spect_to_ct
 
-    check_finite(spect, "SPECT")
+    require_finite(spect, "SPECT")
     if not register:
         return resample_spect_to_ct(ct, spect), {"registered": False}
     result = register_spect_to_ct(ct, spect, lungs)

@@ -30,7 +30,6 @@ registration is reported; a drop flags the result as suspicious.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -38,7 +37,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import UserError
-from .volume import Volume, from_sitk, to_sitk
+from .imageio import sitk_reason
+from .volume import Volume, from_sitk, require_finite, to_sitk
 
 Progress = Optional[Callable[[str], None]]
 
@@ -86,28 +86,6 @@ class RegistrationResult:
 
 
 # --- checks ---------------------------------------------------------------------------------------
-def _sitk_reason(exc: BaseException) -> str:
-    """The last meaningful line of a multi-line SimpleITK/ITK error message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = lines[-1] if lines else type(exc).__name__
-    reason = re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*", "", reason)
-    reason = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
-    return reason[:200]
-
-
-def _check_finite(volume: Volume, name: str) -> None:
-    a = volume.array
-    if a.size == 0:
-        raise UserError(f"the {name} is empty (no voxels)")
-    if np.issubdtype(a.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(a)))
-        if bad:
-            raise UserError(f"the {name} contains {bad} NaN or infinite voxel value{'s' if bad > 1 else ''}; "
-                            "fix or re-export the image")
-    elif not np.issubdtype(a.dtype, np.integer) and a.dtype != bool:
-        raise UserError(f"the {name} has an unsupported voxel type {a.dtype}")
-
-
 def _check_spect_values(spect: Volume) -> None:
     a = spect.array
     lo, hi = float(a.min()), float(a.max())
@@ -145,7 +123,7 @@ def _lung_array(ct: Volume, lung_mask: Optional[Volume]) -> Optional[np.ndarray]
     """Boolean lung mask on the CT grid (resampled nearest-neighbour if given on another grid)."""
     if lung_mask is None:
         return None
-    _check_finite(lung_mask, "lung mask")
+    require_finite(lung_mask, "lung mask")
     if lung_mask.same_geometry(ct):
         mask = lung_mask.array > 0
     else:
@@ -238,11 +216,11 @@ def resample_spect_to_ct(ct: Volume, spect: Volume, transform=None) -> Volume:
     """
     import SimpleITK as sitk
 
-    _check_finite(spect, "SPECT")
+    require_finite(spect, "SPECT")
     try:
         out = _resample_onto(_spect_image(spect), ct, transform)
     except RuntimeError as exc:
-        raise UserError(f"could not resample the SPECT onto the CT grid: {_sitk_reason(exc)}") from None
+        raise UserError(f"could not resample the SPECT onto the CT grid: {sitk_reason(exc)}") from None
     return from_sitk(out) if out.GetPixelID() == sitk.sitkFloat32 else from_sitk(sitk.Cast(out, sitk.sitkFloat32))
 
 
@@ -477,8 +455,8 @@ def register_spect_to_ct(
         raise UserError(f"the sampling percentage must be in (0, 1], got {sampling_percentage}")
     if max_iterations < 1:
         raise UserError(f"max_iterations must be at least 1, got {max_iterations}")
-    _check_finite(ct, "CT")
-    _check_finite(spect, "SPECT")
+    require_finite(ct, "CT")
+    require_finite(spect, "SPECT")
     _check_spect_values(spect)
     _check_overlap(ct, spect)
     lungs = _lung_array(ct, lung_mask)
@@ -545,7 +523,7 @@ def register_spect_to_ct(
     try:
         out = reg.Execute(fixed, moving)
     except RuntimeError as exc:
-        reason = _sitk_reason(exc)
+        reason = sitk_reason(exc)
         if "outside" in reason.lower() or "samples" in reason.lower():
             raise UserError(
                 "the registration failed: too little of the SPECT overlaps the CT lungs; check that both images "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .files import atomic_output
 from .imageio import write_volume
 from .metrics import write_region_csv
 
@@ -28,11 +28,8 @@ OUTPUT_FILES = {
 
 def write_json(data: Dict[str, Any], path: Path) -> None:
     """JSON (NaN written as null) to a temporary name, then renamed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(_clean(data), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
 
 
 def _clean(x: Any) -> Any:
@@ -144,8 +141,9 @@ def write_overview(ct, result, path: Path) -> Path:
     text_ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8, va="top", wrap=True)
     fig.suptitle("CT perfusion mapping (research use only, not for clinical use)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
     return path

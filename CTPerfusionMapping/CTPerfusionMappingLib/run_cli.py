@@ -297,10 +297,10 @@ def _write_summary(entries: List[Dict[str, Any]], path: Path) -> None:
     keys: List[str] = []
     for e in entries:
         keys += [k for k in e if k not in keys]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    from .files import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for e in entries:
             w.writerow({k: ("" if e.get(k) is None else e.get(k)) for k in keys})
-    os.replace(tmp, path)

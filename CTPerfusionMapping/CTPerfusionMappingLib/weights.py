@@ -13,12 +13,11 @@ Files are written to a temporary name in the target folder and renamed into plac
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .errors import UserError
+from .files import atomic_output
 from .network import NetworkConfig, build_model
 
 FORMAT = "ctpm-weights"
@@ -68,14 +67,8 @@ def save_weights(model, config: NetworkConfig, path, metadata: Optional[dict] = 
         "state_dict": _state_for_saving(model, half),
         "metadata": _plain(dict(metadata or {})),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

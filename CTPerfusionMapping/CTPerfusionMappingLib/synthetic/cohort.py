@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..files import atomic_output
 from ..imageio import write_volume
 from ..volume import Volume, from_sitk, to_sitk
 from . import anatomy as A
@@ -399,8 +400,7 @@ def write_manifest(path: Path, folders: Sequence[Path]) -> None:
     """A CSV manifest (id, ct, spect, lungs, lobes, perfusion_truth, pathology_labels, group: tumour or no_tumour)
     with paths relative to the manifest's folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["id"] + [MANIFEST_COLUMNS[k] for k in CASE_FILES] + ["group"])
         for folder in folders:
@@ -408,7 +408,6 @@ def write_manifest(path: Path, folders: Sequence[Path]) -> None:
             meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
             group = "tumour" if "tumour" in meta["pathologies"] else "no_tumour"
             w.writerow([folder.name] + [f"{rel}/{name}" for name in CASE_FILES.values()] + [group])
-    os.replace(tmp, path)
 
 
 def load_case(folder: Path) -> SyntheticCase:

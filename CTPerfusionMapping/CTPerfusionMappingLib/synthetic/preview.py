@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_output
 from .spect import resample_to_reference
 
 
@@ -58,8 +58,9 @@ def write_preview(case, path: Path) -> Path:
     fig.suptitle(f"{case.meta['case_id']} (seed {case.meta['seed']}, {case.meta['size']}): pathologies {pathologies}",
                  color="white")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80, facecolor="black")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=80, facecolor="black")
+    finally:
+        plt.close(fig)
     return path

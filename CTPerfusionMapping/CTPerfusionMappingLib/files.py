@@ -1,0 +1,49 @@
+"""Writing output files safely: never a half-written output.
+
+Every output of the project is written through :func:`atomic_output`: the content goes to a hidden temporary
+file beside the destination, which is renamed into place only when writing succeeded (:func:`os.replace` is
+atomic on one file system), and removed when it failed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Union
+
+from .errors import UserError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def file_extension(path: PathLike) -> str:
+    """The lower-case extension, with ``.nii.gz`` treated as one extension."""
+    name = Path(os.fspath(path)).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+@contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same extension last, e.g. ``.ct.tmp-1a2b3c4d.nii.gz``, so writers
+    that choose the format by extension still work); rename it to ``path`` on success, remove it on failure.
+
+    Missing parent folders are created. Operating-system errors (no permission, disk full) become a one-line
+    :class:`UserError` naming ``path``.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    ext = file_extension(p)
+    stem = p.name[: len(p.name) - len(ext)] if ext else p.name
+    tmp = p.parent / f".{stem}.tmp-{secrets.token_hex(4)}{ext}"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise UserError(f"could not write {p}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
