@@ -116,7 +116,7 @@ def _set_mc_dropout(model, enabled: bool) -> None:
                 m.train()
 
 
-def _autocast(device: str, amp: bool):
+def autocast_context(device: str, amp: bool):
     """Mixed-precision context: bfloat16 (or float16) autocast on CUDA when ``amp``, else a no-op."""
     import torch
 
@@ -148,7 +148,7 @@ def _predict_on(model, x: np.ndarray, device: str, amp: bool, passes: int, batch
     total = passes * ((n + batch_size - 1) // batch_size)
     acc = acc2 = None
     try:
-        with torch.inference_mode(), _seeded(device, seed), _autocast(device, amp):
+        with torch.inference_mode(), _seeded(device, seed), autocast_context(device, amp):
             for _ in range(passes):
                 out = []
                 for start in range(0, n, batch_size):

@@ -15,7 +15,6 @@ from .errors import UserError
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_WEIGHTS = MODELS_DIR / "ctpm_arnn.pt"
-BATCH_COLUMNS = ("id", "ct", "spect", "lungs", "lobes")
 
 
 def default_weights() -> Optional[Path]:
@@ -216,29 +215,8 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_batch)
 
 
-def read_manifest(path: Path) -> List[Dict[str, str]]:
-    """Rows of a batch manifest, paths made absolute relative to the manifest's folder."""
-    if not path.is_file():
-        raise UserError(f"{path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        if "id" not in fields or "ct" not in fields:
-            raise UserError(f"{path} must have the columns id and ct (and optionally spect, lungs, lobes)")
-        rows = []
-        for row in reader:
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            for key in ("ct", "spect", "lungs", "lobes"):
-                if row.get(key):
-                    row[key] = str((path.parent / row[key]).resolve()) if not os.path.isabs(row[key]) else row[key]
-            rows.append(row)
-    ids = [r["id"] for r in rows]
-    if len(set(ids)) != len(ids) or any(not i for i in ids):
-        raise UserError(f"{path}: every case needs a unique, non-empty id")
-    return rows
-
-
 def _batch(args: argparse.Namespace) -> int:
+    from .manifest import read_manifest
     from .report import OUTPUT_FILES
 
     rows = read_manifest(args.manifest)

@@ -1,0 +1,95 @@
+"""``ctpm train``: train (or fine-tune) the ARNN or the 3D U-Net on a SPECT/CT manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def add_train_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train or fine-tune the network on a SPECT/CT cohort (manifest CSV)",
+        description="Train on MANIFEST.csv (columns id, ct, spect; optional lungs, lobes, group, site). Hemi-lung samples "
+                    "are preprocessed as for inference and cached; patients are split into training and validation. "
+                    "Writes checkpoint.pt (every epoch), best.pt (weights for ctpm run --weights), log.csv and "
+                    "learning_curve.png to --out.")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cache", type=Path, help="folder of preprocessed samples (default: OUT/cache)")
+    p.add_argument("--arch", choices=["arnn", "unet"], default="arnn")
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--max-channels", type=int, default=128)
+    for name in ("residual", "roi-attention", "skip-attention"):
+        p.add_argument(f"--no-{name}", action="store_true", help=f"ablation: ARNN without {name.replace('-', ' ')}")
+    p.add_argument("--epochs", type=int, default=500, help="at most this many epochs (003: 500)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=50, help="early stopping: epochs without a better validation Spearman")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of patients kept for validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, 001)")
+    p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="with --init: keep the encoder fixed this long")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-register", action="store_true", help="use each SPECT where it lies")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .dataset import load_samples, split_by_patient
+    from .network import NetworkConfig
+    from .training import TrainConfig, train
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UserError("--epochs and --batch-size must be at least 1")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    network = NetworkConfig(arch=args.arch, base_channels=args.base_channels, max_channels=args.max_channels,
+                            residual=not args.no_residual, roi_attention=not args.no_roi_attention,
+                            skip_attention=not args.no_skip_attention)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                         seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
+                         freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, desc="preprocessing", unit="case", file=sys.stderr)
+
+    def prep(done: int, total: int, case_id: str) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(case_id)
+            bar.refresh()
+
+    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, progress=prep)
+    train_s, val_s = split_by_patient(samples, args.val_fraction, args.seed)
+    if bar is not None:
+        bar.close()
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
+
+    def progress(epoch: int, total: int, row) -> None:
+        if bar is not None:
+            bar.n = epoch
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_r=f"{row['val_spearman']:.3f}")
+            bar.refresh()
+
+    try:
+        summary = train(network, train_s, val_s, args.out, config, args.init, args.resume, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.update(train_hemilungs=len(train_s), validation_hemilungs=len(val_s),
+                   validation_patients=sorted({s.case_id for s in val_s}))
+    print(json.dumps(summary, indent=2))
+    return 0

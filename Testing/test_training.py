@@ -1,0 +1,122 @@
+"""Training (plumbing with tiny networks on small phantoms; nothing here claims accuracy): data caching, the masked
+BCE of 003, resuming bit-identically, transfer learning with a frozen encoder, and `ctpm train` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from CTPerfusionMappingLib import dataset  # noqa: E402
+from CTPerfusionMappingLib.cli import main as ctpm  # noqa: E402
+from CTPerfusionMappingLib.errors import UserError  # noqa: E402
+from CTPerfusionMappingLib.network import NetworkConfig  # noqa: E402
+from CTPerfusionMappingLib.training import ENCODER_PREFIXES, TrainConfig, masked_bce_with_logits, train  # noqa: E402
+
+TINY = NetworkConfig(base_channels=2, max_channels=4)
+FAST = TrainConfig(epochs=2, batch_size=2, seed=3, device="cpu", amp=False)
+
+
+@pytest.fixture(scope="module")
+def cohort_csv(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train_cohort")
+    assert ctpm(["phantom", "--out", str(out), "--n", "3", "--seed", "8", "--quiet"]) == 0
+    return out / "cohort.csv"
+
+
+@pytest.fixture(scope="module")
+def samples(cohort_csv, tmp_path_factory):
+    return dataset.load_samples(cohort_csv, tmp_path_factory.mktemp("cache"))
+
+
+def test_samples_are_cached_and_reused(cohort_csv, samples, tmp_path, monkeypatch):
+    assert len(samples) == 6 and {s.side for s in samples} == {1, 2}
+    for s in samples:
+        assert s.ct_input.shape == s.target.shape == s.mask.shape == (128, 64, 64)
+        assert np.allclose(s.target * 10, np.round(s.target * 10), atol=2e-3)  # 11 levels (stored as float16)
+    cache = tmp_path / "cache"
+    first = dataset.load_samples(cohort_csv, cache)
+    assert len(list(cache.glob("*.npz"))) == 3
+
+    def fail(*args, **kwargs):
+        raise AssertionError("preprocessed again instead of reading the cache")
+
+    monkeypatch.setattr(dataset, "preprocess_row", fail)
+    again = dataset.load_samples(cohort_csv, cache)
+    for a, b in zip(first, again):
+        assert a.key == b.key and np.array_equal(a.ct_input, b.ct_input) and np.array_equal(a.mask, b.mask)
+    with pytest.raises(AssertionError):  # other parameters -> another key -> preprocessed again
+        dataset.load_samples(cohort_csv, cache, params=replace(dataset.PreprocessParams(), median_size=5))
+
+
+def test_split_keeps_both_lungs_of_a_patient_together(samples):
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)
+    assert {s.case_id for s in train_s}.isdisjoint({s.case_id for s in val_s})
+    assert len(train_s) + len(val_s) == len(samples) and len(val_s) == 2
+
+
+def test_masked_bce_is_equation_3_over_lung_voxels():
+    logits = torch.tensor([[0.0, 2.0, -1.0, 5.0]])
+    target = torch.tensor([[0.5, 1.0, 0.0, 0.3]])
+    mask = torch.tensor([[True, True, True, False]])
+    p = torch.sigmoid(logits[0, :3])
+    t = target[0, :3]
+    expected = -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
+    assert float(masked_bce_with_logits(logits, target, mask)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def _state(path: Path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_resume_after_a_kill_mid_epoch_gives_the_same_weights(samples, tmp_path):
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)  # 4 hemi-lungs: 2 steps per epoch
+    straight = train(TINY, train_s, val_s, tmp_path / "a", FAST)
+    assert straight["epochs"] == 2
+    killed = train(TINY, train_s, val_s, tmp_path / "b", FAST, stop_after_batches=3)  # in the middle of epoch 2
+    assert killed["interrupted"] and killed["epoch"] == 2
+    train(TINY, train_s, val_s, tmp_path / "b", FAST, resume=True)
+    a, b = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True), torch.load(tmp_path / "b" / "checkpoint.pt",
+                                                                                     weights_only=True)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert (tmp_path / "a" / "learning_curve.png").is_file()
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_with_a_frozen_encoder(samples, tmp_path):
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)
+    train(TINY, train_s, val_s, tmp_path / "pre", replace(FAST, epochs=1))
+    pre = _state(tmp_path / "pre" / "best.pt")
+    train(TINY, train_s, val_s, tmp_path / "fine", replace(FAST, epochs=1, freeze_encoder_epochs=1),
+          init_weights=tmp_path / "pre" / "best.pt")
+    fine = torch.load(tmp_path / "fine" / "checkpoint.pt", weights_only=True)["model"]
+    frozen = [k for k in fine if k.startswith(ENCODER_PREFIXES) and "running" not in k and "num_batches" not in k]
+    moved = [k for k in fine if not k.startswith(ENCODER_PREFIXES) and fine[k].dtype.is_floating_point
+             and "running" not in k and not torch.equal(fine[k], pre[k].float())]
+    assert frozen and all(torch.equal(fine[k], pre[k].float()) for k in frozen)  # encoder unchanged
+    assert moved  # the rest was trained
+    with pytest.raises(UserError, match="another configuration"):
+        train(replace(TINY, base_channels=4, max_channels=8), train_s, val_s, tmp_path / "x", FAST,
+              init_weights=tmp_path / "pre" / "best.pt")
+
+
+def test_ctpm_train_then_run_with_the_trained_weights(cohort_csv, tmp_path, capsys):
+    out = tmp_path / "train"
+    assert ctpm(["train", str(cohort_csv), "--out", str(out), "--epochs", "1", "--base-channels", "2",
+                 "--max-channels", "4", "--val-fraction", "0.34", "--device", "cpu", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train_hemilungs"] == 4 and summary["validation_hemilungs"] == 2
+    case = cohort_csv.parent / "case000"
+    assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--weights", str(out / "best.pt"), "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    assert ctpm(["train", str(cohort_csv), "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
