@@ -120,3 +120,25 @@ def test_ctpm_train_then_run_with_the_trained_weights(cohort_csv, tmp_path, caps
                  "--quiet"]) == 0
     assert ctpm(["train", str(cohort_csv), "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_distributed_data_parallel_with_two_cpu_processes(cohort_csv, samples, tmp_path):
+    """`torchrun --nproc_per_node 2 ... ctpm train` (gloo on the CPU): one log and one set of weights, written by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "CTPerfusionMappingLib.cli", "train", str(cohort_csv), "--out", str(out), "--epochs", "1",
+           "--base-channels", "2", "--max-channels", "4", "--val-fraction", "0.34", "--device", "cpu", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"best_epoch"') == 1  # only rank 0 reports
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert len(rows) == 1 and rows[0]["processes"] == "2"
+    from CTPerfusionMappingLib.weights import load_weights
+
+    model, config, meta = load_weights(out / "best.pt")
+    assert config.base_channels == 2 and meta["epoch"] == 1

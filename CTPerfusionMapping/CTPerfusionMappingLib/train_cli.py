@@ -57,8 +57,11 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
                          freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
+    import os
+
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     bar = None
-    if not args.quiet:
+    if not args.quiet and main_process:
         from tqdm import tqdm
 
         bar = tqdm(total=1, desc="preprocessing", unit="case", file=sys.stderr)
@@ -77,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
+        bar.n = 0
 
     def progress(epoch: int, total: int, row) -> None:
         if bar is not None:
@@ -91,5 +95,6 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
     summary.update(train_hemilungs=len(train_s), validation_hemilungs=len(val_s),
                    validation_patients=sorted({s.case_id for s in val_s}))
-    print(json.dumps(summary, indent=2))
+    if main_process:
+        print(json.dumps(summary, indent=2))
     return 0

@@ -10,6 +10,9 @@ validation Spearman for the learning-rate schedule and early stopping, a checkpo
   normalised SPECT inside the parenchyma (the papers' headline metric).
 * Reproducible and resumable: every epoch reseeds torch and numpy from ``(seed, epoch)``, so an interrupted run
   resumed from its last checkpoint ends with the same weights as an uninterrupted one (on the CPU).
+* Several GPUs or nodes: started under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in
+  DistributedDataParallel (NCCL on CUDA, gloo on the CPU); each process trains on its share of every epoch's shuffled
+  samples, rank 0 validates (its result is broadcast so all ranks schedule and stop alike) and writes every file.
 * Transfer learning (001): ``init_weights`` starts from a pre-trained model; ``freeze_encoder_epochs`` keeps the
   encoder (the ``enc`` and ``down`` blocks) fixed for the first epochs.
 * Light augmentation that respects anatomy (our choice; the papers do not describe any): a random shift of up to
@@ -104,6 +107,60 @@ def make_batch(samples: Sequence[TrainSample], rng: Optional[np.random.Generator
     return np.stack(xs).astype(np.float32), np.stack(ts).astype(np.float32), np.stack(ms)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (world 1, rank 0 when not distributed)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Distributed:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1): NCCL on CUDA, gloo on the CPU."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Distributed(world, dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _logits_module(model):
+    """A module whose forward gives the logits, so DistributedDataParallel synchronises the gradients of them."""
+    import torch.nn as nn
+
+    class Logits(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_logits(x)
+
+    return Logits(model)
+
+
+def _broadcast(value: float, dd: Distributed) -> float:
+    """Rank 0's value on every rank."""
+    if dd.world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return float(t[0])
+
+
 def _seed_everything(seed: int, epoch: int) -> np.random.Generator:
     import torch
 
@@ -169,6 +226,9 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(config.device)
+    dd = init_distributed(device)
+    if dd.world > 1 and device.startswith("cuda"):
+        device = f"cuda:{dd.local_rank}"
     torch.manual_seed(config.seed)
     model = build_model(network)
     if init_weights is not None:
@@ -177,6 +237,11 @@ def train(
             raise UserError(f"{init_weights} holds a {pre_config.arch} with another configuration than the one to train")
         model.load_state_dict(pre.state_dict())
     model.to(device)
+    forward = _logits_module(model)
+    if dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[dd.local_rank] if device.startswith("cuda") else None)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # float16 autocast (GPUs without bfloat16) needs loss scaling; bfloat16 and float32 do not
     scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp and device.startswith("cuda")
@@ -192,25 +257,27 @@ def train(
         state.update({k: ckpt["state"][k] for k in state})
     elif resume:
         raise UserError(f"--resume: no checkpoint in {out_dir}")
-    elif (out_dir / "log.csv").exists():
+    elif (out_dir / "log.csv").exists() and dd.main:
         (out_dir / "log.csv").unlink()
 
     train_list = list(train_samples)
-    steps_per_epoch = math.ceil(len(train_list) / config.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_list) / dd.world) / config.batch_size)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         rng = _seed_everything(config.seed, epoch)
         _set_encoder_trainable(model, epoch > config.freeze_encoder_epochs)
         model.train()
-        order = rng.permutation(len(train_list))
+        order = rng.permutation(len(train_list))[dd.rank::dd.world]  # each rank its share, same shuffle everywhere
         t0 = time.perf_counter()
         losses = []
         for b in range(steps_per_epoch):
             batch = [train_list[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
+            if not batch:
+                break
             x, t, m = make_batch(batch, rng if config.augment else None, config.shift_voxels)
             x, t, m = (torch.from_numpy(a).to(device) for a in (x, t, m))
             optimiser.zero_grad(set_to_none=True)
             with autocast_context(device, config.amp):
-                logits = model.forward_logits(x)
+                logits = forward(x)
             loss = masked_bce_with_logits(logits.float(), t, m)
             scaler.scale(loss).backward()
             scaler.step(optimiser)
@@ -220,25 +287,34 @@ def train(
             if stop_after_batches is not None and state["steps"] >= stop_after_batches:
                 return {"interrupted": True, "epoch": epoch, "steps": state["steps"]}
         seconds = time.perf_counter() - t0
-        val = validate(model, val_samples, device, config.amp)
+        val = validate(model, val_samples, device, config.amp) if dd.main else {"val_loss": 0.0, "val_spearman": 0.0}
+        val = {k: _broadcast(v, dd) for k, v in val.items()}  # every rank takes the same schedule and stopping steps
         improved = math.isfinite(val["val_spearman"]) and val["val_spearman"] > state["best_spearman"]
         if improved:
             state.update(best_spearman=val["val_spearman"], best_epoch=epoch, epochs_without_improvement=0)
-            save_weights(model, network, out_dir / "best.pt",
-                         metadata={"epoch": epoch, "val_spearman": val["val_spearman"], "train": config.to_dict()})
+            if dd.main:
+                save_weights(model, network, out_dir / "best.pt",
+                             metadata={"epoch": epoch, "val_spearman": val["val_spearman"], "train": config.to_dict()})
         else:
             state["epochs_without_improvement"] += 1
         scheduler.step(val["val_spearman"] if math.isfinite(val["val_spearman"]) else -1.0)
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **val, "lr": optimiser.param_groups[0]["lr"],
-               "seconds": seconds, "samples_per_second": len(train_list) / max(seconds, 1e-9)}
-        _append_log(out_dir / "log.csv", row)
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **val,
+               "lr": optimiser.param_groups[0]["lr"], "seconds": seconds,
+               "samples_per_second": len(train_list) / max(seconds, 1e-9), "processes": dd.world}
         state["epoch"] = epoch
-        _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config)
-        if progress is not None:
+        if dd.main:
+            _append_log(out_dir / "log.csv", row)
+            _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config)
+        if progress is not None and dd.main:
             progress(epoch, config.epochs, row)
         if state["epochs_without_improvement"] >= config.patience:
             break
-    plot_learning_curve(out_dir / "log.csv", out_dir / "learning_curve.png")
+    if dd.main:
+        plot_learning_curve(out_dir / "log.csv", out_dir / "learning_curve.png")
+    if dd.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     return {"best_epoch": state["best_epoch"], "best_val_spearman": state["best_spearman"], "epochs": state["epoch"],
             "weights": str(out_dir / "best.pt"), "device": device}
 
