@@ -142,3 +142,40 @@ def test_distributed_data_parallel_with_two_cpu_processes(cohort_csv, samples, t
 
     model, config, meta = load_weights(out / "best.pt")
     assert config.base_channels == 2 and meta["epoch"] == 1
+
+
+def test_patient_folds_and_scores_with_known_answers(samples):
+    from CTPerfusionMappingLib.crossval import paired_test, patient_folds, score_samples, summarise
+
+    folds = patient_folds(samples, 3, seed=1)
+    assert sorted(sum(folds, [])) == sorted({s.case_id for s in samples}) and all(len(f) == 1 for f in folds)
+    with pytest.raises(UserError, match="at least 4 patients"):
+        patient_folds(samples, 4, seed=1)
+    perfect = score_samples([s.reference for s in samples], samples, "truth")
+    assert len(perfect) == 6 + 3
+    for r in perfect:
+        assert r["spearman"] == pytest.approx(1.0) and r["dsc_high"] == pytest.approx(1.0)
+        assert r["ssim"] == pytest.approx(1.0, abs=1e-6)
+    noise = [np.random.default_rng(i).uniform(0, 1, s.reference.shape) for i, s in enumerate(samples)]
+    rows = perfect + score_samples(noise, samples, "noise")
+    summary = summarise(rows)
+    assert summary["truth"]["patient"]["spearman"]["mean"] == pytest.approx(1.0)
+    assert abs(summary["noise"]["hemilung"]["spearman"]["mean"]) < 0.1
+    test = paired_test(rows, "noise", "truth")
+    assert test["patients"] == 3 and test["b_better"] == 3 and test["mean_difference"] > 0.8
+    assert test["p_value"] == pytest.approx(0.25)  # exact two-sided Wilcoxon, n = 3, all differences positive
+
+
+def test_ctpm_cv_with_transfer_learning(cohort_csv, samples, tmp_path, capsys):
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)
+    train(TINY, train_s, val_s, tmp_path / "pre", replace(FAST, epochs=1))
+    out = tmp_path / "cv"
+    assert ctpm(["cv", str(cohort_csv), "--out", str(out), "--folds", "3", "--epochs", "1", "--base-channels", "2",
+                 "--max-channels", "4", "--device", "cpu", "--init", str(tmp_path / "pre" / "best.pt"), "--quiet"]) == 0
+    result = json.loads((out / "cv_summary.json").read_text())
+    assert set(result["summary"]) == {"model", "hu_baseline", "pretrained"}
+    assert result["fine_tuned_vs_pretrained"]["patients"] == 3 and (out / "transfer.png").is_file()
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert {r["fold"] for r in rows} == {"1", "2", "3"}
+    assert len(rows) == 3 * (6 + 3)  # three predictors x (6 hemi-lungs + 3 patients), every patient held out once
+    assert "fine_tuned_vs_pretrained" in capsys.readouterr().out

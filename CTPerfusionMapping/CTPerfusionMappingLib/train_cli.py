@@ -17,6 +17,24 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
                     "are preprocessed as for inference and cached; patients are split into training and validation. "
                     "Writes checkpoint.pt (every epoch), best.pt (weights for ctpm run --weights), log.csv and "
                     "learning_curve.png to --out.")
+    _add_training_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.set_defaults(func=_train)
+
+
+def add_cv_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cv", help="k-fold cross-validation by patient (and the transfer-learning comparison with --init)",
+        description="Deal the manifest's patients into --folds folds; for each fold train on the others and score the "
+                    "held-out patients (model and HU-only baseline; with --init also the pre-trained model). Writes "
+                    "scores.csv (all held-out hemi-lungs and patients), cv_summary.json (per fold and overall mean +- sd, "
+                    "paired Wilcoxon tests) and, with --init, transfer.png to --out.")
+    _add_training_arguments(p)
+    p.add_argument("--folds", type=int, default=3)
+    p.set_defaults(func=_cv)
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache", type=Path, help="folder of preprocessed samples (default: OUT/cache)")
@@ -36,16 +54,13 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, 001)")
     p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="with --init: keep the encoder fixed this long")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-register", action="store_true", help="use each SPECT where it lies")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_train)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .dataset import load_samples, split_by_patient
+def _network_and_config(args: argparse.Namespace):
     from .network import NetworkConfig
-    from .training import TrainConfig, train
+    from .training import TrainConfig
 
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
@@ -57,6 +72,40 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
                          freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
+    return network, config
+
+
+def _cv(args: argparse.Namespace) -> int:
+    from .crossval import cross_validate
+    from .dataset import load_samples
+    from .report import write_json
+
+    network, config = _network_and_config(args)
+    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register)
+
+    def say(fold: int, folds: int, message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    result = cross_validate(samples, args.folds, network, config, args.out, args.init, args.val_fraction, say)
+    write_json(result, args.out / "cv_summary.json")
+    for predictor, scopes in result["summary"].items():
+        s = scopes["patient"]
+        print(f"{predictor:>12} per patient: " + ", ".join(f"{m} {s[m]['mean']:.3f} +- {s[m]['sd']:.3f}" for m in s))
+    for key in ("model_vs_hu_baseline", "fine_tuned_vs_pretrained"):
+        if key in result:
+            t = result[key]
+            print(f"{key}: mean Spearman difference {t['mean_difference']:+.3f} over {t['patients']} patients, "
+                  f"Wilcoxon p = {t['p_value']:.3g}")
+    print(f"results in {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .dataset import load_samples, split_by_patient
+    from .training import train
+
+    network, config = _network_and_config(args)
     import os
 
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
