@@ -179,3 +179,27 @@ def test_ctpm_cv_with_transfer_learning(cohort_csv, samples, tmp_path, capsys):
     assert {r["fold"] for r in rows} == {"1", "2", "3"}
     assert len(rows) == 3 * (6 + 3)  # three predictors x (6 hemi-lungs + 3 patients), every patient held out once
     assert "fine_tuned_vs_pretrained" in capsys.readouterr().out
+
+
+def test_ctpm_ablate_writes_the_table(cohort_csv, tmp_path, capsys):
+    out = tmp_path / "ablate"
+    assert ctpm(["ablate", str(cohort_csv), "--out", str(out), "--folds", "3", "--epochs", "1", "--base-channels", "2",
+                 "--max-channels", "4", "--device", "cpu", "--variants", "arnn", "arnn_without_ct_enhancement",
+                 "--quiet"]) == 0
+    table = list(csv.DictReader(open(out / "ablation.csv")))
+    assert [r["variant"] for r in table] == ["arnn", "arnn_without_ct_enhancement", "hu_baseline"]
+    assert all(-1.0 <= float(r["spearman_mean"]) <= 1.0 for r in table)
+    assert (out / "ablation.png").is_file() and (out / "arnn" / "scores.csv").is_file()
+    printed = capsys.readouterr().out
+    assert "arnn_without_ct_enhancement" in printed and "hu_baseline" in printed
+
+
+def test_linear_input_is_the_scaled_hu_window(samples):
+    from CTPerfusionMappingLib.dataset import linear_ct_input
+
+    hu = np.array([[[-1200.0, -1000.0, -650.0, -300.0, 40.0]]])
+    mask = np.array([[[True, True, True, True, False]]])
+    np.testing.assert_allclose(linear_ct_input(hu, mask), [[[0.0, 0.0, 0.5, 1.0, 0.0]]])
+    for s in samples:
+        assert s.ct_linear is not None and s.ct_linear.shape == s.ct_input.shape
+        assert (s.ct_linear[~s.mask] == 0).all()

@@ -194,3 +194,82 @@ def paired_figure(rows: Sequence[Dict[str, Any]], a: str, b: str, path: Path, me
             fig.savefig(tmp, dpi=80)
     finally:
         plt.close(fig)
+
+
+#: The ablation study of 000: the full ARNN, each component removed, the 3D U-Net, and the HU-only baseline.
+ABLATIONS = {
+    "arnn": {},
+    "arnn_without_ct_enhancement": {"input": "linear"},
+    "arnn_without_residual": {"residual": False},
+    "arnn_without_roi_attention": {"roi_attention": False},
+    "arnn_without_skip_attention": {"skip_attention": False},
+    "unet_3d": {"arch": "unet"},
+}
+
+
+def ablation_study(samples: Sequence[TrainSample], folds: int, network: NetworkConfig, config: TrainConfig,
+                   out_dir: Path, val_fraction: float = 0.2, variants: Optional[Sequence[str]] = None,
+                   progress=None) -> Dict[str, Any]:
+    """Cross-validate every variant of :data:`ABLATIONS` on the same folds; the HU-only baseline is scored beside.
+
+    "Without CT enhancement" trains on the HU window scaled linearly (no histogram equalisation, no filters). The
+    other variants switch one component off in ``network`` (or use the 3D U-Net with the same channel rule).
+    Writes ``ablation_scores.csv``, ``ablation.csv`` (mean and sd per patient) and ``ablation.png``.
+    """
+    names = list(variants or ABLATIONS)
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        raise UserError(f"unknown ablation variant(s) {', '.join(unknown)}; choose from {', '.join(ABLATIONS)}")
+    rows: List[Dict[str, Any]] = []
+    for name in names:
+        change = dict(ABLATIONS[name])
+        use_linear = change.pop("input", "enhanced") == "linear"
+        data = [replace(s, ct_input=s.ct_linear) for s in samples] if use_linear else list(samples)
+        if use_linear and any(s.ct_linear is None for s in samples):
+            raise UserError("the cached samples have no linear CT input; delete the cache and run again")
+        if progress is not None:
+            progress(name)
+        result_dir = Path(out_dir) / name
+        cross_validate(data, folds, replace(network, **change), config, result_dir, None, val_fraction)
+        for r in csv.DictReader(open(result_dir / "scores.csv", encoding="utf-8")):
+            if r["predictor"] == "hu_baseline" and name != names[0]:
+                continue
+            r["predictor"] = name if r["predictor"] == "model" else r["predictor"]
+            rows.append({k: (float(v) if k in METRICS and v not in ("", "nan") else v) for k, v in r.items()})
+    for r in rows:
+        for m in METRICS:
+            if not isinstance(r[m], float):
+                r[m] = float("nan")
+    write_rows(rows, Path(out_dir) / "ablation_scores.csv")
+    summary = summarise(rows)
+    table = [{"variant": v, **{f"{m}_{k}": summary[v]["patient"][m][k] for m in METRICS for k in ("mean", "sd")}}
+             for v in names + ["hu_baseline"]]
+    write_rows(table, Path(out_dir) / "ablation.csv")
+    ablation_figure(table, Path(out_dir) / "ablation.png")
+    return {"variants": names, "table": table, "folds": folds, "network": network.to_dict(), "train": config.to_dict()}
+
+
+def ablation_figure(table: Sequence[Dict[str, Any]], path: Path) -> None:
+    """Mean +- sd per patient of Spearman R, SSIM and DSC high/low for every variant (bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    metrics = ("spearman", "ssim", "dsc_high", "dsc_low")
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(table), 4.5))
+    width = 0.8 / len(metrics)
+    for i, m in enumerate(metrics):
+        ax.bar(x + (i - 1.5) * width, [r[f"{m}_mean"] for r in table], width, yerr=[r[f"{m}_sd"] for r in table],
+               label=m, capsize=2)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["variant"].replace("_", "\n") for r in table], fontsize=7)
+    ax.set_ylabel("per patient, mean +- sd (held-out folds)")
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.12))
+    fig.tight_layout()
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)

@@ -27,7 +27,7 @@ from .files import atomic_output
 from .manifest import read_manifest
 from .preprocess import SIDES, PreprocessParams
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -40,6 +40,7 @@ class TrainSample:
     target: np.ndarray  # float32, 11 levels 0..1 (equation 2)
     reference: np.ndarray  # float32 0..1, normalised SPECT (evaluation ground truth)
     mask: np.ndarray  # bool, lung parenchyma
+    ct_linear: Optional[np.ndarray] = None  # float32 0..1: HU window scaled linearly, no equation (1) (ablation input)
     group: str = ""
     site: str = ""
 
@@ -82,9 +83,16 @@ def preprocess_row(row: Dict[str, str], params: PreprocessParams, register: bool
     out = []
     for s in preprocess_case(ct, labels.lungs, spect_on_ct, params):
         out.append(TrainSample(row["id"], s.side, s.ct_input.astype(np.float32), s.spect_target.astype(np.float32),
-                               s.spect_eval.astype(np.float32), s.parenchyma.copy(), row.get("group", ""),
-                               row.get("site", "")))
+                               s.spect_eval.astype(np.float32), s.parenchyma.copy(), linear_ct_input(s.ct_hu, s.parenchyma,
+                                                                                                      params.hu_window),
+                               row.get("group", ""), row.get("site", "")))
     return out
+
+
+def linear_ct_input(ct_hu: np.ndarray, parenchyma: np.ndarray, hu_window=(-1000.0, -300.0)) -> np.ndarray:
+    """The HU window scaled linearly to 0..1 inside the parenchyma: the input "without CT enhancement" (000)."""
+    lo, hi = hu_window
+    return np.where(parenchyma, np.clip((ct_hu - lo) / (hi - lo), 0.0, 1.0), 0.0).astype(np.float32)
 
 
 def _save(samples: List[TrainSample], path: Path) -> None:
@@ -95,6 +103,7 @@ def _save(samples: List[TrainSample], path: Path) -> None:
         arrays[f"{name}_target"] = s.target.astype(np.float16)
         arrays[f"{name}_reference"] = s.reference.astype(np.float16)
         arrays[f"{name}_mask"] = s.mask
+        arrays[f"{name}_linear"] = s.ct_linear.astype(np.float16)
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -108,7 +117,8 @@ def _load(path: Path, row: Dict[str, str]) -> List[TrainSample]:
                 out.append(TrainSample(row["id"], side, data[f"{name}_ct"].astype(np.float32),
                                        data[f"{name}_target"].astype(np.float32),
                                        data[f"{name}_reference"].astype(np.float32), data[f"{name}_mask"].astype(bool),
-                                       row.get("group", ""), row.get("site", "")))
+                                       data[f"{name}_linear"].astype(np.float32), row.get("group", ""),
+                                       row.get("site", "")))
     return out
 
 
