@@ -203,3 +203,37 @@ def test_linear_input_is_the_scaled_hu_window(samples):
     for s in samples:
         assert s.ct_linear is not None and s.ct_linear.shape == s.ct_input.shape
         assert (s.ct_linear[~s.mask] == 0).all()
+
+
+def test_ctpm_train_killed_mid_run_resumes_to_the_same_weights(cohort_csv, samples, tmp_path):
+    """A real SIGKILL of `ctpm train` after its first checkpoint, then --resume: the same weights as a run left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", str(cohort_csv), "--epochs", "3", "--base-channels", "2", "--max-channels", "4", "--val-fraction",
+            "0.34", "--device", "cpu", "--seed", "5", "--quiet"]
+    base = [sys.executable, "-m", "CTPerfusionMappingLib.cli"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    # the same preprocessed cache for both (the first run fills it)
+    assert subprocess.run(base + args + ["--out", str(whole), "--cache", str(tmp_path / "cache")], env=env,
+                          capture_output=True, timeout=600).returncode == 0
+    proc = subprocess.Popen(base + args + ["--out", str(killed), "--cache", str(tmp_path / "cache")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert subprocess.run(base + args + ["--out", str(killed), "--cache", str(tmp_path / "cache"), "--resume"], env=env,
+                          capture_output=True, timeout=600).returncode == 0
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 3
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["epoch"] for r in csv.DictReader(open(killed / "log.csv"))] == ["1", "2", "3"]

@@ -247,7 +247,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp and device.startswith("cuda")
                                                         and not torch.cuda.is_bf16_supported()))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=config.lr_patience)
-    state = {"epoch": 0, "best_spearman": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0, "steps": 0}
+    state: Dict[str, Any] = {"epoch": 0, "best_spearman": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
+                             "steps": 0, "history": []}
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -257,8 +258,6 @@ def train(
         state.update({k: ckpt["state"][k] for k in state})
     elif resume:
         raise UserError(f"--resume: no checkpoint in {out_dir}")
-    elif (out_dir / "log.csv").exists() and dd.main:
-        (out_dir / "log.csv").unlink()
 
     train_list = list(train_samples)
     steps_per_epoch = math.ceil(math.ceil(len(train_list) / dd.world) / config.batch_size)
@@ -302,9 +301,10 @@ def train(
                "lr": optimiser.param_groups[0]["lr"], "seconds": seconds,
                "samples_per_second": len(train_list) / max(seconds, 1e-9), "processes": dd.world}
         state["epoch"] = epoch
-        if dd.main:
-            _append_log(out_dir / "log.csv", row)
+        state["history"] = state["history"] + [row]
+        if dd.main:  # the log is rewritten from the checkpoint's history: a kill can never leave them disagreeing
             _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config)
+            write_log(out_dir / "log.csv", state["history"])
         if progress is not None and dd.main:
             progress(epoch, config.epochs, row)
         if state["epochs_without_improvement"] >= config.patience:
@@ -330,13 +330,12 @@ def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, A
         torch.save(payload, tmp)
 
 
-def _append_log(path: Path, row: Dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
+def write_log(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """The training log (one row per epoch) as CSV, written atomically."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def plot_learning_curve(log_csv: Path, png: Path) -> None:
