@@ -173,11 +173,15 @@ def test_pathologies_act_on_ct_and_perfusion():
 def test_preview_and_demo(tmp_path):
     import matplotlib.image as mpimg
 
-    assert ctpm(["demo", "--out", str(tmp_path), "--n", "1", "--quiet"]) == 0
-    png = tmp_path / "cohort" / "case000" / "preview.png"
-    image = mpimg.imread(png)
-    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
-    assert image[..., :3].std() > 0.05  # not blank
+    assert ctpm(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    for png in (tmp_path / "patient" / "case000" / "preview.png", tmp_path / "results" / "overview.png"):
+        image = mpimg.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500
+        assert image[..., :3].std() > 0.05  # not blank
+    meta = json.loads((tmp_path / "patient" / "case000" / "meta.json").read_text())
+    assert "tumour" in meta["pathologies"]
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["registration"]["registered"] and "evaluation" in metrics
 
 
 def test_bad_options_give_one_line_errors(tmp_path, capsys):
