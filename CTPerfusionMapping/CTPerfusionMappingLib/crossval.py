@@ -24,7 +24,7 @@ import numpy as np
 
 from .dataset import TrainSample
 from .errors import UserError
-from .files import atomic_output
+from .files import save_figure, write_csv
 from .network import NetworkConfig
 from .training import TrainConfig, train
 
@@ -121,16 +121,6 @@ def paired_test(rows: Sequence[Dict[str, Any]], a: str, b: str, metric: str = "s
     return result
 
 
-def write_rows(rows: Sequence[Dict[str, Any]], path: Path) -> None:
-    keys: List[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def cross_validate(samples: Sequence[TrainSample], folds: int, network: NetworkConfig, config: TrainConfig,
                    out_dir: Path, init_weights: Optional[Path] = None, val_fraction: float = 0.2,
                    progress=None) -> Dict[str, Any]:
@@ -160,7 +150,7 @@ def cross_validate(samples: Sequence[TrainSample], folds: int, network: NetworkC
         for r in fold_rows:
             r["fold"] = f
         rows += fold_rows
-    write_rows(rows, out_dir / "scores.csv")
+    write_csv(rows, out_dir / "scores.csv")
     result: Dict[str, Any] = {"folds": [sorted(f) for f in fold_ids], "summary": summarise(rows),
                               "per_fold": {f: summarise([r for r in rows if r["fold"] == f]) for f in range(1, folds + 1)},
                               "network": network.to_dict(), "train": config.to_dict()}
@@ -189,11 +179,7 @@ def paired_figure(rows: Sequence[Dict[str, Any]], a: str, b: str, path: Path, me
     ax.set_ylabel(f"per-patient {metric} vs SPECT")
     ax.set_xlim(-0.3, 1.3)
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 #: The ablation study of 000: the full ARNN, each component removed, the 3D U-Net, and the HU-only baseline.
@@ -240,11 +226,11 @@ def ablation_study(samples: Sequence[TrainSample], folds: int, network: NetworkC
         for m in METRICS:
             if not isinstance(r[m], float):
                 r[m] = float("nan")
-    write_rows(rows, Path(out_dir) / "ablation_scores.csv")
+    write_csv(rows, Path(out_dir) / "ablation_scores.csv")
     summary = summarise(rows)
     table = [{"variant": v, **{f"{m}_{k}": summary[v]["patient"][m][k] for m in METRICS for k in ("mean", "sd")}}
              for v in names + ["hu_baseline"]]
-    write_rows(table, Path(out_dir) / "ablation.csv")
+    write_csv(table, Path(out_dir) / "ablation.csv")
     ablation_figure(table, Path(out_dir) / "ablation.png")
     return {"variants": names, "table": table, "folds": folds, "network": network.to_dict(), "train": config.to_dict()}
 
@@ -268,8 +254,4 @@ def ablation_figure(table: Sequence[Dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("per patient, mean +- sd (held-out folds)")
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, 1.12))
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=80)

@@ -7,11 +7,12 @@ atomic on one file system), and removed when it failed.
 
 from __future__ import annotations
 
+import csv
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 from .errors import UserError
 
@@ -47,3 +48,26 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_csv(rows: Sequence[Dict[str, Any]], path: PathLike) -> None:
+    """Rows of dicts as CSV (columns in order of first appearance; None as an empty cell), written atomically."""
+    keys: List[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in keys})
+
+
+def save_figure(fig, path: PathLike, **savefig_kwargs) -> None:
+    """Save a matplotlib figure atomically (PNG by the extension) and close it, also when saving fails."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, **savefig_kwargs)
+    finally:
+        plt.close(fig)

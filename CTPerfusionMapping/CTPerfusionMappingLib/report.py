@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .files import atomic_output
+from .files import atomic_output, save_figure
 from .imageio import write_volume
 from .metrics import write_region_csv
 
@@ -141,9 +141,5 @@ def write_overview(ct, result, path: Path) -> Path:
     text_ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8, va="top", wrap=True)
     fig.suptitle("CT perfusion mapping (research use only, not for clinical use)")
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=80)
     return path

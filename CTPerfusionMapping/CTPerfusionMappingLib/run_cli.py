@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -252,7 +251,9 @@ def _batch(args: argparse.Namespace) -> int:
         summary.append(entry)
     if bar is not None:
         bar.close()
-    _write_summary(summary, args.out / "summary.csv")
+    from .files import write_csv
+
+    write_csv(summary, args.out / "summary.csv")
     failed = [e for e in summary if e["status"] == "failed"]
     print(f"{len(summary) - len(failed)} of {len(summary)} cases succeeded; summary in {args.out / 'summary.csv'}")
     for e in failed:
@@ -271,14 +272,3 @@ def _summary_values(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _write_summary(entries: List[Dict[str, Any]], path: Path) -> None:
-    keys: List[str] = []
-    for e in entries:
-        keys += [k for k in e if k not in keys]
-    from .files import atomic_output
-
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for e in entries:
-            w.writerow({k: ("" if e.get(k) is None else e.get(k)) for k in keys})

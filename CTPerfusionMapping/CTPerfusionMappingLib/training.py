@@ -36,7 +36,7 @@ import numpy as np
 
 from .dataset import TrainSample
 from .errors import UserError
-from .files import atomic_output
+from .files import atomic_output, save_figure, write_csv
 from .network import NetworkConfig
 
 ENCODER_PREFIXES = ("enc.", "down.")
@@ -304,7 +304,7 @@ def train(
         state["history"] = state["history"] + [row]
         if dd.main:  # the log is rewritten from the checkpoint's history: a kill can never leave them disagreeing
             _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config)
-            write_log(out_dir / "log.csv", state["history"])
+            write_csv(state["history"], out_dir / "log.csv")
         if progress is not None and dd.main:
             progress(epoch, config.epochs, row)
         if state["epochs_without_improvement"] >= config.patience:
@@ -330,14 +330,6 @@ def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, A
         torch.save(payload, tmp)
 
 
-def write_log(path: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    """The training log (one row per epoch) as CSV, written atomically."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def plot_learning_curve(log_csv: Path, png: Path) -> None:
     """Training loss, validation loss and validation Spearman per epoch (PNG)."""
     import matplotlib
@@ -359,8 +351,4 @@ def plot_learning_curve(log_csv: Path, png: Path) -> None:
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel("validation Spearman R")
     fig.tight_layout()
-    try:
-        with atomic_output(png) as tmp:
-            fig.savefig(tmp, dpi=80)
-    finally:
-        plt.close(fig)
+    save_figure(fig, png, dpi=80)

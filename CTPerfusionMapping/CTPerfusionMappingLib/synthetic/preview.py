@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_output
+from ..files import save_figure
 from .spect import resample_to_reference
 
 
@@ -58,9 +58,5 @@ def write_preview(case, path: Path) -> Path:
     fig.suptitle(f"{case.meta['case_id']} (seed {case.meta['seed']}, {case.meta['size']}): pathologies {pathologies}",
                  color="white")
     fig.tight_layout()
-    try:
-        with atomic_output(path) as tmp:
-            fig.savefig(tmp, dpi=80, facecolor="black")
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=80, facecolor="black")
     return path
