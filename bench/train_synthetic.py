@@ -103,6 +103,8 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--base-channels", type=int, default=16)
+    ap.add_argument("--max-channels", type=int, default=128)
     ap.add_argument("--size", default="full")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--device", default="auto")
@@ -126,7 +128,8 @@ def main() -> None:
     print(f"preprocessing: {time.perf_counter() - t0:.0f} s ({len(samples)} + {len(test)} hemi-lungs)", flush=True)
     train_s, val_s = split_by_patient(samples, 0.2, args.seed)
     t0 = time.perf_counter()
-    summary = train(NetworkConfig(), train_s, val_s, args.out / "arnn",
+    network = NetworkConfig(base_channels=args.base_channels, max_channels=args.max_channels)
+    summary = train(network, train_s, val_s, args.out / "arnn",
                     TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=device, patience=args.epochs),
                     progress=lambda e, n, row: print(f"epoch {e}: loss {row['train_loss']:.4f} val_r {row['val_spearman']:.3f} "
                                                      f"{row['samples_per_second']:.1f} samples/s", flush=True))
