@@ -70,12 +70,6 @@ def masked_bce_with_logits(logits, target, mask):
     return (loss * m).sum() / m.sum().clamp_min(1.0)
 
 
-def spearman_masked(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    from .metrics import spearman_r
-
-    return spearman_r(pred, ref, mask)
-
-
 def random_augmentation(rng: np.random.Generator, shift_voxels: int) -> tuple:
     """A random integer shift (voxels along z, y, x; applied with zero fill) and a random gamma for the CT channel."""
     shifts = rng.integers(-shift_voxels, shift_voxels + 1, size=3) if shift_voxels > 0 else np.zeros(3, int)
@@ -179,6 +173,7 @@ def validate(model, samples: Sequence[TrainSample], device: str, amp: bool) -> D
     import torch
 
     from .inference import autocast_context
+    from .metrics import spearman_r
 
     model.eval()
     losses, rs = [], []
@@ -191,7 +186,7 @@ def validate(model, samples: Sequence[TrainSample], device: str, amp: bool) -> D
             losses.append(float(masked_bce_with_logits(logits, torch.from_numpy(t).to(device),
                                                        torch.from_numpy(m).to(device))))
             pred = torch.sigmoid(logits)[0, 0].cpu().numpy()
-            r = spearman_masked(pred, s.reference, s.mask)
+            r = spearman_r(pred, s.reference, s.mask)
             if math.isfinite(r):
                 rs.append(r)
     return {"val_loss": float(np.mean(losses)) if losses else float("nan"),
