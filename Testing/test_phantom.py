@@ -61,7 +61,8 @@ def test_files_types_and_grids(cohort_dir, cases):
 
 
 def test_same_seed_gives_identical_arrays(cohort_dir, tmp_path):
-    assert ctpm(["phantom", "--out", str(tmp_path), "--n", "2", "--seed", "1", "--quiet"]) == 0
+    # two worker processes make the same cases as one process did
+    assert ctpm(["phantom", "--out", str(tmp_path), "--n", "2", "--seed", "1", "--quiet", "--workers", "2"]) == 0
     for i in range(2):
         for name in FILES[:-1]:
             a = read_volume(cohort_dir / f"case{i:03d}" / name)
@@ -192,9 +193,12 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     assert ctpm(["phantom", "--out", str(blocker / "cohort"), "--n", "1", "--quiet"]) == 2
+    assert ctpm(["phantom", "--out", str(tmp_path), "--workers", "0", "--quiet"]) == 2
+    assert ctpm(["phantom", "--out", str(tmp_path), "--prefix", "../x", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 5 and all(line.startswith("error: ") for line in err)
+    assert len(err) == 7 and all(line.startswith("error: ") for line in err)
     assert "gout" in err[1] and "tumour" in err[2] and "output folder" in err[4]
+    assert "--workers" in err[5] and "prefix" in err[6]
     assert [p.name for p in tmp_path.iterdir()] == ["a_file"]  # nothing written
 
 

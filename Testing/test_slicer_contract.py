@@ -1,6 +1,7 @@
 """Static contracts of the Slicer extension that can be checked without Slicer.
 
-* each module's CMakeLists.txt lists every Python file of its Lib package (else Slicer does not install it),
+* each module's CMakeLists.txt lists every Python file of its Lib package and every file of its Resources folder
+  (else Slicer does not install it),
   and every listed file exists (a missing one is a configure error); the module's own ``X.py`` may be absent
   only while the top-level CMakeLists adds a module just when that file exists;
 * nothing in the Lib packages imports Slicer, Qt, CTK or (at import time) torch;
@@ -37,6 +38,10 @@ def test_module_cmake_lists_every_script(module):
     on_disk = sorted(p.relative_to(folder).as_posix() for p in (folder / MODULES[module]).rglob("*.py"))
     listed_lib = sorted(s for s in scripts if s.startswith(MODULES[module] + "/"))
     assert listed_lib == on_disk
+    resource_dir = folder / "Resources"
+    on_disk_resources = sorted(p.relative_to(folder).as_posix() for p in resource_dir.rglob("*")
+                               if p.is_file() and "__pycache__" not in p.parts) if resource_dir.is_dir() else []
+    assert sorted(resources) == on_disk_resources, "run scripts/update_cmake_lists.py"
     assert f"{module}.py" in scripts
     for rel in scripts + resources:
         if rel == f"{module}.py" and not (folder / rel).exists():

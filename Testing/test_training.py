@@ -41,8 +41,10 @@ def test_samples_are_cached_and_reused(cohort_csv, samples, tmp_path, monkeypatc
         assert s.ct_input.shape == s.target.shape == s.mask.shape == (128, 64, 64)
         assert np.allclose(s.target * 10, np.round(s.target * 10), atol=2e-3)  # 11 levels (stored as float16)
     cache = tmp_path / "cache"
-    first = dataset.load_samples(cohort_csv, cache)
+    first = dataset.load_samples(cohort_csv, cache, workers=2)  # preprocessed in two processes: the same samples
     assert len(list(cache.glob("*.npz"))) == 3
+    for a, b in zip(samples, first):
+        assert a.key == b.key and np.array_equal(a.ct_input, b.ct_input) and np.array_equal(a.reference, b.reference)
 
     def fail(*args, **kwargs):
         raise AssertionError("preprocessed again instead of reading the cache")

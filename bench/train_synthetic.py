@@ -17,65 +17,22 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 
-def _single_threaded() -> None:
-    """Pool initialiser: one thread per worker process (many processes with many threads each oversubscribe the
-    cores: the first GPU-server run spent 427 s generating 50 phantoms on 15 workers for that reason)."""
-    os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
-
-
-def _make_case(args):
-    folder, seed, size = args
-    from CTPerfusionMappingLib.synthetic.cohort import generate_case, write_case
-
-    if not (Path(folder) / "meta.json").is_file():
-        write_case(generate_case(seed, size, case_id=Path(folder).name), Path(folder))
-    return folder
-
-
-def _prep(args):
-    row, cache = args
-    from CTPerfusionMappingLib.dataset import PreprocessParams, _save, cache_key, preprocess_row
-
-    path = Path(cache) / f"{row['id']}_{cache_key(row, PreprocessParams(), True)}.npz"
-    if not path.is_file():
-        _save(preprocess_row(row, PreprocessParams(), True), path)
-    return row["id"]
-
-
 def make_cohort(out: Path, prefix: str, n: int, seed: int, size: str, workers: int) -> Path:
-    from CTPerfusionMappingLib.synthetic.cohort import case_seed, write_manifest
+    from CTPerfusionMappingLib.synthetic.cohort import generate_cohort
 
-    folders = [str(out / f"{prefix}{i:03d}") for i in range(n)]
-    with ProcessPoolExecutor(workers, initializer=_single_threaded) as pool:
-        list(pool.map(_make_case, [(f, case_seed(seed, i), size) for i, f in enumerate(folders)]))
-    write_manifest(out / f"{prefix}.csv", [Path(f) for f in folders])
-    return out / f"{prefix}.csv"
+    generate_cohort(out / prefix, n, seed, size, workers=workers, prefix=prefix)
+    return out / prefix / "cohort.csv"
 
 
 def preprocess(manifest: Path, cache: Path, workers: int):
     from CTPerfusionMappingLib.dataset import load_samples
-    from CTPerfusionMappingLib.manifest import read_manifest
 
-    cache.mkdir(parents=True, exist_ok=True)
-    rows = read_manifest(manifest, required=("id", "ct", "spect"))
-    with ProcessPoolExecutor(workers, initializer=_single_threaded) as pool:
-        list(pool.map(_prep, [(r, str(cache)) for r in rows]))
-    return load_samples(manifest, cache)
+    return load_samples(manifest, cache, workers=workers)
 
 
 def score(weights: Path, samples, device: str):

@@ -1,7 +1,7 @@
-"""Rewrite MODULE_PYTHON_SCRIPTS in each module's CMakeLists.txt from the Python files on disk.
+"""Rewrite MODULE_PYTHON_SCRIPTS and MODULE_PYTHON_RESOURCES in each module's CMakeLists.txt from the files on disk.
 
-Run after adding or removing a file in CTPerfusionMappingLib/ or DoseCNNLib/ (Testing/test_slicer_contract.py
-fails until the list matches).
+Run after adding or removing a file in CTPerfusionMappingLib/, DoseCNNLib/ or a module's Resources/ folder
+(Testing/test_slicer_contract.py fails until the lists match).
 """
 
 from __future__ import annotations
@@ -20,8 +20,20 @@ def main() -> None:
         body = "\n".join(["  ${MODULE_NAME}.py"] + [f"  {f}" for f in files])
         text = re.sub(r"set\(MODULE_PYTHON_SCRIPTS\n.*?\n  \)", f"set(MODULE_PYTHON_SCRIPTS\n{body}\n  )",
                       cmake.read_text(), flags=re.S)
+        resources = resource_files(ROOT / module)
+        body = "".join(f"  {f}\n" for f in resources)
+        text = re.sub(r"set\(MODULE_PYTHON_RESOURCES\n.*?  \)", f"set(MODULE_PYTHON_RESOURCES\n{body}  )", text, flags=re.S)
         cmake.write_text(text)
-        print(f"{cmake.relative_to(ROOT)}: {len(files)} library files")
+        print(f"{cmake.relative_to(ROOT)}: {len(files)} library files, {len(resources)} resources")
+
+
+def resource_files(module_dir: Path) -> list:
+    """Every file under the module's Resources/ folder (relative, sorted), caches left out."""
+    folder = module_dir / "Resources"
+    if not folder.is_dir():
+        return []
+    return sorted(p.relative_to(module_dir).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
 
 
 if __name__ == "__main__":

@@ -122,24 +122,37 @@ def _load(path: Path, row: Dict[str, str]) -> List[TrainSample]:
     return out
 
 
+def _cache_case(job) -> Path:
+    """Preprocess one manifest row into its cache file unless the file exists; return the file's path."""
+    row, path, params, register, labels_source = job
+    if not path.is_file():
+        try:
+            _save(preprocess_row(row, params, register, labels_source), path)
+        except UserError as exc:
+            raise UserError(f"case {row['id']}: {exc}") from None
+    return path
+
+
 def load_samples(manifest: Path, cache_dir: Path, params: Optional[PreprocessParams] = None, register: bool = True,
-                 labels_source: str = "auto", progress: Optional[Callable[[int, int, str], None]] = None) -> List[TrainSample]:
-    """All hemi-lung samples of a manifest, preprocessed once and cached in ``cache_dir``."""
+                 labels_source: str = "auto", progress: Optional[Callable[[int, int, str], None]] = None,
+                 workers: int = 1) -> List[TrainSample]:
+    """All hemi-lung samples of a manifest, preprocessed once and cached in ``cache_dir``.
+
+    ``workers`` > 1 preprocesses the cases that are not cached yet in that many single-threaded processes.
+    """
+    from .parallel import map_in_processes
+
     params = params or PreprocessParams()
     rows = read_manifest(manifest, required=("id", "ct", "spect"))
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(row, cache_dir / f"{row['id']}_{cache_key(row, params, register)}.npz", params, register, labels_source)
+            for row in rows]
+    report = (lambda done, total, path: progress(done, total, rows[done - 1]["id"])) if progress is not None else None
+    paths = map_in_processes(_cache_case, jobs, workers, report)
     samples: List[TrainSample] = []
-    for i, row in enumerate(rows):
-        path = cache_dir / f"{row['id']}_{cache_key(row, params, register)}.npz"
-        if not path.is_file():
-            try:
-                _save(preprocess_row(row, params, register, labels_source), path)
-            except UserError as exc:
-                raise UserError(f"case {row['id']}: {exc}") from None
+    for row, path in zip(rows, paths):
         samples.extend(_load(path, row))  # always the cached values, so a first and a later run train on the same data
-        if progress is not None:
-            progress(i + 1, len(rows), row["id"])
     return samples
 
 

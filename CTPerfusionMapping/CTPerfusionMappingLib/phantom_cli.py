@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from .errors import UserError
+from .parallel import default_workers
 
 
 def parse_pathology_overrides(items: List[str]) -> Dict[str, float]:
@@ -42,6 +43,9 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
                    help="override a pathology probability (emphysema, tumour, embolism, consolidation), e.g. "
                         "--pathology tumour=0 for a pre-training cohort without tumours; repeatable")
     p.add_argument("--preview", action="store_true", help="also write preview.png (CT, truth, SPECT) in each case folder")
+    p.add_argument("--prefix", default="case", help="case folder and id prefix (default case: case000, case001, ...)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help=f"cases generated at once, one process each (default: cores - 1 = {default_workers()})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_phantom)
 
@@ -50,7 +54,8 @@ def _phantom(args: argparse.Namespace) -> int:
     from .synthetic.cohort import generate_cohort
 
     folders = generate_cohort(args.out, args.n, args.seed, args.size, args.spect_grid,
-                              parse_pathology_overrides(args.pathology), args.preview, progress=not args.quiet)
+                              parse_pathology_overrides(args.pathology), args.preview, progress=not args.quiet,
+                              workers=args.workers, prefix=args.prefix)
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         print(_summary(folder, meta))

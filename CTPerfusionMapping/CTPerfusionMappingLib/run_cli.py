@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -12,16 +11,12 @@ from typing import Any, Dict, List, Optional
 
 from .errors import UserError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-DEFAULT_WEIGHTS = MODELS_DIR / "ctpm_arnn.pt"
-
 
 def default_weights() -> Optional[Path]:
-    """The bundled demonstration weights, or None when this installation has none."""
-    env = os.environ.get("CTPM_WEIGHTS")
-    if env:
-        return Path(env)
-    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
+    """The bundled demonstration weights (see :func:`.weights.bundled_weights`), or None."""
+    from .weights import bundled_weights
+
+    return bundled_weights()
 
 
 def load_model(weights: Optional[str], baseline: bool, device: str):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .parallel import default_workers
 
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +56,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from .report import write_json
 
     network, config = _network_and_config(args)
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register)
+    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
 
     def say(name: str) -> None:
         if not args.quiet:
@@ -92,6 +93,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, 001)")
     p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="with --init: keep the encoder fixed this long")
     p.add_argument("--no-register", action="store_true", help="use each SPECT where it lies")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help=f"processes preprocessing the cases not yet cached (default: cores - 1 = {default_workers()})")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -99,8 +102,8 @@ def _network_and_config(args: argparse.Namespace):
     from .network import NetworkConfig
     from .training import TrainConfig
 
-    if args.epochs < 1 or args.batch_size < 1:
-        raise UserError("--epochs and --batch-size must be at least 1")
+    if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
+        raise UserError("--epochs, --batch-size and --workers must be at least 1")
     if not 0.0 < args.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     network = NetworkConfig(arch=args.arch, base_channels=args.base_channels, max_channels=args.max_channels,
@@ -118,7 +121,7 @@ def _cv(args: argparse.Namespace) -> int:
     from .report import write_json
 
     network, config = _network_and_config(args)
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register)
+    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
 
     def say(fold: int, folds: int, message: str) -> None:
         if not args.quiet:
@@ -159,7 +162,8 @@ def _train(args: argparse.Namespace) -> int:
             bar.set_postfix_str(case_id)
             bar.refresh()
 
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, progress=prep)
+    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, progress=prep,
+                           workers=args.workers)
     train_s, val_s = split_by_patient(samples, args.val_fraction, args.seed)
     if bar is not None:
         bar.close()

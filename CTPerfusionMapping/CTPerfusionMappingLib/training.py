@@ -225,6 +225,8 @@ def train(
     if dd.world > 1 and device.startswith("cuda"):
         device = f"cuda:{dd.local_rank}"
     torch.manual_seed(config.seed)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest 3D convolutions
     model = build_model(network)
     if init_weights is not None:
         pre, pre_config, _ = load_weights(init_weights)

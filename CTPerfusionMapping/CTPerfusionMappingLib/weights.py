@@ -23,6 +23,35 @@ from .network import NetworkConfig, build_model
 FORMAT = "ctpm-weights"
 VERSION = 1
 
+#: File name of the bundled demonstration model (CTPerfusionMapping/Resources/Models/, with MODEL_CARD.md).
+BUNDLED_NAME = "ctpm_arnn.pt"
+#: The package name under which a (non-editable) pip install places Resources/Models (see pyproject.toml).
+MODELS_PACKAGE = "CTPerfusionMappingModels"
+
+
+def bundled_weights() -> Optional[Path]:
+    """The bundled demonstration weights, or None when this installation has none.
+
+    Looked up in order: the environment variable ``CTPM_WEIGHTS`` (a weights file chosen by the user, returned even
+    if missing so that loading it reports the path); ``Resources/Models`` beside ``CTPerfusionMappingLib`` (a source
+    checkout, an editable install, or the module installed in Slicer); the ``CTPerfusionMappingModels`` package data
+    of a pip install.
+    """
+    import importlib.util
+    import os
+
+    env = os.environ.get("CTPM_WEIGHTS")
+    if env:
+        return Path(env)
+    candidates = [Path(__file__).resolve().parent.parent / "Resources" / "Models" / BUNDLED_NAME]
+    try:
+        spec = importlib.util.find_spec(MODELS_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [Path(p) / BUNDLED_NAME for p in spec.submodule_search_locations]
+    return next((p for p in candidates if p.is_file()), None)
+
 
 def _plain(value: Any, where: str = "metadata") -> Any:
     """Return ``value`` as plain Python types (numpy scalars and arrays converted); raise UserError otherwise."""

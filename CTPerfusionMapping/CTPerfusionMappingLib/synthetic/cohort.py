@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -353,6 +354,18 @@ def write_case(case: SyntheticCase, folder: Path) -> Path:
     return folder
 
 
+def _generate_and_write(job) -> Path:
+    """One cohort case (a picklable job for :func:`~CTPerfusionMappingLib.parallel.map_in_processes`)."""
+    seed, size, spect_grid_name, probabilities, case_id, folder, preview = job
+    case = generate_case(seed, size, spect_grid_name, probabilities, case_id)
+    write_case(case, folder)
+    if preview:
+        from .preview import write_preview
+
+        write_preview(case, folder / "preview.png")
+    return folder
+
+
 def generate_cohort(
     out_dir: Path,
     n: int,
@@ -362,36 +375,42 @@ def generate_cohort(
     pathology_probabilities: Optional[Mapping[str, float]] = None,
     preview: bool = False,
     progress: bool = False,
+    workers: int = 1,
+    prefix: str = "case",
 ) -> List[Path]:
-    """Generate and write ``n`` cases ``case000``... into ``out_dir`` plus ``cohort.csv`` (a manifest)."""
+    """Generate and write ``n`` cases ``case000``... into ``out_dir`` plus ``cohort.csv`` (a manifest).
+
+    ``workers`` > 1 generates cases in that many single-threaded processes (the cases are the same: each has its
+    own seed). ``prefix`` names the case folders and ids (``prefix000``...), so that cohorts can be pooled.
+    """
+    from ..parallel import map_in_processes
+
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise UserError(f"case prefix {prefix!r} must hold letters, digits, '_' or '-' only")
     check_pathology_probabilities(pathology_probabilities)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}") from None
-    folders: List[Path] = []
+    probabilities = dict(pathology_probabilities) if pathology_probabilities is not None else None
+    jobs = [(case_seed(seed, i), size, spect_grid_name, probabilities, f"{prefix}{i:03d}", out_dir / f"{prefix}{i:03d}",
+             preview) for i in range(n)]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, unit="case", desc="phantom")
-    for i in range(n):
-        case_id = f"case{i:03d}"
-        say = (lambda msg, cid=case_id: bar.set_postfix_str(f"{cid}: {msg}")) if bar is not None else None
-        case = generate_case(case_seed(seed, i), size, spect_grid_name, pathology_probabilities, case_id, say)
-        folder = write_case(case, out_dir / case_id)
-        if preview:
-            from .preview import write_preview
-
-            write_preview(case, folder / "preview.png")
-        folders.append(folder)
+    try:
+        folders = map_in_processes(_generate_and_write, jobs, workers,
+                                   (lambda done, total, folder: bar.update(1)) if bar is not None else None)
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     write_manifest(out_dir / "cohort.csv", folders)
     return folders
 
