@@ -83,6 +83,7 @@ def train_stage(name: str, out: Path, network, config, samples, init=None) -> di
     """Train (or reuse a finished) stage; return its summary."""
     from CTPerfusionMappingLib.dataset import split_by_patient
     from CTPerfusionMappingLib.training import train
+    from CTPerfusionMappingLib.weights import load_weights, save_weights
 
     folder = out / name
     done = folder / "summary.json"
@@ -99,6 +100,8 @@ def train_stage(name: str, out: Path, network, config, samples, init=None) -> di
     summary = train(network, train_s, val_s, folder, config, init, resume=(folder / "checkpoint.pt").is_file(),
                     progress=progress)
     summary.update(seconds=time.perf_counter() - t0, train_hemilungs=len(train_s), validation_hemilungs=len(val_s))
+    model, config, meta = load_weights(folder / "best.pt")
+    save_weights(model, config, folder / "best_fp16.pt", meta, half=True)  # half the size, to copy elsewhere
     done.write_text(json.dumps(summary, indent=2))
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # optimiser state is not needed any more (90 MB)
     return summary
