@@ -40,15 +40,16 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def make_cohorts(out: Path, args) -> dict:
-    """The three pooled cohorts (manifests): pretrain (no tumours), finetune and test (a tumour in every patient)."""
+def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dict:
+    """The pooled cohorts (manifests): pretrain (no tumours), finetune and test (a tumour in every patient)."""
     from CTPerfusionMappingLib.synthetic.cohort import generate_cohort, write_manifest
 
     plan = {"pretrain": (args.n_pretrain, {"tumour": 0.0}, args.seed),
             "finetune": (args.n_finetune, {"tumour": 1.0}, args.seed + 1),
             "test": (args.n_test, {"tumour": 1.0}, args.seed + 2)}
     manifests = {}
-    for name, (n, pathology, seed) in plan.items():
+    for name in names:
+        n, pathology, seed = plan[name]
         manifest = out / "cohorts" / f"{name}.csv"
         if not manifest.is_file():
             folders = []
@@ -133,6 +134,33 @@ def score_all(weights: dict, test, test_truth, device: str) -> list:
     return rows
 
 
+def transfer_cv(out: Path, args, pretrained: Path, fine_cfg, network) -> dict:
+    """001's design: the pre-trained model fine-tuned in k-fold cross-validation over all tumour patients (the
+    fine-tuning and test cohorts pooled); per held-out patient, fine-tuned vs pre-trained-only (Wilcoxon)."""
+    from CTPerfusionMappingLib.crossval import cross_validate
+    from CTPerfusionMappingLib.dataset import load_samples
+    from CTPerfusionMappingLib.synthetic.cohort import write_manifest
+
+    manifests = make_cohorts(out, args, ("finetune", "test"))
+    folders = []
+    for name in ("finetune", "test"):
+        folders += [out / "cohorts" / f"{name}_{size}" / p.name for size in ("small", "full")
+                    for p in sorted((out / "cohorts" / f"{name}_{size}").glob(f"{name}_{size}*")) if p.is_dir()]
+    pooled = out / "cohorts" / "tumour_all.csv"
+    write_manifest(pooled, folders)
+    samples = load_samples(pooled, out / "cache", workers=args.workers)
+    del manifests
+    t0 = time.perf_counter()
+    result = cross_validate(samples, args.cv_folds, network, fine_cfg, out / "transfer_cv", pretrained,
+                            progress=lambda f, k, msg: log(f"transfer CV {msg}"))
+    result["seconds"] = time.perf_counter() - t0
+    (out / "transfer_cv" / "cv_summary.json").write_text(json.dumps(result, indent=2))
+    t = result["fine_tuned_vs_pretrained"]
+    log(f"transfer CV ({len(folders)} tumour patients, {args.cv_folds} folds): fine-tuned - pre-trained Spearman "
+        f"{t['mean_difference']:+.3f}, better in {t['b_better']}/{t['patients']}, p = {t['p_value']:.3g}")
+    return result
+
+
 def patient_stats(rows, predictor: str, metric: str, size: str = "") -> dict:
     import numpy as np
 
@@ -185,6 +213,9 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--skip-unet", action="store_true", help="no U-Net comparison (its rows are left out)")
+    ap.add_argument("--cv-folds", type=int, default=3, help="folds of the transfer-learning cross-validation")
+    ap.add_argument("--only-transfer-cv", type=Path, metavar="PRETRAINED",
+                    help="run only the transfer-learning cross-validation, from these pre-trained weights")
     ap.add_argument("--install", action="store_true", help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models")
     args = ap.parse_args()
 
@@ -201,6 +232,14 @@ def main() -> int:
     device = select_device(args.device)
     machine = f"{platform.node()}, {os.cpu_count()} cores; {describe_device(device)}"
     log(f"machine: {machine}")
+    pre_cfg = TrainConfig(epochs=args.pretrain_epochs, batch_size=args.batch_size, patience=args.pretrain_epochs,
+                          seed=args.seed, device=device)
+    fine_cfg = replace(pre_cfg, epochs=args.finetune_epochs, patience=args.finetune_epochs, lr=args.finetune_lr,
+                       freeze_encoder_epochs=args.freeze_encoder_epochs)
+    arnn = NetworkConfig(arch="arnn", base_channels=args.base_channels, max_channels=args.max_channels)
+    if args.only_transfer_cv:
+        transfer_cv(out, args, args.only_transfer_cv, fine_cfg, arnn)
+        return 0
     manifests = make_cohorts(out, args)
     t0 = time.perf_counter()
     data = {name: load_samples(m, out / "cache", workers=args.workers) for name, m in manifests.items()}
@@ -208,11 +247,6 @@ def main() -> int:
     log(f"preprocessing: {time.perf_counter() - t0:.0f} s; hemi-lungs " +
         ", ".join(f"{k} {len(v)}" for k, v in data.items()))
 
-    pre_cfg = TrainConfig(epochs=args.pretrain_epochs, batch_size=args.batch_size, patience=args.pretrain_epochs,
-                          seed=args.seed, device=device)
-    fine_cfg = replace(pre_cfg, epochs=args.finetune_epochs, patience=args.finetune_epochs, lr=args.finetune_lr,
-                       freeze_encoder_epochs=args.freeze_encoder_epochs)
-    arnn = NetworkConfig(arch="arnn", base_channels=args.base_channels, max_channels=args.max_channels)
     stages = {"arnn_pretrain": train_stage("arnn_pretrain", out, arnn, pre_cfg, data["pretrain"])}
     stages["arnn_finetune"] = train_stage("arnn_finetune", out, arnn, fine_cfg, data["finetune"],
                                           out / "arnn_pretrain" / "best.pt")
