@@ -183,6 +183,12 @@ def test_preview_and_demo(tmp_path):
     assert "tumour" in meta["pathologies"]
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert metrics["registration"]["registered"] and "evaluation" in metrics
+    # the bundled model predicts, and on this unseen patient it is well above the HU-only baseline
+    assert metrics["model"]["predictor"] == "network" and metrics["model"]["weights"].endswith("ctpm_arnn.pt")
+    assert "not for clinical use" in metrics["model"]["metadata"]["trained_on"]
+    ev = metrics["evaluation"]
+    assert ev["prediction"]["patient"]["spearman"] > ev["hu_baseline"]["patient"]["spearman"] + 0.10
+    assert ev["prediction"]["patient"]["spearman"] > 0.5
 
 
 def test_bad_options_give_one_line_errors(tmp_path, capsys):

@@ -161,6 +161,16 @@ def transfer_cv(out: Path, args, pretrained: Path, fine_cfg, network) -> dict:
     return result
 
 
+def transfer_card(cv: dict) -> dict:
+    """The model card's summary of :func:`transfer_cv`'s result."""
+    return {"folds": len(cv["folds"]), "patients": sum(len(f) for f in cv["folds"]),
+            "fine_tune_epochs": cv["train"]["epochs"], "lr": cv["train"]["lr"],
+            "freeze_encoder_epochs": cv["train"]["freeze_encoder_epochs"],
+            "spearman": {k: cv["summary"][k]["patient"]["spearman"] for k in ("model", "pretrained", "hu_baseline")},
+            "per_fold_spearman": {f: {k: v[k]["patient"]["spearman"]["mean"] for k in v} for f, v in cv["per_fold"].items()},
+            "test": cv["fine_tuned_vs_pretrained"]}
+
+
 def patient_stats(rows, predictor: str, metric: str, size: str = "") -> dict:
     import numpy as np
 
@@ -258,6 +268,8 @@ def main() -> int:
                                               out / "unet_pretrain" / "best.pt")
         weights["unet"] = out / "unet_finetune" / "best.pt"
 
+    if args.cv_folds > 1 and not (out / "transfer_cv" / "cv_summary.json").is_file():
+        transfer_cv(out, args, out / "arnn_pretrain" / "best.pt", fine_cfg, arnn)
     rows = score_all(weights, data["test"], test_truth, device)
     write_csv(rows, out / "scores.csv")
     if not args.skip_unet:
@@ -279,6 +291,8 @@ def main() -> int:
     }
     if not args.skip_unet:
         card["tests"]["arnn_vs_unet"] = paired_test(rows, "unet", "arnn")
+    if (out / "transfer_cv" / "cv_summary.json").is_file():
+        card["transfer_cv"] = transfer_card(json.loads((out / "transfer_cv" / "cv_summary.json").read_text()))
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
     model, config, meta = load_weights(weights["arnn"])
     save_weights(model, config, out / "ctpm_arnn.pt", half=True, metadata={
@@ -352,6 +366,21 @@ def render_card(card: dict) -> str:
     for k, t in card["tests"].items():
         lines.append(f"- {k.replace('_', ' ')}: mean difference {t['mean_difference']:+.3f}, better in "
                      f"{t['b_better']} of {t['patients']} patients, p = {t['p_value']:.3g}")
+    if "transfer_cv" in card:
+        t = card["transfer_cv"]
+        sp = t["spearman"]
+        lines += ["", f"## Transfer learning in {t['folds']}-fold cross-validation (001's design)", "",
+                  f"The pre-trained model fine-tuned on the other folds' tumour patients ({t['fine_tune_epochs']} epochs, "
+                  f"lr {t['lr']}, encoder frozen {t['freeze_encoder_epochs']} epochs), scored on each held-out fold; "
+                  f"{t['patients']} tumour patients (the fine-tuning and held-out cohorts pooled):", "",
+                  "| predictor | Spearman R vs SPECT, per patient |", "|---|---|",
+                  f"| fine-tuned | {sp['model']['mean']:.3f} +- {sp['model']['sd']:.3f} |",
+                  f"| pre-trained only | {sp['pretrained']['mean']:.3f} +- {sp['pretrained']['sd']:.3f} |",
+                  f"| HU-only baseline | {sp['hu_baseline']['mean']:.3f} +- {sp['hu_baseline']['sd']:.3f} |", "",
+                  f"Fine-tuned minus pre-trained: {t['test']['mean_difference']:+.3f}, better in {t['test']['b_better']} of "
+                  f"{t['test']['patients']} patients, Wilcoxon p = {t['test']['p_value']:.3g}. Per fold (fine-tuned / "
+                  "pre-trained): " + ", ".join(f"{v['model']:.3f} / {v['pretrained']:.3f}"
+                                               for v in t["per_fold_spearman"].values()) + "."]
     lines += [
         "",
         "DSC: overlap of the high- (above 0.66 of the maximum) and low-functional volumes of prediction and SPECT.",

@@ -74,8 +74,9 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
                        description="Generate a small synthetic SPECT/CT patient with a lung tumour (and its preview), "
                                    "then run the whole pipeline on it (SPECT registration, built-in lung segmentation, "
                                    "the network with the bundled weights, evaluation against the SPECT) and print the "
-                                   "region table. Without bundled weights (this version ships none yet) the HU-only "
-                                   "baseline predicts, and the outputs say so.")
+                                   "region table. The bundled model is trained on synthetic patients only (see "
+                                   "Resources/Models/MODEL_CARD.md); an installation without it falls back to the HU-only "
+                                   "baseline, and the outputs say so.")
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic patient (default 1)")
     p.add_argument("--weights", help="network weights (default: the bundled model, when installed)")
@@ -97,8 +98,11 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  phantom figure: {patient / 'preview.png'}")
     baseline = args.weights is None and default_weights() is None
     if baseline:
-        print("note: no bundled network weights in this version: the HU-only baseline predicts", file=sys.stderr)
+        print("note: this installation has no bundled network weights: the HU-only baseline predicts", file=sys.stderr)
     model, info = load_model(args.weights, baseline, args.device)
+    if not baseline:
+        trained_on = info["metadata"].get("trained_on", "unknown data")
+        print(f"model: {info['weights']} ({info['config']['arch']}; trained on {trained_on})")
     run_args = argparse.Namespace(no_register=False, device=args.device, no_amp=False, mc_dropout=0, threshold=0.66,
                                   labels_source="auto", eval_spacing=None)
     from .run_cli import _progress_bar, run_case

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -24,6 +25,8 @@ def load_model(weights: Optional[str], baseline: bool, device: str):
     if baseline:
         return None, {"predictor": "hu_baseline"}
     path = Path(weights) if weights else default_weights()
+    if not weights and os.environ.get("CTPM_WEIGHTS") and not Path(os.environ["CTPM_WEIGHTS"]).is_file():
+        raise UserError(f"CTPM_WEIGHTS points to {path}, which is not a file; fix it, or unset it to use the bundled model")
     if path is None:
         raise UserError("no network weights: this installation has no bundled model; pass --weights FILE, or --baseline "
                         "for the HU-only baseline predictor")
