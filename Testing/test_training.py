@@ -43,8 +43,9 @@ def test_samples_are_cached_and_reused(cohort_csv, samples, tmp_path, monkeypatc
     cache = tmp_path / "cache"
     first = dataset.load_samples(cohort_csv, cache, workers=2)  # preprocessed in two processes: the same samples
     assert len(list(cache.glob("*.npz"))) == 3
-    for a, b in zip(samples, first):
-        assert a.key == b.key and np.array_equal(a.ct_input, b.ct_input) and np.array_equal(a.reference, b.reference)
+    for a, b in zip(samples, first):  # ITK's filters round differently with another thread count: 1e-4 at most
+        assert a.key == b.key and np.array_equal(a.ct_input, b.ct_input) and np.array_equal(a.target, b.target)
+        np.testing.assert_allclose(a.reference, b.reference, atol=1e-3)
 
     def fail(*args, **kwargs):
         raise AssertionError("preprocessed again instead of reading the cache")

@@ -4,6 +4,9 @@ One thread per worker: SimpleITK, numpy's BLAS and torch each start one thread p
 processes with many threads each oversubscribe the machine (measured on a 16-core server: 50 full-size phantoms took
 427 s on 15 multi-threaded workers). Workers are started with the "spawn" method, which is safe in a process that
 already runs threads (torch, Slicer); ``workers <= 1`` runs the jobs in this process, one after the other.
+As with any spawn-based pool, a script that calls this with ``workers > 1`` must keep its top-level code under
+``if __name__ == "__main__":`` (the workers import the script's main module); the ``ctpm`` commands do. Inside Slicer
+use ``workers=1`` (its executable is not a plain Python interpreter).
 """
 
 from __future__ import annotations
