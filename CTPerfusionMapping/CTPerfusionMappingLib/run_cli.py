@@ -79,6 +79,9 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lobes", help="lobe label map (optional; default: lung thirds)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     _add_common(p)
+    p.add_argument("--progress-lines", action="store_true",
+                   help="instead of a progress bar, print machine-readable progress lines on stdout (for a calling "
+                        "program such as the Slicer module; see CTPerfusionMappingLib/process.py)")
     p.set_defaults(func=_run)
 
 
@@ -112,15 +115,27 @@ def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_inf
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .process import progress_line
+
     options = _options(args)
+    if args.progress_lines:
+        print(progress_line({"progress": 0.0, "step": "loading the model"}), flush=True)
     model, info = load_model(args.weights, args.baseline, options.device)
-    bar, update = _progress_bar(args.quiet)
+    if args.progress_lines:
+        bar = None
+
+        def update(fraction: float, message: str) -> None:
+            print(progress_line({"progress": round(float(fraction), 4), "step": message}), flush=True)
+    else:
+        bar, update = _progress_bar(args.quiet)
     try:
         result = run_case(args.ct, args.out, args, model, info, args.spect, args.lungs, args.lobes, update)
     finally:
         if bar is not None:
             bar.close()
     _print_summary(result, args.out)
+    if args.progress_lines:
+        print(progress_line({"done": True, "out": str(Path(args.out).resolve())}), flush=True)
     return 0
 
 
