@@ -242,3 +242,23 @@ def test_evaluate_reports_percentile_splits():
     out = evaluate(ref, ref, lungs)
     for scope in ("right", "left", "patient"):
         assert out[scope]["dsc_top50"] == 1.0 and out[scope]["dsc_tertiles"] == [1.0, 1.0, 1.0]
+
+
+def test_evaluate_reports_the_agreement_inside_each_region():
+    """Per-lobe agreement (001): a lobe where the prediction follows the SPECT and one where it is inverted."""
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(0.1, 1.0, (20, 20, 20))
+    lungs = np.zeros(ref.shape, np.uint8)
+    lungs[:, :, :10] = 1
+    lungs[:, :, 10:] = 2
+    regions = np.where(lungs == 1, 4, 7).astype(np.uint8)
+    regions[:10, :, :10] = 5
+    pred = ref.copy()
+    pred[regions == 5] = 1.1 - ref[regions == 5]  # RML inverted
+    result = evaluate(pred, ref, lungs, regions)
+    rows = {r["name"]: r for r in result["regions"]}
+    assert rows["RUL"]["spearman"] == pytest.approx(1.0) and rows["LUL"]["dsc_high"] == pytest.approx(1.0)
+    assert rows["RML"]["spearman"] == pytest.approx(-1.0)
+    assert rows["left lung"]["spearman"] == pytest.approx(result["left"]["spearman"])
+    assert rows["right lung"]["spearman"] == pytest.approx(result["right"]["spearman"])
+    assert rows["both lungs"]["spearman"] == pytest.approx(result["patient"]["spearman"])

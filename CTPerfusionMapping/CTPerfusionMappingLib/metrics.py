@@ -362,6 +362,27 @@ def _normalised(x: np.ndarray, m: np.ndarray) -> Optional[np.ndarray]:
     return np.where(m, x / vmax, 0.0)
 
 
+def _mask_agreement(p: np.ndarray, r: np.ndarray, m: np.ndarray, threshold: float,
+                    percentile_classes: bool = True) -> Dict[str, Any]:
+    """Spearman R, Pearson r, SSIM and DSC high/low (and percentile-class DSCs) of two maps inside mask ``m``."""
+    entry: Dict[str, Any] = {"voxels": int(m.sum())}
+    entry["spearman"] = spearman_r(p, r, m)
+    entry["pearson"] = pearson_r(p, r, m)
+    pn, rn = _normalised(p, m), _normalised(r, m)
+    entry["ssim"] = entry["dsc_high"] = entry["dsc_low"] = float("nan")
+    if pn is not None and rn is not None:
+        try:
+            entry["ssim"] = ssim(pn, rn, m, data_range=1.0)
+        except UserError:
+            pass
+        dsc = dsc_high_low(pn, rn, m, threshold)
+        entry["dsc_high"], entry["dsc_low"] = dsc["high"], dsc["low"]
+        if percentile_classes:
+            entry["dsc_top50"] = dsc_percentile_classes(p, r, m, (50.0,))[1]
+            entry["dsc_tertiles"] = [_nan_to_none(v) for v in dsc_percentile_classes(p, r, m)]
+    return {k: _nan_to_none(v) for k, v in entry.items()}
+
+
 def evaluate(
     pred: ArrayLike,
     ref: ArrayLike,
@@ -389,8 +410,9 @@ def evaluate(
     divided by their own maximum inside that mask (as for the 0.66 split) and set to 0 outside it; SSIM uses
     ``data_range=1``. A hemi-lung is thus normalised on its own, as the papers' hemi-lung samples were.
     With regions the result also has ``"regions"``: the rows of :func:`region_table` over the masked regions
-    (``mean_perfusion`` of the synthetic map, ``mean_reference`` of the reference). Undefined values are None;
-    the result holds only Python floats, ints, strings, lists, dicts and None (JSON-ready).
+    (``mean_perfusion`` of the synthetic map, ``mean_reference`` of the reference), each with the agreement inside
+    that region (``spearman``, ``pearson``, ``ssim``, ``dsc_high``, ``dsc_low``, normalised within the region).
+    Undefined values are None; the result holds only Python floats, ints, strings, lists, dicts and None (JSON-ready).
 
     Raises:
         UserError: the inputs differ in shape.
@@ -415,22 +437,7 @@ def evaluate(
 
     result: Dict[str, Any] = {}
     for scope, sel in (("right", lung == 1), ("left", lung == 2), ("patient", lung > 0)):
-        m = base & sel
-        entry: Dict[str, Any] = {"voxels": int(m.sum())}
-        entry["spearman"] = spearman_r(p, r, m)
-        entry["pearson"] = pearson_r(p, r, m)
-        pn, rn = _normalised(p, m), _normalised(r, m)
-        entry["ssim"] = entry["dsc_high"] = entry["dsc_low"] = float("nan")
-        if pn is not None and rn is not None:
-            try:
-                entry["ssim"] = ssim(pn, rn, m, data_range=1.0)
-            except UserError:
-                pass
-            dsc = dsc_high_low(pn, rn, m, threshold)
-            entry["dsc_high"], entry["dsc_low"] = dsc["high"], dsc["low"]
-            entry["dsc_top50"] = dsc_percentile_classes(p, r, m, (50.0,))[1]
-            entry["dsc_tertiles"] = [_nan_to_none(v) for v in dsc_percentile_classes(p, r, m)]
-        result[scope] = {k: _nan_to_none(v) for k, v in entry.items()}
+        result[scope] = _mask_agreement(p, r, base & sel, threshold)
 
     if regions is not None:
         reg = _arr(regions)
@@ -446,6 +453,18 @@ def evaluate(
             result["regions"] = region_table(p, masked, vml, reference=r)
         except UserError:
             result["regions"] = []
+        present = [int(k) for k in np.unique(masked) if k]
+        lung_ids = {2: [k for k in present if region_side(k) == "right"], 3: [k for k in present if region_side(k) == "left"]}
+        for row in result["regions"]:  # the agreement inside each region (001 reported per-lobe correlations)
+            rid = row["region_id"]
+            if rid == 1:
+                sel = masked > 0
+            elif rid in lung_ids:
+                sel = np.isin(masked, lung_ids[rid])
+            else:
+                sel = masked == rid
+            agreement = _mask_agreement(p, r, sel, threshold, percentile_classes=False)
+            row.update({k: agreement[k] for k in ("spearman", "pearson", "ssim", "dsc_high", "dsc_low")})
     result["settings"] = {
         "threshold": float(threshold),
         "hu_window": [float(hu_window[0]), float(hu_window[1])] if hu is not None else None,

@@ -163,12 +163,13 @@ def evaluation_grid(lungs: Volume, spacing_mm: float) -> Volume:
 
 
 def evaluate_against_spect(ct: Volume, lungs: Volume, maps: Dict[str, Volume], reference: Volume, options: RunOptions,
-                           spacing_mm: Optional[float]) -> Dict[str, Any]:
+                           spacing_mm: Optional[float], regions: Optional[Volume] = None) -> Dict[str, Any]:
     """:func:`~.metrics.evaluate` of each map against the normalised SPECT, on an evaluation grid.
 
     003 compared its maps with the SPECT at the SPECT's resolution ("upsampled to the original SPECT resolution"):
     by default the maps, the reference, the HU and the lungs are resampled onto an isotropic grid of the SPECT's
-    voxel size over the lungs (linear; lungs nearest). ``spacing_mm=0`` evaluates on the CT grid itself.
+    voxel size over the lungs (linear; lungs nearest). ``spacing_mm=0`` evaluates on the CT grid itself. With
+    ``regions`` (CIP ids on the CT grid, resampled nearest) each map's result also has the per-region rows.
     """
     from .preprocess import resample_to_sample
 
@@ -178,12 +179,32 @@ def evaluate_against_spect(ct: Volume, lungs: Volume, maps: Dict[str, Volume], r
         lung = np.rint(resample_to_sample(lungs, grid, linear=False)).astype(np.uint8)
         ref = resample_to_sample(reference, grid)
         arrays = {k: resample_to_sample(v, grid) for k, v in maps.items()}
+        reg = None if regions is None else np.rint(resample_to_sample(regions, grid, linear=False)).astype(np.uint8)
+        voxel_ml = float(spacing_mm) ** 3 / 1000.0
     else:
         hu, lung, ref = ct.array, lungs.array, reference.array
         arrays = {k: v.array for k, v in maps.items()}
-    out = {k: evaluate(a, ref, lung, None, hu, options.preprocess.hu_window, options.threshold) for k, a in arrays.items()}
+        reg = None if regions is None else regions.array
+        voxel_ml = ct.voxel_volume_ml
+    out = {}
+    for name, a in arrays.items():
+        out[name] = evaluate(a, ref, lung, reg, hu, options.preprocess.hu_window, options.threshold)
+        for row in out[name].get("regions", []):  # volumes from the evaluation grid's voxel size
+            row["volume_ml"] = row["voxels"] * voxel_ml
     out["grid_spacing_mm"] = float(spacing_mm) if spacing_mm else list(ct.spacing)
     return out
+
+
+AGREEMENT_KEYS = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low")
+
+
+def add_region_agreement(rows: List[Dict[str, Any]], evaluated: List[Dict[str, Any]]) -> None:
+    """Copy each region's agreement with the SPECT (computed on the evaluation grid) into the CT-grid table rows
+    (same ``region_id``); regions absent from the evaluation get None."""
+    by_id = {r["region_id"]: r for r in evaluated}
+    for row in rows:
+        source = by_id.get(row["region_id"], {})
+        row.update({k: source.get(k) for k in AGREEMENT_KEYS})
 
 
 def run_pipeline(
@@ -256,7 +277,8 @@ def run_pipeline(
         if spacing is None:
             spacing = float(min(spect.spacing))
         metrics["evaluation"] = evaluate_against_spect(ct, labels.lungs, {"prediction": perfusion, "hu_baseline": baseline},
-                                                       spect_norm, options, spacing)
+                                                       spect_norm, options, spacing, labels.regions)
+        add_region_agreement(rows, metrics["evaluation"]["prediction"].get("regions", []))
     times["total"] = time.perf_counter() - t0
     metrics["timings_s"] = times
     _say(progress, 1.0, "done")

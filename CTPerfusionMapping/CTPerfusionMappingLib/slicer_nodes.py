@@ -1,0 +1,168 @@
+"""The one adapter between Slicer's MRML nodes and the core: volume nodes <-> :class:`~.volume.Volume`, result tables.
+
+The Slicer module passes its nodes in; nothing here imports ``slicer``: only the node methods named below are called
+(MRML's C++ API as wrapped in Python), on ``vtk`` objects. The tests drive these functions with a test double of
+those nodes built on real ``vtk`` objects (``Testing/slicer_double.py``).
+
+Node methods used:
+
+* volume nodes: ``GetName``, ``GetImageData``, ``GetIJKToRASMatrix(vtkMatrix4x4)``, ``SetIJKToRASMatrix``,
+  ``SetAndObserveImageData``, ``GetParentTransformNode``;
+* transform nodes: ``IsTransformToWorldLinear``, ``GetMatrixTransformToWorld(vtkMatrix4x4)``;
+* table nodes: ``RemoveAllColumns``, ``AddColumn(vtkAbstractArray)``, ``SetColumnUnitLabel``,
+  ``SetColumnDescription``, ``SetColumnTitle``, ``SetUseColumnTitleAsColumnHeader``.
+
+Geometry: Slicer places voxel (i, j, k) at ``IJKToRAS @ (i, j, k, 1)`` in RAS; a volume under a linear transform is
+placed at ``TransformToWorld @ IJKToRAS`` (what Slicer shows), so that is the geometry handed to the core; a
+non-linear (warping) transform is refused, since resampling through it is not this module's job. Arrays are
+copied both ways: an input node is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .volume import Volume, ijk_to_ras_matrix, volume_from_ijk_to_ras
+
+
+def matrix_to_numpy(matrix) -> np.ndarray:
+    """A vtkMatrix4x4 as a 4x4 numpy array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
+
+
+def numpy_to_matrix(array: np.ndarray):
+    """A 4x4 numpy array as a new vtkMatrix4x4."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, float(array[r][c]))
+    return matrix
+
+
+def ijk_to_world(node, what: str = "volume") -> np.ndarray:
+    """The node's IJK-to-RAS matrix, composed with its parent transform to world when it has a linear one."""
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    ijk_to_ras = matrix_to_numpy(m)
+    transform = node.GetParentTransformNode()
+    if transform is None:
+        return ijk_to_ras
+    if not transform.IsTransformToWorldLinear():
+        raise UserError(f"the {what} '{node.GetName()}' is under a non-linear transform; harden it "
+                        "(Data module, right-click > Harden transform) or remove it first")
+    to_world = vtk.vtkMatrix4x4()
+    transform.GetMatrixTransformToWorld(to_world)
+    return matrix_to_numpy(to_world) @ ijk_to_ras
+
+
+def array_from_image_data(image) -> np.ndarray:
+    """A copy of a single-component vtkImageData's voxels as a ``[k, j, i]`` numpy array."""
+    from vtk.util import numpy_support
+
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    if scalars is None:
+        raise ValueError("no voxel data")
+    if scalars.GetNumberOfComponents() != 1:
+        raise ValueError(f"{scalars.GetNumberOfComponents()} components per voxel")
+    nx, ny, nz = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(scalars).reshape(nz, ny, nx).copy()
+
+
+def volume_from_node(node, what: str = "volume") -> Volume:
+    """The core Volume (LPS) of a scalar volume node, its geometry as Slicer shows it (see the module docstring)."""
+    if node is None:
+        raise UserError(f"no {what} selected")
+    try:
+        array = array_from_image_data(node.GetImageData())
+    except ValueError as exc:
+        raise UserError(f"the {what} '{node.GetName()}' cannot be used: {exc}") from None
+    if array.size == 0:
+        raise UserError(f"the {what} '{node.GetName()}' is empty")
+    return volume_from_ijk_to_ras(array, ijk_to_world(node, what))
+
+
+def image_data_from_array(array: np.ndarray):
+    """A new vtkImageData holding a deep copy of a ``[k, j, i]`` array (origin 0, spacing 1: the node places it)."""
+    import vtk
+    from vtk.util import numpy_support
+
+    a = np.ascontiguousarray(array)
+    if a.dtype == np.int64 or a.dtype == np.uint64 or a.dtype == bool:
+        a = a.astype(np.int32 if a.dtype != bool else np.uint8)
+    image = vtk.vtkImageData()
+    image.SetDimensions(a.shape[2], a.shape[1], a.shape[0])
+    scalars = numpy_support.numpy_to_vtk(a.ravel(), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def update_node_from_volume(node, volume: Volume) -> None:
+    """Put a core Volume into a (new, output) volume node: voxels (copied) and geometry."""
+    node.SetIJKToRASMatrix(numpy_to_matrix(ijk_to_ras_matrix(volume)))
+    node.SetAndObserveImageData(image_data_from_array(volume.array))
+
+
+#: Columns of the results table: (key in the row dicts, title, "string" or "double", unit, description).
+TABLE_COLUMNS = (
+    ("name", "Region", "string", "", "lung region: a lobe, or a lung third when no lobe labels were given; the lungs"),
+    ("volume_ml", "Volume", "double", "mL", "region volume"),
+    ("mean_perfusion", "Mean synthetic perfusion", "double", "", "mean of the synthetic perfusion map (0..1)"),
+    ("perfusion_share_percent", "Perfusion share", "double", "%", "share of the total synthetic perfusion of the lungs"),
+)
+#: Extra columns when a SPECT was given.
+SPECT_COLUMNS = (
+    ("mean_reference", "Mean SPECT perfusion", "double", "", "mean of the normalised SPECT"),
+    ("reference_share_percent", "SPECT share", "double", "%", "share of the total SPECT counts of the lungs"),
+    ("spearman", "Spearman R", "double", "", "voxel Spearman rank correlation, synthetic vs SPECT"),
+    ("ssim", "SSIM", "double", "", "structural similarity, synthetic vs SPECT"),
+    ("dsc_high", "DSC high", "double", "", "Dice of the high-functional volumes (above the threshold)"),
+    ("dsc_low", "DSC low", "double", "", "Dice of the low-functional volumes"),
+)
+
+
+def table_columns(with_spect: bool) -> Sequence[tuple]:
+    return TABLE_COLUMNS + (SPECT_COLUMNS if with_spect else ())
+
+
+def fill_table_node(table_node, rows: Sequence[Dict[str, Any]], with_spect: bool) -> None:
+    """Replace the table node's columns with typed columns of ``rows`` (missing values: empty string / NaN)."""
+    import vtk
+
+    table_node.RemoveAllColumns()
+    for key, title, kind, unit, description in table_columns(with_spect):
+        column = vtk.vtkStringArray() if kind == "string" else vtk.vtkDoubleArray()
+        column.SetName(key)
+        for row in rows:
+            value = row.get(key)
+            if kind == "string":
+                column.InsertNextValue("" if value is None else str(value))
+            else:
+                column.InsertNextValue(float("nan") if value is None else float(value))
+        table_node.AddColumn(column)
+        table_node.SetColumnTitle(key, title)
+        if unit:
+            table_node.SetColumnUnitLabel(key, unit)
+        table_node.SetColumnDescription(key, description)
+    table_node.SetUseColumnTitleAsColumnHeader(True)
+
+
+#: Segments of the functional-volume output (value of functional.nrrd: name, RGB 0..1).
+FUNCTIONAL_SEGMENTS = {1: ("low function", (0.23, 0.45, 0.85)), 2: ("high function", (0.90, 0.25, 0.15))}
+#: Colours of the lung regions (CIP ids: lobes 4-8, thirds 9-14), in the spirit of Slicer's lung colours.
+REGION_COLOURS = {4: (0.85, 0.65, 0.55), 5: (0.55, 0.75, 0.45), 6: (0.45, 0.60, 0.85), 7: (0.90, 0.80, 0.40),
+                  8: (0.70, 0.50, 0.80), 9: (0.95, 0.80, 0.45), 10: (0.80, 0.60, 0.85), 11: (0.55, 0.70, 0.95),
+                  12: (0.90, 0.65, 0.55), 13: (0.60, 0.80, 0.50), 14: (0.50, 0.65, 0.90)}
+
+
+def region_segments(region_ids: Sequence[int]) -> Dict[int, tuple]:
+    """(name, RGB) of each lung region present, named as in the results table."""
+    from .labels import REGION_NAMES
+
+    return {int(r): (REGION_NAMES[int(r)], REGION_COLOURS.get(int(r), (0.6, 0.6, 0.6))) for r in sorted(region_ids)}

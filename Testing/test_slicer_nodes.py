@@ -1,0 +1,133 @@
+"""The node adapter of the Slicer glue, driven with a test double of MRML nodes built on real vtk objects."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import vtk
+from slicer_double import LinearTransformDouble, TableNodeDouble, VolumeNodeDouble, WarpTransformDouble
+
+from CTPerfusionMappingLib import slicer_nodes
+from CTPerfusionMappingLib.errors import UserError
+from CTPerfusionMappingLib.volume import Volume, to_sitk
+
+
+def _rotated_volume() -> Volume:
+    a = np.radians(20.0)
+    direction = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    direction = direction @ np.diag([1.0, -1.0, 1.0])  # a flipped axis too
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    return Volume(array, (0.8, 1.1, 2.5), (-120.0, 40.0, 300.0), direction)
+
+
+def test_volume_round_trip_through_a_node_keeps_voxels_and_geometry():
+    vol = _rotated_volume()
+    node = VolumeNodeDouble("CT")
+    slicer_nodes.update_node_from_volume(node, vol)
+    back = slicer_nodes.volume_from_node(node, "CT")
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert back.array.dtype == np.int16
+    np.testing.assert_allclose(back.spacing, vol.spacing)
+    np.testing.assert_allclose(back.origin, vol.origin)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-12)
+    # Slicer's RAS position of voxel (i, j, k) is ITK's LPS point with x and y negated
+    image = to_sitk(vol)
+    m = slicer_nodes.matrix_to_numpy(node.ijk_to_ras)
+    for ijk in [(0, 0, 0), (5, 4, 3), (2, 1, 0)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        ras = m @ np.array([*ijk, 1.0])
+        np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-9)
+
+
+def test_reading_a_node_copies_and_never_modifies_it():
+    node = VolumeNodeDouble("CT")
+    slicer_nodes.update_node_from_volume(node, _rotated_volume())
+    vol = slicer_nodes.volume_from_node(node)
+    vol.array[:] = 0
+    again = slicer_nodes.volume_from_node(node)
+    assert again.array.max() == 4 * 5 * 6 - 1
+    source = np.ones((2, 3, 4), np.float32)
+    slicer_nodes.update_node_from_volume(node, Volume(source))
+    source[:] = 7  # the node holds its own copy
+    assert slicer_nodes.volume_from_node(node).array.max() == 1.0
+
+
+def test_a_linear_parent_transform_moves_the_volume_and_a_warp_is_refused():
+    node = VolumeNodeDouble("SPECT")
+    slicer_nodes.update_node_from_volume(node, Volume(np.zeros((2, 2, 2), np.float32), (2.0, 2.0, 2.0), (5.0, 6.0, 7.0)))
+    node.parent = LinearTransformDouble([[1, 0, 0, 10], [0, 1, 0, -4], [0, 0, 1, 3], [0, 0, 0, 1]])  # RAS shift
+    moved = slicer_nodes.volume_from_node(node, "SPECT")
+    np.testing.assert_allclose(moved.origin, (5.0 - 10.0, 6.0 + 4.0, 7.0 + 3.0))  # LPS: x and y flip sign
+    node.parent = WarpTransformDouble()
+    with pytest.raises(UserError, match="SPECT 'SPECT' is under a non-linear transform; harden it"):
+        slicer_nodes.volume_from_node(node, "SPECT")
+
+
+def test_unusable_nodes_give_clear_errors():
+    with pytest.raises(UserError, match="no CT selected"):
+        slicer_nodes.volume_from_node(None, "CT")
+    empty = VolumeNodeDouble("empty")
+    with pytest.raises(UserError, match="'empty' cannot be used: no voxel data"):
+        slicer_nodes.volume_from_node(empty, "CT")
+    rgb = VolumeNodeDouble("photo")
+    image = vtk.vtkImageData()
+    image.SetDimensions(2, 2, 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
+    rgb.SetAndObserveImageData(image)
+    with pytest.raises(UserError, match="'photo' cannot be used: 3 components per voxel"):
+        slicer_nodes.volume_from_node(rgb, "CT")
+
+
+def test_types_slicer_cannot_hold_are_converted():
+    node = VolumeNodeDouble()
+    slicer_nodes.update_node_from_volume(node, Volume(np.array([[[1, 2]]], np.int64)))
+    assert slicer_nodes.volume_from_node(node).array.dtype == np.int32
+    slicer_nodes.update_node_from_volume(node, Volume(np.array([[[True, False]]])))
+    assert slicer_nodes.volume_from_node(node).array.dtype == np.uint8
+
+
+def test_results_table_has_typed_columns_units_and_descriptions(tmp_path):
+    rows = [{"name": "RUL", "volume_ml": 812.5, "mean_perfusion": 0.61, "perfusion_share_percent": 20.0,
+             "mean_reference": 0.58, "reference_share_percent": 19.0, "spearman": 0.7, "ssim": 0.8,
+             "dsc_high": 0.75, "dsc_low": None},
+            {"name": "both lungs", "volume_ml": 4100.0, "mean_perfusion": 0.66, "perfusion_share_percent": 100.0}]
+    node = TableNodeDouble()
+    slicer_nodes.fill_table_node(node, rows, with_spect=True)
+    table = node.GetTable()
+    assert table.GetNumberOfRows() == 2 and table.GetNumberOfColumns() == 10
+    assert isinstance(table.GetColumnByName("name"), vtk.vtkStringArray)
+    assert isinstance(table.GetColumnByName("volume_ml"), vtk.vtkDoubleArray)
+    assert table.GetColumnByName("name").GetValue(1) == "both lungs"
+    assert table.GetColumnByName("volume_ml").GetValue(0) == 812.5
+    assert math.isnan(table.GetColumnByName("dsc_low").GetValue(0))
+    assert math.isnan(table.GetColumnByName("spearman").GetValue(1))
+    assert node.GetColumnUnitLabel("volume_ml") == "mL" and node.GetColumnUnitLabel("perfusion_share_percent") == "%"
+    assert node.GetColumnTitle("spearman") == "Spearman R" and "Spearman" in node.GetColumnDescription("spearman")
+    assert node.title_as_header
+    slicer_nodes.fill_table_node(node, rows, with_spect=False)  # refilled, not appended
+    assert node.GetTable().GetNumberOfColumns() == 4
+
+
+def test_table_from_a_real_run_output(tmp_path):
+    """lobes.csv as ``ctpm run`` writes it (with a SPECT) fills the table: one row per region plus the lungs."""
+    from CTPerfusionMappingLib.cli import main as ctpm
+    from CTPerfusionMappingLib.synthetic.cohort import generate_case, write_case
+
+    case = write_case(generate_case(4, "small"), tmp_path / "case")
+    assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--spect", str(case / "spect.nrrd"), "--baseline",
+                 "--lobes", str(case / "lobes.nrrd"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "lobes.csv", encoding="utf-8")))
+    node = TableNodeDouble()
+    slicer_nodes.fill_table_node(node, rows, with_spect=True)
+    table = node.GetTable()
+    names = [table.GetColumnByName("name").GetValue(i) for i in range(table.GetNumberOfRows())]
+    assert names == ["RUL", "RML", "RLL", "LUL", "LLL", "right lung", "left lung", "both lungs"]
+    spearman = [table.GetColumnByName("spearman").GetValue(i) for i in range(table.GetNumberOfRows())]
+    assert all(-1.0 <= v <= 1.0 for v in spearman)
+    shares = [table.GetColumnByName("perfusion_share_percent").GetValue(i) for i in range(5)]
+    assert sum(shares) == pytest.approx(100.0, abs=0.01)
+    assert slicer_nodes.region_segments([4, 5, 6, 7, 8])[4][0] == "RUL"
+    assert sitk.ReadImage(str(tmp_path / "out" / "perfusion.nrrd")).GetSize() == \
+        sitk.ReadImage(str(case / "ct.nrrd")).GetSize()
