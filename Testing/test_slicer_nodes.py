@@ -131,3 +131,18 @@ def test_table_from_a_real_run_output(tmp_path):
     assert slicer_nodes.region_segments([4, 5, 6, 7, 8])[4][0] == "RUL"
     assert sitk.ReadImage(str(tmp_path / "out" / "perfusion.nrrd")).GetSize() == \
         sitk.ReadImage(str(case / "ct.nrrd")).GetSize()
+
+
+def test_segmentations_become_lobe_or_lung_labels():
+    a = np.zeros((2, 2, 4), bool)
+    rul, lll, airway = a.copy(), a.copy(), a.copy()
+    rul[:, :, 0] = True
+    lll[:, :, 3] = True
+    airway[:, :, 1] = True
+    kind, labels = slicer_nodes.labels_from_segments([("lung_upper_lobe_right", "right upper lobe", rul),
+                                                      ("Segment_2", "LLL", lll), ("trachea", "trachea", airway)])
+    assert kind == "lobes" and labels[0, 0].tolist() == [4, 0, 0, 8]
+    kind, labels = slicer_nodes.labels_from_segments([("Segment_1", "Right lung", rul), ("Segment_2", "left-lung", lll)])
+    assert kind == "lungs" and labels[0, 0].tolist() == [1, 0, 0, 2]
+    with pytest.raises(UserError, match="no lung or lobe segments recognised.*trachea"):
+        slicer_nodes.labels_from_segments([("trachea", "trachea", airway)])

@@ -117,6 +117,26 @@ _CHOOSE = (
 )
 
 
+#: Segment IDs of lung segmentations made in Slicer -> CIP region id (TotalSegmentator's "total" task IDs; lungmask;
+#: the names this module writes). Looked up by segment ID first, then by name (case and spaces ignored).
+SEGMENT_REGIONS: Dict[str, int] = {
+    "lung_upper_lobe_right": 4, "lung_middle_lobe_right": 5, "lung_lower_lobe_right": 6,
+    "lung_upper_lobe_left": 7, "lung_lower_lobe_left": 8,
+    "rul": 4, "rml": 5, "rll": 6, "lul": 7, "lll": 8,
+    "right_upper_lobe": 4, "right_middle_lobe": 5, "right_lower_lobe": 6, "left_upper_lobe": 7, "left_lower_lobe": 8,
+    "lung_right": 2, "right_lung": 2, "lung_left": 3, "left_lung": 3,
+}
+
+
+def segment_region(segment_id: str, name: str = "") -> Optional[int]:
+    """The CIP region id (2/3 a whole right/left lung, 4-8 a lobe) of a segment, or None for other segments."""
+    for key in (segment_id, name):
+        k = "_".join(str(key or "").strip().lower().replace("-", " ").split())
+        if k in SEGMENT_REGIONS:
+            return SEGMENT_REGIONS[k]
+    return None
+
+
 def region_side(region_id: int) -> str:
     """``"right"`` or ``"left"``: the lung of a CIP region id (2 and 4-6, 12-14 right; 3 and 7-11 left).
 

@@ -166,3 +166,26 @@ def region_segments(region_ids: Sequence[int]) -> Dict[int, tuple]:
     from .labels import REGION_NAMES
 
     return {int(r): (REGION_NAMES[int(r)], REGION_COLOURS.get(int(r), (0.6, 0.6, 0.6))) for r in sorted(region_ids)}
+
+
+def labels_from_segments(segments: Sequence[tuple]) -> tuple:
+    """Compose lung labels from a segmentation's binary segments ``(segment_id, name, [k, j, i] bool array)``.
+
+    Returns ``("lobes", array of CIP lobe ids 4-8)`` when lobe segments are present (TotalSegmentator, lungmask,
+    named RUL...LLL), else ``("lungs", array 1 right / 2 left)`` from whole-lung segments. Raises UserError when no
+    segment is recognised (the message lists them).
+    """
+    from .labels import segment_region
+
+    regions = [(segment_region(sid, name), mask) for sid, name, mask in segments]
+    lobes = [(r, m) for r, m in regions if r is not None and r >= 4]
+    lungs = [(r, m) for r, m in regions if r in (2, 3)]
+    if not lobes and not lungs:
+        names = ", ".join(f"{name or sid}" for sid, name, _ in segments) or "none"
+        raise UserError(f"no lung or lobe segments recognised in the segmentation (segments: {names}); name them "
+                        "e.g. lung_upper_lobe_right ... lung_lower_lobe_left, or right lung / left lung")
+    chosen = lobes if lobes else [(1 if r == 2 else 2, m) for r, m in lungs]
+    out = np.zeros(np.asarray(chosen[0][1]).shape, np.uint8)
+    for value, mask in chosen:
+        out[np.asarray(mask) > 0] = value
+    return ("lobes" if lobes else "lungs"), out
