@@ -109,3 +109,186 @@ class TableNodeDouble:
 
     def SetUseColumnTitleAsColumnHeader(self, on: bool) -> None:
         self.title_as_header = bool(on)
+
+
+# --- a double of the `slicer` Python package subset that CTPerfusionMapping.py uses ------------------------------
+
+class DisplayNodeDouble:
+    def __init__(self):
+        self.color_node_id = None
+        self.auto_window_level = True
+        self.window_min_max = None
+
+    def SetAndObserveColorNodeID(self, node_id):
+        self.color_node_id = node_id
+
+    def AutoWindowLevelOff(self):
+        self.auto_window_level = False
+
+    def SetWindowLevelMinMax(self, lo, hi):
+        self.window_min_max = (lo, hi)
+
+
+class ScalarVolumeNodeDouble(VolumeNodeDouble):
+    """VolumeNodeDouble plus the display calls of the output volume."""
+
+    def __init__(self, name="volume"):
+        super().__init__(name)
+        self.display = None
+
+    def CreateDefaultDisplayNodes(self):
+        self.display = self.display or DisplayNodeDouble()
+
+    def GetDisplayNode(self):
+        return self.display
+
+    def IsA(self, class_name):
+        return class_name in ("vtkMRMLScalarVolumeNode", "vtkMRMLVolumeNode")
+
+
+class SegmentDouble:
+    def __init__(self, name, color):
+        self.name, self.color = name, tuple(color)
+
+    def GetName(self):
+        return self.name
+
+
+class SegmentationDouble:
+    """vtkSegmentation: ordered segments by ID (AddEmptySegment makes a unique ID)."""
+
+    def __init__(self):
+        self.segments = {}
+
+    def AddEmptySegment(self, segment_id="", name="", color=(0.5, 0.5, 0.5)):
+        sid, n = segment_id or "Segment", 1
+        while sid in self.segments:
+            n += 1
+            sid = f"{segment_id}_{n}"
+        self.segments[sid] = SegmentDouble(name or sid, color)
+        return sid
+
+    def RemoveAllSegments(self):
+        self.segments = {}
+
+    def GetNumberOfSegments(self):
+        return len(self.segments)
+
+    def GetNthSegmentID(self, index):
+        return list(self.segments)[index]
+
+    def GetNthSegment(self, index):
+        return list(self.segments.values())[index]
+
+    def GetSegment(self, segment_id):
+        return self.segments.get(segment_id)
+
+
+class SegmentationNodeDouble:
+    def __init__(self, name="segmentation"):
+        self.name = name
+        self.segmentation = SegmentationDouble()
+        self.masks = {}  # segment ID -> [k, j, i] array on the reference volume's grid
+        self.reference = None
+
+    def GetName(self):
+        return self.name
+
+    def GetSegmentation(self):
+        return self.segmentation
+
+    def SetReferenceImageGeometryParameterFromVolumeNode(self, volume):
+        self.reference = volume
+
+    def CreateDefaultDisplayNodes(self):
+        pass
+
+
+class SceneDouble:
+    CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNodeDouble, "vtkMRMLSegmentationNode": SegmentationNodeDouble,
+               "vtkMRMLTableNode": TableNodeDouble}
+    StartCloseEvent, EndCloseEvent = 1, 2
+
+    def __init__(self):
+        self.nodes = []
+
+    def AddNewNodeByClass(self, class_name, name=""):
+        node = self.CLASSES[class_name](name)
+        self.nodes.append(node)
+        return node
+
+    def RemoveNode(self, node):
+        self.nodes.remove(node)
+
+    def GetFirstNodeByClass(self, class_name):
+        return next((n for n in self.nodes if isinstance(n, self.CLASSES.get(class_name, ()))), None)
+
+
+def make_slicer_double(temporary_path: str):
+    """A stand-in ``slicer`` package: the scene, util, app and base classes that CTPerfusionMapping.py needs."""
+    import types
+
+    import numpy as np
+
+    from CTPerfusionMappingLib import slicer_nodes
+
+    slicer = types.ModuleType("slicer")
+    slicer.mrmlScene = SceneDouble()
+    slicer.app = types.SimpleNamespace(temporaryPath=temporary_path)
+    slicer.modules = types.SimpleNamespace()  # no TotalSegmentator, no Chest Imaging Platform installed
+    slicer.viewer_layers = {}
+
+    def array_from_volume(node):
+        return slicer_nodes.array_from_image_data(node.GetImageData())
+
+    def update_segment(array, segmentation_node, segment_id, reference):
+        assert array.shape == array_from_volume(reference).shape
+        segmentation_node.masks[segment_id] = np.array(array, copy=True)
+
+    def array_from_segment(segmentation_node, segment_id, reference):
+        return segmentation_node.masks[segment_id]
+
+    def set_layers(background=None, foreground=None, foregroundOpacity=None):
+        slicer.viewer_layers.update(background=background, foreground=foreground, opacity=foregroundOpacity)
+
+    class VTKObservationMixin:
+        pass
+
+    slicer.util = types.SimpleNamespace(
+        arrayFromVolume=array_from_volume, updateSegmentBinaryLabelmapFromArray=update_segment,
+        arrayFromSegmentBinaryLabelmap=array_from_segment, setSliceViewerLayers=set_layers,
+        VTKObservationMixin=VTKObservationMixin)
+
+    class Base:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def getParameterNode(self):
+            return None
+
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(scripted, name, type(name, (Base,), {}))
+
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+
+    def parameter_node_wrapper(cls):
+        """Fields become plain attributes with their defaults (None for nodes), like the real wrapper's values."""
+        defaults = {name: getattr(cls, name, None) for name in cls.__annotations__}
+
+        def init(self, _node=None):
+            for name, value in defaults.items():
+                setattr(self, name, value)
+
+        return type(cls.__name__, (), {"__init__": init, "__annotations__": dict(cls.__annotations__)})
+
+    wrapper.parameterNodeWrapper = parameter_node_wrapper
+    wrapper.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
+    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode"):
+        setattr(slicer, name, type(name, (), {}))
+    slicer.ScriptedLoadableModule = scripted
+    slicer.parameterNodeWrapper = wrapper
+    return {"slicer": slicer, "slicer.util": slicer.util, "slicer.ScriptedLoadableModule": scripted,
+            "slicer.parameterNodeWrapper": wrapper}
