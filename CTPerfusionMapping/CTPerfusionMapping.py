@@ -30,8 +30,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-SEGMENTATION_SOURCES = ["Automatic", "TotalSegmentator", "Chest Imaging Platform", "Built-in", "Given segmentation"]
-DEVICES = ["auto", "cpu", "cuda"]
+from CTPerfusionMappingLib import slicer_batch  # the choices of the GUI and the batch script (no torch)
+
+SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)
+DEVICES = list(slicer_batch.DEVICES)
 MC_DROPOUT_PASSES = 10
 
 
@@ -307,6 +309,8 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
     def lungLabels(self, p, ct):
         """("lobes" | "lungs", Volume, label convention) from the chosen source, or None for the built-in method."""
         source = p.segmentationSource
+        if source == "Built-in":
+            return None  # the child segments the lungs itself
         if source == "Given segmentation" or (source == "Automatic" and (p.inputSegmentation or p.inputLabelmap)):
             return self.givenLabels(p, ct)
         if source in ("Automatic", "TotalSegmentator") and hasattr(slicer.modules, "totalsegmentator"):

@@ -96,19 +96,24 @@ def test_module_classes_and_lazy_imports(module_ast):
     top = [n for n in module_ast.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in top if isinstance(n, ast.ImportFrom)]
-    assert not any(m.split(".")[0] in ("torch", "CTPerfusionMappingLib", "qt") for m in names), names
+    assert not any(m.split(".")[0] in ("torch", "qt") for m in names), names
+    lib = [m for m in names if m.startswith("CTPerfusionMappingLib")]
+    assert lib == ["CTPerfusionMappingLib"], "import only torch-free constants from the core at load time"
     assert not any(isinstance(n, ast.Import) and any(a.name == "torch" for a in n.names) for n in ast.walk(module_ast))
 
 
 def test_choices_are_what_the_core_accepts(module_ast):
+    from CTPerfusionMappingLib import slicer_batch
     from CTPerfusionMappingLib.cli import build_parser
 
-    namespace = {}
-    for node in module_ast.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id in ("SEGMENTATION_SOURCES", "DEVICES"):
-            namespace[node.targets[0].id] = ast.literal_eval(node.value)
+    namespace = {"SEGMENTATION_SOURCES": slicer_batch.SEGMENTATION_SOURCES, "DEVICES": slicer_batch.DEVICES}
+    assert "SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)" in MODULE.read_text(encoding="utf-8")
     for device in namespace["DEVICES"]:
         assert build_parser().parse_args(["run", "--ct", "x", "--out", "y", "--device", device]).device == device
-    source = MODULE.read_text(encoding="utf-8")
+    logic = next(n for n in module_ast.body if isinstance(n, ast.ClassDef) and n.name == "CTPerfusionMappingLogic")
+    handled = {n.comparators[0].value for n in ast.walk(logic) if isinstance(n, ast.Compare)
+               and isinstance(n.comparators[0], ast.Constant)}
+    handled |= {e.value for n in ast.walk(logic) if isinstance(n, ast.Compare) and isinstance(n.comparators[0], ast.Tuple)
+                for e in n.comparators[0].elts if isinstance(e, ast.Constant)}
     for choice in namespace["SEGMENTATION_SOURCES"]:
-        assert source.count(f'"{choice}"') >= 2, f"segmentation source {choice!r} is offered but never handled"
+        assert choice in handled, f"segmentation source {choice!r} is offered but never handled by the Logic"
