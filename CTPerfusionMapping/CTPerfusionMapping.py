@@ -229,6 +229,14 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
                     "PyTorchUtils installs torch; the HU-only baseline needs no torch")
         return "PyTorch found; device 'auto' uses a CUDA GPU when there is one, else the CPU"
 
+    def missingPackages(self):
+        """Python packages the pipeline needs that this Slicer lacks, each with how to install it."""
+        import importlib.util
+
+        needs = {"torch": "install the PyTorch extension, then let PyTorchUtils install torch",
+                 "skimage": 'slicer.util.pip_install("scikit-image")', "scipy": 'slicer.util.pip_install("scipy")'}
+        return {name: how for name, how in needs.items() if importlib.util.find_spec(name) is None}
+
     def inputProblem(self, p):
         """Why Apply cannot run yet, or None."""
         if not p.inputCT:
@@ -252,6 +260,9 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         problem = self.inputProblem(p)
         if problem:
             raise UserError(problem)
+        missing = self.missingPackages()
+        if missing:
+            raise UserError("missing Python packages: " + "; ".join(f"{k} ({v})" for k, v in missing.items()))
         workdir = tempfile.mkdtemp(prefix="ctpm-", dir=slicer.app.temporaryPath)
         try:
             files = self.exportInputs(p, workdir)

@@ -151,3 +151,15 @@ def test_cancel_stops_the_child_and_cleans_up(module, case, tiny_weights):
     with pytest.raises(UserError, match="cancelled"):
         logic.finish(job, p)
     assert p.outputPerfusion is None
+
+
+def test_missing_packages_are_named_with_how_to_install_them(module, case, tiny_weights, monkeypatch):
+    import importlib.util
+
+    mod, _, _ = module
+    logic, p = _parameters(mod, case, tiny_weights)
+    assert logic.missingPackages() == {}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    with pytest.raises(UserError, match=r"missing Python packages: skimage \(slicer.util.pip_install\(\"scikit-image\"\)\)"):
+        logic.start(p)
