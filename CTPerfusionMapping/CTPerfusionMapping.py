@@ -34,6 +34,7 @@ from CTPerfusionMappingLib import slicer_batch  # the choices of the GUI and the
 
 SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)
 DEVICES = list(slicer_batch.DEVICES)
+REGISTRATION_METHODS = list(slicer_batch.REGISTRATION_METHODS)
 MC_DROPOUT_PASSES = 10
 
 
@@ -60,6 +61,7 @@ class CTPerfusionMappingParameterNode:
     inputSegmentation: Optional[vtkMRMLSegmentationNode]
     inputLabelmap: Optional[vtkMRMLLabelMapVolumeNode]
     registerSPECT: bool = True
+    registrationMethod: Annotated[str, Choice(REGISTRATION_METHODS)] = "Automatic"
     segmentationSource: Annotated[str, Choice(SEGMENTATION_SOURCES)] = "Automatic"
     useBundledModel: bool = True
     weightsFile: str = ""
@@ -308,7 +310,11 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         write_volume(ct, files["ct"])
         if p.inputSPECT:
             files["spect"] = os.path.join(folder, "spect.nrrd")
-            write_volume(volume_from_node(p.inputSPECT, "SPECT"), files["spect"])
+            spect = None
+            if p.registerSPECT and self.useBRAINSFit(p.registrationMethod):
+                spect = self.registerWithBRAINSFit(p.inputCT, p.inputSPECT)
+                files["spectRegistered"] = True  # on the CT grid already: the child does not register again
+            write_volume(spect or volume_from_node(p.inputSPECT, "SPECT"), files["spect"])
         labels = self.lungLabels(p, ct)
         if labels is not None:
             kind, volume, labelsSource = labels
@@ -316,6 +322,40 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
             write_volume(volume, files[kind])
             files["labelsSource"] = labelsSource
         return files
+
+    def useBRAINSFit(self, method):
+        available = hasattr(slicer.modules, "brainsfit") and hasattr(slicer.modules, "brainsresample")
+        if method == "BRAINSFit" and not available:
+            raise RuntimeError("BRAINSFit is not available in this Slicer; choose the built-in registration")
+        return method == "BRAINSFit" or (method == "Automatic" and available)
+
+    def runCLI(self, module, parameters, what):
+        """slicer.cli.runSync, which does not raise: its status is checked here."""
+        cli = slicer.cli.runSync(module, None, parameters)
+        failed = cli.GetStatus() & cli.ErrorsMask
+        errorText = cli.GetErrorText()
+        slicer.mrmlScene.RemoveNode(cli)
+        if failed:
+            raise RuntimeError(f"{what} failed: {errorText}")
+
+    def registerWithBRAINSFit(self, ctNode, spectNode):
+        """The SPECT registered to the CT (rigid, Mattes MI) and resampled onto the CT grid, as a core Volume."""
+        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
+
+        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "SPECT to CT (temporary)")
+        resampled = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "SPECT on CT (temporary)")
+        try:
+            self.runCLI(slicer.modules.brainsfit, {
+                "fixedVolume": ctNode, "movingVolume": spectNode, "linearTransform": transform, "useRigid": True,
+                "costMetric": "MMI", "initializeTransformMode": "useMomentsAlign", "samplingPercentage": 0.05},
+                "BRAINSFit registration")
+            self.runCLI(slicer.modules.brainsresample, {
+                "inputVolume": spectNode, "referenceVolume": ctNode, "outputVolume": resampled,
+                "warpTransform": transform, "interpolationMode": "Linear"}, "BRAINSResample")
+            return volume_from_node(resampled, "registered SPECT")
+        finally:
+            slicer.mrmlScene.RemoveNode(transform)
+            slicer.mrmlScene.RemoveNode(resampled)
 
     def lungLabels(self, p, ct):
         """("lobes" | "lungs", Volume, label convention) from the chosen source, or None for the built-in method."""

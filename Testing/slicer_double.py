@@ -206,7 +206,8 @@ class SegmentationNodeDouble:
 
 class SceneDouble:
     CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNodeDouble, "vtkMRMLSegmentationNode": SegmentationNodeDouble,
-               "vtkMRMLTableNode": TableNodeDouble}
+               "vtkMRMLTableNode": TableNodeDouble,
+               "vtkMRMLLinearTransformNode": lambda name: LinearTransformDouble(np_identity_rows())}
     StartCloseEvent, EndCloseEvent = 1, 2
 
     def __init__(self):
@@ -218,14 +219,74 @@ class SceneDouble:
         return node
 
     def RemoveNode(self, node):
-        self.nodes.remove(node)
+        if node in self.nodes:
+            self.nodes.remove(node)
 
     def GetFirstNodeByClass(self, class_name):
         return next((n for n in self.nodes if isinstance(n, self.CLASSES.get(class_name, ()))), None)
 
 
-def make_slicer_double(temporary_path: str):
-    """A stand-in ``slicer`` package: the scene, util, app and base classes that CTPerfusionMapping.py needs."""
+def np_identity_rows():
+    return [[1.0 if r == c else 0.0 for c in range(4)] for r in range(4)]
+
+
+#: Parameter names of the CLI modules, from their XML descriptions (BRAINSTools: BRAINSFit.xml, BRAINSResample.xml).
+CLI_PARAMETERS = {
+    "brainsfit": {"fixedVolume", "movingVolume", "linearTransform", "outputVolume", "useRigid", "costMetric",
+                  "initializeTransformMode", "samplingPercentage", "numberOfSamples", "interpolationMode"},
+    "brainsresample": {"inputVolume", "referenceVolume", "outputVolume", "warpTransform", "interpolationMode",
+                       "pixelType"},
+}
+
+
+class CLINodeDouble:
+    """vtkMRMLCommandLineModuleNode after runSync: status flags and error text (runSync does not raise)."""
+
+    Completed, CompletedWithErrors, ErrorsMask = 0x20, 0x21, 0x01
+
+    def __init__(self, failed: bool, error_text: str = ""):
+        self.status = self.CompletedWithErrors if failed else self.Completed
+        self.error_text = error_text
+
+    def GetStatus(self):
+        return self.status
+
+    def GetErrorText(self):
+        return self.error_text
+
+
+class CLIModuleDouble:
+    def __init__(self, name):
+        self.name = name
+
+
+def make_cli_double(calls: list, fail: set):
+    """slicer.cli.runSync: records the call, refuses unknown parameter names, and does the module's work with
+    SimpleITK (BRAINSFit: keeps the identity transform; BRAINSResample: resamples onto the reference grid)."""
+    import SimpleITK as sitk
+
+    from CTPerfusionMappingLib import slicer_nodes
+    from CTPerfusionMappingLib.volume import from_sitk, to_sitk
+
+    def run_sync(module, node, parameters):
+        unknown = set(parameters) - CLI_PARAMETERS[module.name]
+        assert not unknown, f"{module.name} has no parameter(s) {sorted(unknown)}"
+        calls.append((module.name, dict(parameters)))
+        if module.name in fail:
+            return CLINodeDouble(True, f"{module.name}: simulated failure")
+        if module.name == "brainsresample":
+            moving = to_sitk(slicer_nodes.volume_from_node(parameters["inputVolume"]))
+            reference = to_sitk(slicer_nodes.volume_from_node(parameters["referenceVolume"]))
+            out = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+            slicer_nodes.update_node_from_volume(parameters["outputVolume"], from_sitk(out))
+        return CLINodeDouble(False)
+
+    return run_sync
+
+
+def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli: set = frozenset()):
+    """A stand-in ``slicer`` package: the scene, util, app and base classes that CTPerfusionMapping.py needs
+    (``with_brains``: BRAINSFit and BRAINSResample are "installed"; ``slicer.cli_calls`` records their runs)."""
     import types
 
     import numpy as np
@@ -236,6 +297,11 @@ def make_slicer_double(temporary_path: str):
     slicer.mrmlScene = SceneDouble()
     slicer.app = types.SimpleNamespace(temporaryPath=temporary_path)
     slicer.modules = types.SimpleNamespace()  # no TotalSegmentator, no Chest Imaging Platform installed
+    slicer.cli_calls = []
+    if with_brains:
+        slicer.modules.brainsfit = CLIModuleDouble("brainsfit")
+        slicer.modules.brainsresample = CLIModuleDouble("brainsresample")
+    slicer.cli = types.SimpleNamespace(runSync=make_cli_double(slicer.cli_calls, set(fail_cli)))
     slicer.viewer_layers = {}
 
     def array_from_volume(node):

@@ -26,6 +26,9 @@ def test_one_case(files):
     r = parse_batch_arguments(["--ct", str(files / "ct.nrrd"), "--lobes", str(files / "lobes.nrrd"), "--out", "o",
                                "--weights", str(files / "w.pt")])
     assert r.segmentation_source == "Given segmentation" and r.weights == str(files / "w.pt")
+    assert r.registration_method == "Automatic"
+    r = parse_batch_arguments(["--ct", str(files / "ct.nrrd"), "--out", "o", "--registration", "Built-in"])
+    assert r.registration_method == "Built-in"
 
 
 def test_manifest_cases_get_their_own_folders(files):

@@ -163,3 +163,32 @@ def test_missing_packages_are_named_with_how_to_install_them(module, case, tiny_
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
     with pytest.raises(UserError, match=r"missing Python packages: skimage \(slicer.util.pip_install\(\"scikit-image\"\)\)"):
         logic.start(p)
+
+
+def test_brainsfit_registers_the_spect_in_slicer_when_installed(monkeypatch, tmp_path, case, tiny_weights):
+    doubles = make_slicer_double(str(tmp_path), with_brains=True)
+    for name, mod in doubles.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("CTPerfusionMapping_brains", MODULE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    slicer = doubles["slicer"]
+    logic, p = _parameters(mod, case, tiny_weights)
+    files = logic.exportInputs(p, str(tmp_path))
+    (fit_name, fit), (resample_name, resample) = slicer.cli_calls
+    assert fit_name == "brainsfit" and fit["fixedVolume"] is p.inputCT and fit["movingVolume"] is p.inputSPECT
+    assert fit["useRigid"] and fit["costMetric"] == "MMI"
+    assert resample_name == "brainsresample" and resample["referenceVolume"] is p.inputCT
+    assert resample["warpTransform"] is fit["linearTransform"]
+    from CTPerfusionMappingLib.imageio import read_volume
+
+    assert files["spectRegistered"] and read_volume(files["spect"]).same_geometry(case.ct)  # on the CT grid
+    assert not slicer.mrmlScene.nodes  # temporary transform and volume removed
+    p.registrationMethod = "Built-in"  # the user's choice wins
+    slicer.cli_calls.clear()
+    assert "spectRegistered" not in logic.exportInputs(p, str(tmp_path)) and not slicer.cli_calls
+    failing = make_slicer_double(str(tmp_path), with_brains=True, fail_cli={"brainsfit"})
+    monkeypatch.setattr(mod, "slicer", failing["slicer"])
+    p.registrationMethod = "Automatic"
+    with pytest.raises(RuntimeError, match="BRAINSFit registration failed: brainsfit: simulated failure"):
+        logic.exportInputs(p, str(tmp_path))

@@ -39,6 +39,7 @@ def run_case(logic, request, case):
     p.inputLabelmap = slicer.util.loadLabelVolume(labels) if labels else None
     p.segmentationSource = request.segmentation_source
     p.registerSPECT = request.register
+    p.registrationMethod = request.registration_method
     p.useBundledModel = request.weights is None
     p.weightsFile = request.weights or ""
     p.device = request.device
