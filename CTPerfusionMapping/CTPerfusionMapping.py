@@ -93,6 +93,9 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CTPerfusionMappingLogic()
         self.ui.deviceLabel.text = self.logic.describeDevices()
+        self._probe = None
+        if self.logic.missingPackages().get("torch") is None:
+            self._startDeviceProbe()
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
         self._timer = qt.QTimer()
@@ -104,6 +107,27 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.weightsPathLineEdit.connect("currentPathChanged(QString)", self.onWeightsChanged)
         self.initializeParameterNode()
+
+    def _startDeviceProbe(self):
+        """Ask a child process what torch can use (importing torch into Slicer itself is avoided)."""
+        import qt
+
+        from CTPerfusionMappingLib.process import PipelineProcess, child_environment
+
+        lines = []
+        self._probe = PipelineProcess(self.logic.deviceProbeCommand(), env=child_environment(), on_text=lines.append)
+        self._probe.start()
+        self._probeTimer = qt.QTimer()
+        self._probeTimer.setInterval(200)
+
+        def poll():
+            if self._probe.poll():
+                return
+            self._probeTimer.stop()
+            self.ui.deviceLabel.text = self.logic.deviceText(lines, self._probe.error_text())
+
+        self._probeTimer.connect("timeout()", poll)
+        self._probeTimer.start()
 
     def cleanup(self):
         self.onCancelButton()
@@ -230,6 +254,22 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
             return ("PyTorch is not installed: install the PyTorch extension (Extension Manager), then "
                     "PyTorchUtils installs torch; the HU-only baseline needs no torch")
         return "PyTorch found; device 'auto' uses a CUDA GPU when there is one, else the CPU"
+
+    def deviceProbeCommand(self):
+        return [sys.executable, "-m", "CTPerfusionMappingLib.cli", "devices", "--json"]
+
+    def deviceText(self, lines, errorText=""):
+        """The device line of the GUI from ``ctpm devices --json`` output."""
+        import json
+
+        for line in lines:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            gpus = ", ".join(report.get("gpus") or []) or "no CUDA GPU visible"
+            return f"auto uses {report['auto']} (torch {report['torch']}; {gpus})"
+        return "Device detection failed: " + (errorText or "no answer from the child process")
 
     def missingPackages(self):
         """Python packages the pipeline needs that this Slicer lacks, each with how to install it."""

@@ -203,3 +203,14 @@ def test_evaluation_grid_defaults_to_the_spect_voxel_size(cases):
     assert -1.0 <= a <= 1.0 and -1.0 <= b <= 1.0
     voxels = coarse.metrics["evaluation"]["hu_baseline"]["patient"]["voxels"]
     assert voxels < fine.metrics["evaluation"]["hu_baseline"]["patient"]["voxels"]
+
+
+def test_ctpm_devices_reports_what_auto_picks(capsys):
+    import torch
+
+    assert ctpm(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in out and "auto -> " in out
+    assert ctpm(["devices", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cuda_available"] == torch.cuda.is_available() and len(report["gpus"]) == torch.cuda.device_count()

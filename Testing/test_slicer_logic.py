@@ -192,3 +192,16 @@ def test_brainsfit_registers_the_spect_in_slicer_when_installed(monkeypatch, tmp
     p.registrationMethod = "Automatic"
     with pytest.raises(RuntimeError, match="BRAINSFit registration failed: brainsfit: simulated failure"):
         logic.exportInputs(p, str(tmp_path))
+
+
+def test_device_line_comes_from_a_child_process(module):
+    from CTPerfusionMappingLib.process import PipelineProcess
+
+    mod, _, _ = module
+    logic = mod.CTPerfusionMappingLogic()
+    lines = []
+    probe = PipelineProcess(logic.deviceProbeCommand(), on_text=lines.append).start()
+    assert probe.wait(timeout_s=120) == 0
+    text = logic.deviceText(lines)
+    assert text.startswith("auto uses ") and "torch " in text
+    assert logic.deviceText([], "boom") == "Device detection failed: boom"

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .phantom_cli import add_demo_command, add_phantom_command
-    from .run_cli import add_batch_command, add_evaluate_command, add_run_command
+    from .run_cli import add_batch_command, add_devices_command, add_evaluate_command, add_run_command
     from .train_cli import add_ablate_command, add_cv_command, add_train_command
 
     add_run_command(sub)
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ablate_command(sub)
     add_phantom_command(sub)
     add_demo_command(sub)
+    add_devices_command(sub)
     add_info_command(sub)
     add_convert_command(sub)
     return parser

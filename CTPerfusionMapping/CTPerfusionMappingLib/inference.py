@@ -69,6 +69,18 @@ def describe_device(device: str) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
+def device_report() -> Dict[str, Any]:
+    """What torch can compute on here: torch and CUDA versions, every CUDA GPU, and what "auto" picks.
+
+    For ``ctpm devices`` and the Slicer module's device line ("GPU not detected" is the most common question).
+    """
+    import torch
+
+    gpus = [describe_device(f"cuda:{i}") for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+            "gpus": gpus, "mps_available": _mps_available(), "auto": describe_device(select_device("auto"))}
+
+
 def _is_oom(exc: BaseException) -> bool:
     """True for a GPU out-of-memory error (CUDA's own class, or MPS's RuntimeError message)."""
     import torch

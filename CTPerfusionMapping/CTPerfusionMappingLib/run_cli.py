@@ -69,6 +69,33 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_devices_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="show what torch can compute on (CUDA GPUs, Apple MPS, CPU) and what 'auto' picks")
+    p.add_argument("--json", action="store_true", help="one JSON line instead of text")
+    p.set_defaults(func=_devices)
+
+
+def _devices(args: argparse.Namespace) -> int:
+    try:
+        from .inference import device_report
+
+        report = device_report()
+    except ImportError:
+        raise UserError("PyTorch is not installed: pip install torch (or, in Slicer, the PyTorch extension)") from None
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    cuda = f"CUDA {report['cuda_build']}" if report["cuda_build"] else "CPU-only build"
+    print(f"torch {report['torch']} ({cuda})")
+    for i, gpu in enumerate(report["gpus"]):
+        print(f"  cuda:{i}  {gpu}")
+    if not report["gpus"]:
+        print("  no CUDA GPU visible" + (" (the installed torch has no CUDA support)" if not report["cuda_build"] else
+                                         " (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)"))
+    print(f"auto -> {report['auto']}")
+    return 0
+
+
 def add_run_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="synthesize a perfusion map from a chest CT (and score it against a SPECT)",
                        description="CT (+ SPECT, + lung/lobe labels) -> perfusion.nrrd, functional.nrrd, lungs.nrrd, "
