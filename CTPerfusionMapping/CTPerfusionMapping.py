@@ -67,6 +67,8 @@ class CTPerfusionMappingParameterNode:
     weightsFile: str = ""
     device: Annotated[str, Choice(DEVICES)] = "auto"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.66
+    splitAtPercentile: bool = False
+    highPercentile: Annotated[float, WithinRange(1.0, 99.0)] = 50.0
     uncertainty: bool = False
     outputPerfusion: Optional[vtkMRMLScalarVolumeNode]
     outputFunctional: Optional[vtkMRMLSegmentationNode]
@@ -176,7 +178,10 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         running = self._job is not None
         self.ui.applyButton.enabled = problem is None and not running
         self.ui.applyButton.toolTip = problem or "Compute the perfusion map"
-        self.ui.weightsPathLineEdit.enabled = not self._parameterNode.useBundledModel if self._parameterNode else False
+        if self._parameterNode:
+            self.ui.weightsPathLineEdit.enabled = not self._parameterNode.useBundledModel
+            self.ui.percentileSliderWidget.enabled = self._parameterNode.splitAtPercentile
+            self.ui.thresholdSliderWidget.enabled = not self._parameterNode.splitAtPercentile
         if not running:
             self.ui.statusLabel.text = problem or "Ready"
 
@@ -313,7 +318,8 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
                                   weights=None if p.useBundledModel else p.weightsFile, device=p.device,
                                   register=p.registerSPECT and not files.get("spectRegistered"), threshold=p.threshold,
                                   mc_dropout=MC_DROPOUT_PASSES if p.uncertainty else 0,
-                                  labels_source=files.get("labelsSource", "auto"))
+                                  labels_source=files.get("labelsSource", "auto"),
+                                  high_percentile=p.highPercentile if p.splitAtPercentile else None)
             logging.info("CTPerfusionMapping: " + " ".join(command))
             process = PipelineProcess(command, on_progress=onProgress).start()
         except Exception:

@@ -214,3 +214,31 @@ def test_ctpm_devices_reports_what_auto_picks(capsys):
     assert ctpm(["devices", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["cuda_available"] == torch.cuda.is_available() and len(report["gpus"]) == torch.cuda.device_count()
+
+
+def test_functional_split_at_a_percentile_or_a_fraction_of_the_maximum():
+    from CTPerfusionMappingLib.pipeline import functional_split
+
+    rng = np.random.default_rng(2)
+    perfusion = rng.uniform(0.0, 1.0, (10, 20, 20))
+    lungs = np.zeros(perfusion.shape, bool)
+    lungs[:, 2:18, 2:18] = True
+    half = functional_split(perfusion, lungs, RunOptions(high_percentile=50.0))
+    assert (half[~lungs] == 0).all() and abs((half == 2).sum() - (half == 1).sum()) <= 2  # the better half
+    top = functional_split(perfusion, lungs, RunOptions(high_percentile=80.0))
+    assert (top == 2).sum() == pytest.approx(0.2 * lungs.sum(), abs=3)
+    fraction = functional_split(perfusion, lungs, RunOptions(threshold=0.66))
+    vmax = perfusion[lungs].max()
+    assert ((fraction == 2) == (lungs & (perfusion >= 0.66 * vmax))).all()
+
+
+def test_high_percentile_option_is_checked_and_reported(cases, tmp_path, capsys):
+    case = cases / "case000"
+    assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--baseline", "--high-percentile", "150", "--out",
+                 str(tmp_path), "--quiet"]) == 2
+    assert "--high-percentile must be between 0 and 100" in capsys.readouterr().err
+    assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--lungs", str(case / "lungs.nrrd"), "--baseline",
+                 "--high-percentile", "50", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "split at the 50th percentile" in capsys.readouterr().out
+    vol = json.loads((tmp_path / "metrics.json").read_text())["functional_volume_ml"]
+    assert vol["high_percentile"] == 50.0 and vol["high"] == pytest.approx(vol["low"], rel=0.02)

@@ -104,6 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
         trained_on = info["metadata"].get("trained_on", "unknown data")
         print(f"model: {info['weights']} ({info['config']['arch']}; trained on {trained_on})")
     run_args = argparse.Namespace(no_register=False, device=args.device, no_amp=False, mc_dropout=0, threshold=0.66,
+                                  high_percentile=None,
                                   labels_source="auto", eval_spacing=None)
     from .run_cli import _progress_bar, run_case
 

@@ -54,7 +54,7 @@ def parse_line(line: str) -> Optional[Dict]:
 def run_command(ct: str, out: str, python: Optional[str] = None, spect: Optional[str] = None,
                 lungs: Optional[str] = None, lobes: Optional[str] = None, weights: Optional[str] = None,
                 baseline: bool = False, device: str = "auto", register: bool = True, threshold: float = 0.66,
-                mc_dropout: int = 0, labels_source: str = "auto") -> List[str]:
+                mc_dropout: int = 0, labels_source: str = "auto", high_percentile: Optional[float] = None) -> List[str]:
     """The child's command line: ``ctpm run`` with protocol lines, run by ``python`` (default: this interpreter;
     in Slicer ``sys.executable`` is PythonSlicer)."""
     cmd = [python or sys.executable, "-m", "CTPerfusionMappingLib.cli", "run", "--ct", str(ct), "--out", str(out),
@@ -63,6 +63,8 @@ def run_command(ct: str, out: str, python: Optional[str] = None, spect: Optional
     for flag, value in (("--spect", spect), ("--lungs", lungs), ("--lobes", lobes), ("--weights", weights)):
         if value:
             cmd += [flag, str(value)]
+    if high_percentile is not None:
+        cmd += ["--high-percentile", repr(float(high_percentile))]
     if baseline:
         cmd.append("--baseline")
     if not register:

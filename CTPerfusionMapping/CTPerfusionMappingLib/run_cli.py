@@ -60,6 +60,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="label convention of --lungs/--lobes: auto, cip, totalsegmentator, totalsegmentator_v1, "
                         "lungmask_r231, lungmask_ltrclobes")
     p.add_argument("--threshold", type=float, default=0.66, help="high/low functional split, fraction of max (0.66)")
+    p.add_argument("--high-percentile", type=float, default=None, metavar="P",
+                   help="instead of --threshold: the high-functional volume is the voxels at or above the P-th percentile "
+                        "of the lungs' perfusion (50: the better half); the SPECT evaluation keeps --threshold")
     p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
                    help="Monte Carlo dropout passes (>= 2 also writes perfusion_std.nrrd)")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -117,12 +120,15 @@ def _options(args: argparse.Namespace):
 
     if not 0.0 < args.threshold < 1.0:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.high_percentile is not None and not 0.0 < args.high_percentile < 100.0:
+        raise UserError(f"--high-percentile must be between 0 and 100, got {args.high_percentile}")
     if args.mc_dropout < 0:
         raise UserError(f"--mc-dropout must be 0 or more, got {args.mc_dropout}")
     if args.eval_spacing is not None and args.eval_spacing < 0:
         raise UserError(f"--eval-spacing must be 0 or more, got {args.eval_spacing}")
     return RunOptions(register=not args.no_register, device=args.device, amp=not args.no_amp,
-                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold, labels_source=args.labels_source,
+                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold,
+                      high_percentile=getattr(args, "high_percentile", None), labels_source=args.labels_source,
                       evaluation_spacing_mm=args.eval_spacing)
 
 
@@ -171,7 +177,9 @@ def _print_summary(result, out: Path) -> None:
     vol = m["functional_volume_ml"]
     print(f"lungs: right {m['lung_volume_ml']['right']:.0f} mL, left {m['lung_volume_ml']['left']:.0f} mL "
           f"({m['labels']['lungs']}); regions: {m['regions_kind']}")
-    print(f"functional volumes: high {vol['high']:.0f} mL, low {vol['low']:.0f} mL (split at {vol['threshold']:.2f} of max)")
+    split = (f"at the {vol['high_percentile']:g}th percentile" if vol.get("high_percentile") is not None
+             else f"at {vol['threshold']:.2f} of max")
+    print(f"functional volumes: high {vol['high']:.0f} mL, low {vol['low']:.0f} mL (split {split})")
     for row in result.regions:
         ref = ""
         if row.get("reference_share_percent") is not None:

@@ -45,6 +45,7 @@ class BatchRequest:
     segmentation_source: str
     uncertainty: bool
     registration_method: str = "Automatic"
+    high_percentile: Optional[float] = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="network weights (default: the bundled model)")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threshold", type=float, default=0.66)
+    p.add_argument("--high-percentile", type=float, help="high-functional volume at or above this percentile instead")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--registration", choices=REGISTRATION_METHODS, default="Automatic")
     p.add_argument("--segmentation", choices=SEGMENTATION_SOURCES, default="Automatic")
@@ -78,6 +80,8 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
     args = build_parser().parse_args(list(argv))
     if not 0.0 < args.threshold < 1.0:
         raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.high_percentile is not None and not 0.0 < args.high_percentile < 100.0:
+        raise UserError(f"--high-percentile must be between 0 and 100, got {args.high_percentile}")
     if args.weights and not Path(args.weights).is_file():
         raise UserError(f"network weights not found: {args.weights}")
     out = Path(args.out)
@@ -97,4 +101,4 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
     if (args.lungs or args.lobes) and args.segmentation == "Automatic":
         args.segmentation = "Given segmentation"
     return BatchRequest(cases, args.weights, args.device, args.threshold, not args.no_register, args.segmentation,
-                        args.uncertainty, args.registration)
+                        args.uncertainty, args.registration, args.high_percentile)

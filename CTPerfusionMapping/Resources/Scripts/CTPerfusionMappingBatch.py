@@ -44,6 +44,8 @@ def run_case(logic, request, case):
     p.weightsFile = request.weights or ""
     p.device = request.device
     p.threshold = request.threshold
+    p.splitAtPercentile = request.high_percentile is not None
+    p.highPercentile = request.high_percentile or 50.0
     p.uncertainty = request.uncertainty
     problem = logic.inputProblem(p)
     if problem:
