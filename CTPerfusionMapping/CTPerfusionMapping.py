@@ -445,7 +445,8 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
 
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "TotalSegmentator lungs (temporary)")
         try:
-            TotalSegmentator.TotalSegmentatorLogic().process(ctNode, seg, False, "total")
+            # keywords only: the positional parameters after the first two differ between TotalSegmentator versions
+            TotalSegmentator.TotalSegmentatorLogic().process(inputVolume=ctNode, outputSegmentation=seg, task="total")
             segmentation = seg.GetSegmentation()
             segments = []
             for index in range(segmentation.GetNumberOfSegments()):

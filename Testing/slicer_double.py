@@ -236,6 +236,7 @@ CLI_PARAMETERS = {
                   "initializeTransformMode", "samplingPercentage", "numberOfSamples", "interpolationMode"},
     "brainsresample": {"inputVolume", "referenceVolume", "outputVolume", "warpTransform", "interpolationMode",
                        "pixelType"},
+    "generatepartiallunglabelmap": {"ctFileName", "outputLungMaskFileName"},
 }
 
 
@@ -260,7 +261,7 @@ class CLIModuleDouble:
         self.name = name
 
 
-def make_cli_double(calls: list, fail: set):
+def make_cli_double(calls: list, fail: set, cip_mask=None):
     """slicer.cli.runSync: records the call, refuses unknown parameter names, and does the module's work with
     SimpleITK (BRAINSFit: keeps the identity transform; BRAINSResample: resamples onto the reference grid)."""
     import SimpleITK as sitk
@@ -274,6 +275,10 @@ def make_cli_double(calls: list, fail: set):
         calls.append((module.name, dict(parameters)))
         if module.name in fail:
             return CLINodeDouble(True, f"{module.name}: simulated failure")
+        if module.name == "generatepartiallunglabelmap":  # the caller's cip_mask(ct Volume) -> CIP label Volume
+            from CTPerfusionMappingLib.imageio import read_volume, write_volume
+
+            write_volume(cip_mask(read_volume(parameters["ctFileName"])), parameters["outputLungMaskFileName"])
         if module.name == "brainsresample":
             moving = to_sitk(slicer_nodes.volume_from_node(parameters["inputVolume"]))
             reference = to_sitk(slicer_nodes.volume_from_node(parameters["referenceVolume"]))
@@ -284,7 +289,7 @@ def make_cli_double(calls: list, fail: set):
     return run_sync
 
 
-def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli: set = frozenset()):
+def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli: set = frozenset(), cip_mask=None):
     """A stand-in ``slicer`` package: the scene, util, app and base classes that CTPerfusionMapping.py needs
     (``with_brains``: BRAINSFit and BRAINSResample are "installed"; ``slicer.cli_calls`` records their runs)."""
     import types
@@ -301,7 +306,9 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
     if with_brains:
         slicer.modules.brainsfit = CLIModuleDouble("brainsfit")
         slicer.modules.brainsresample = CLIModuleDouble("brainsresample")
-    slicer.cli = types.SimpleNamespace(runSync=make_cli_double(slicer.cli_calls, set(fail_cli)))
+    if cip_mask is not None:
+        slicer.modules.generatepartiallunglabelmap = CLIModuleDouble("generatepartiallunglabelmap")
+    slicer.cli = types.SimpleNamespace(runSync=make_cli_double(slicer.cli_calls, set(fail_cli), cip_mask))
     slicer.viewer_layers = {}
 
     def array_from_volume(node):
@@ -320,8 +327,14 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
     class VTKObservationMixin:
         pass
 
+    def save_node(node, path):
+        from CTPerfusionMappingLib.imageio import write_volume
+
+        write_volume(slicer_nodes.volume_from_node(node), path)
+        return True
+
     slicer.util = types.SimpleNamespace(
-        arrayFromVolume=array_from_volume, updateSegmentBinaryLabelmapFromArray=update_segment,
+        saveNode=save_node, arrayFromVolume=array_from_volume, updateSegmentBinaryLabelmapFromArray=update_segment,
         arrayFromSegmentBinaryLabelmap=array_from_segment, setSliceViewerLayers=set_layers,
         VTKObservationMixin=VTKObservationMixin)
 

@@ -205,3 +205,64 @@ def test_device_line_comes_from_a_child_process(module):
     text = logic.deviceText(lines)
     assert text.startswith("auto uses ") and "torch " in text
     assert logic.deviceText([], "boom") == "Device detection failed: boom"
+
+
+def _load_module(monkeypatch, doubles, name):
+    for key, mod in doubles.items():
+        monkeypatch.setitem(sys.modules, key, mod)
+    spec = importlib.util.spec_from_file_location(name, MODULE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_totalsegmentator_lobes_are_used_when_installed(monkeypatch, tmp_path, case, tiny_weights):
+    import types
+
+    doubles = make_slicer_double(str(tmp_path))
+    doubles["slicer"].modules.totalsegmentator = object()
+    calls = []
+
+    class TotalSegmentatorLogicDouble:
+        # the newest signature: positional parameters after the first two differ between versions
+        def process(self, inputVolume, outputSegmentation, cpu=False, task=None, interactive=False,
+                    sequenceBrowserNode=None, subset=None):
+            calls.append(task)
+            for value, sid in ((4, "lung_upper_lobe_right"), (5, "lung_middle_lobe_right"), (6, "lung_lower_lobe_right"),
+                               (7, "lung_upper_lobe_left"), (8, "lung_lower_lobe_left"), (0, "heart")):
+                segment_id = outputSegmentation.GetSegmentation().AddEmptySegment(sid, sid)
+                outputSegmentation.masks[segment_id] = case.lobes.array == value if value else case.lobes.array == 99
+
+    doubles["TotalSegmentator"] = types.SimpleNamespace(TotalSegmentatorLogic=TotalSegmentatorLogicDouble)
+    mod = _load_module(monkeypatch, doubles, "CTPerfusionMapping_ts")
+    logic, p = _parameters(mod, case, tiny_weights, inputSPECT=None)
+    files = logic.exportInputs(p, str(tmp_path))
+    assert calls == ["total"] and files["labelsSource"] == "cip"
+    from CTPerfusionMappingLib.imageio import read_volume
+
+    np.testing.assert_array_equal(read_volume(files["lobes"]).array, case.lobes.array)
+    assert not doubles["slicer"].mrmlScene.nodes  # the temporary segmentation is removed
+
+
+def test_chest_imaging_platform_lungs_are_used_when_installed(monkeypatch, tmp_path, case, tiny_weights):
+    from CTPerfusionMappingLib.labels import lung_thirds
+
+    def cip_mask(ct):  # lung thirds as CIP writes them, with an airway type (2) in the high byte of some voxels
+        thirds = lung_thirds(case.lungs).array.astype(np.uint16)
+        thirds[::7][thirds[::7] > 0] |= 2 << 8
+        return ct.with_array(thirds)
+
+    doubles = make_slicer_double(str(tmp_path), cip_mask=cip_mask)
+    mod = _load_module(monkeypatch, doubles, "CTPerfusionMapping_cip")
+    logic, p = _parameters(mod, case, tiny_weights, segmentationSource="Chest Imaging Platform")
+    logic.process(p, timeoutSeconds=300)
+    (name, params), = doubles["slicer"].cli_calls
+    assert name == "generatepartiallunglabelmap" and params["ctFileName"].endswith("ct.nrrd")
+    table = p.outputTable.GetTable()
+    names = [table.GetColumnByName("name").GetValue(i) for i in range(table.GetNumberOfRows())]
+    assert names[:6] == ["left upper third", "left middle third", "left lower third", "right upper third",
+                         "right middle third", "right lower third"]
+    failing = make_slicer_double(str(tmp_path), cip_mask=cip_mask, fail_cli={"generatepartiallunglabelmap"})
+    monkeypatch.setattr(mod, "slicer", failing["slicer"])
+    with pytest.raises(RuntimeError, match="Chest Imaging Platform lung segmentation failed"):
+        logic.process(p)
