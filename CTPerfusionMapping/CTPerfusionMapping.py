@@ -280,8 +280,12 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         """Python packages the pipeline needs that this Slicer lacks, each with how to install it."""
         import importlib.util
 
-        needs = {"torch": "install the PyTorch extension, then let PyTorchUtils install torch",
-                 "skimage": 'slicer.util.pip_install("scikit-image")', "scipy": 'slicer.util.pip_install("scipy")'}
+        if importlib.util.find_spec("PyTorchUtils") is not None:
+            torchHow = "the PyTorch extension is installed: run PyTorchUtils.PyTorchUtilsLogic().torch in the Python console"
+        else:
+            torchHow = "install the PyTorch extension from the Extension Manager, restart, then let it install torch"
+        needs = {"torch": torchHow, "skimage": 'slicer.util.pip_install("scikit-image")',
+                 "scipy": 'slicer.util.pip_install("scipy")'}
         return {name: how for name, how in needs.items() if importlib.util.find_spec(name) is None}
 
     def inputProblem(self, p):
@@ -554,6 +558,8 @@ class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
         from CTPerfusionMappingLib.synthetic.cohort import generate_case
         from CTPerfusionMappingLib.weights import save_weights
 
+        logic = CTPerfusionMappingLogic()
+        self.assertEqual(logic.missingPackages(), {}, "install these packages first")
         self.delayDisplay("Generating a small synthetic SPECT/CT phantom")
         case = generate_case(1, "small", pathology_probabilities={"tumour": 1.0})
         ct = self._addVolume(case.ct, "phantom CT")
@@ -563,7 +569,6 @@ class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
         tiny = NetworkConfig(base_channels=2, max_channels=4)
         save_weights(build_model(tiny), tiny, weights, metadata={"note": "random weights for the self-test"})
 
-        logic = CTPerfusionMappingLogic()
         p = logic.getParameterNode()
         p.inputCT = ct
         p.inputSPECT = spect
