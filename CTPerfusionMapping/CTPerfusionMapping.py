@@ -84,6 +84,7 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._parameterNodeGuiTag = None
         self._job = None
         self._timer = None
+        self._probe = None
 
     def setup(self):
         import qt
@@ -133,6 +134,9 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
 
     def cleanup(self):
         self.onCancelButton()
+        if self._probe is not None:
+            self._probeTimer.stop()
+            self._probe.cancel()
         self.removeObservers()
 
     def enter(self):
