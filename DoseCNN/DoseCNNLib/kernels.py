@@ -49,6 +49,39 @@ def _source_positions(rng, n, centre_index, spacing) -> np.ndarray:
     return (np.asarray(centre_index, float) + rng.uniform(0, 1, (n, 3))) * np.asarray(spacing, float)
 
 
+@dataclass
+class Emissions:
+    """The particles of ``n`` decays, with statistical weights (see the module docstring)."""
+
+    electron_mev: np.ndarray
+    electron_weight: np.ndarray
+    photon_mev: np.ndarray
+    photon_weight: float  # every photon carries this weight
+    local_mev: float  # energy of photons below 1 keV, deposited where the decay happens (total over the n decays)
+
+
+def sample_emissions(decay, n: int, rng: np.random.Generator) -> Emissions:
+    """Electrons (betas: one per decay, weight = betas per decay; conversion + Auger: one per decay, weight = their
+    total yield) and photons (gamma + X: one per decay, weight = their total yield) of ``n`` decays."""
+    energies, weights = [], []
+    if decay.beta_minus is not None:
+        energies.append(decay.beta_minus.sample(rng, n))
+        weights.append(np.full(n, decay.beta_minus.yield_per_decay))
+    lines_e = np.concatenate([decay.internal_conversion.energies_mev, decay.auger.energies_mev])
+    lines_y = np.concatenate([decay.internal_conversion.yields_per_decay, decay.auger.yields_per_decay])
+    if lines_y.sum() > 0:
+        energies.append(lines_e[rng.choice(len(lines_e), n, p=lines_y / lines_y.sum())])
+        weights.append(np.full(n, lines_y.sum()))
+    pe = np.concatenate([decay.gamma.energies_mev, decay.xray.energies_mev])
+    py = np.concatenate([decay.gamma.yields_per_decay, decay.xray.yields_per_decay])
+    local = pe < 1e-3
+    local_mev = float(np.sum(pe[local] * py[local])) * n
+    pe, py = pe[~local], py[~local]
+    photons = pe[rng.choice(len(pe), n, p=py / py.sum())] if py.sum() > 0 else np.zeros(0)
+    return Emissions(np.concatenate(energies) if energies else np.zeros(0),
+                     np.concatenate(weights) if weights else np.zeros(0), photons, float(py.sum()), local_mev)
+
+
 def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 4.8, 4.8), size: int = 7,
                    n_decays: int = 100_000, density_g_cm3: float = KERNEL_DENSITY_G_CM3, seed: int = 0,
                    device: str = "cpu", photons: bool = True, photon_size: Optional[int] = None) -> VoxelSValues:
@@ -70,36 +103,23 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
     c = size // 2
 
     materials, density = uniform_grid((size, size, size), SOFT_TISSUE, density_g_cm3)
-    n_beta = n_decays if decay.beta_minus is not None else 0
-    energies = [decay.beta_minus.sample(rng, n_beta)] if n_beta else []
-    weights = [np.full(n_beta, decay.beta_minus.yield_per_decay)] if n_beta else []
-    lines_e = np.concatenate([decay.internal_conversion.energies_mev, decay.auger.energies_mev])
-    lines_y = np.concatenate([decay.internal_conversion.yields_per_decay, decay.auger.yields_per_decay])
-    if lines_y.sum() > 0:
-        pick = rng.choice(len(lines_e), n_decays, p=lines_y / lines_y.sum())
-        energies.append(lines_e[pick])
-        weights.append(np.full(n_decays, lines_y.sum()))
-    e = np.concatenate(energies)
-    w = np.concatenate(weights)
+    emissions = sample_emissions(decay, n_decays, rng)
+    e, w = emissions.electron_mev, emissions.electron_weight
     result = transport_electrons(_source_positions(rng, len(e), (c, c, c), spacing), isotropic_directions(len(e), rng),
                                  e, w, materials, density, spacing, electron_tables(), device=device, seed=seed)
     electron = dose_per_decay_to_s_value(result.deposit_mev / n_decays, voxel_mass_kg)
 
     photon = np.zeros_like(electron)
-    if photons:
+    if photons and len(emissions.photon_mev):
         big = photon_size or size
-        pe = np.concatenate([decay.gamma.energies_mev, decay.xray.energies_mev])
-        py = np.concatenate([decay.gamma.yields_per_decay, decay.xray.yields_per_decay])
-        local = pe < 1e-3
-        deposit_local = float(np.sum(pe[local] * py[local]))
-        pe, py = pe[~local], py[~local]
         pm, pd = uniform_grid((big, big, big), SOFT_TISSUE, density_g_cm3)
-        pick = rng.choice(len(pe), n_decays, p=py / py.sum())
         bc = big // 2
-        r = transport_photons(_source_positions(rng, n_decays, (bc, bc, bc), spacing), isotropic_directions(n_decays, rng),
-                              pe[pick], pm, pd, spacing, photon_table(), device=device, seed=seed + 1)
-        dep = r.deposit_mev * (py.sum() / n_decays)  # MeV per decay
-        dep[bc, bc, bc] += deposit_local
+        n_ph = len(emissions.photon_mev)
+        r = transport_photons(_source_positions(rng, n_ph, (bc, bc, bc), spacing), isotropic_directions(n_ph, rng),
+                              emissions.photon_mev, pm, pd, spacing, photon_table(), device=device, seed=seed + 1)
+        dep = r.deposit_mev * emissions.photon_weight
+        dep[bc, bc, bc] += emissions.local_mev
+        dep /= n_decays  # MeV per decay
         lo = bc - c
         photon = dose_per_decay_to_s_value(dep[lo:lo + size, lo:lo + size, lo:lo + size], voxel_mass_kg)
     return VoxelSValues(electron, photon, spacing, decay.nuclide, n_decays)
