@@ -29,7 +29,8 @@ def test_uniform_source_reaches_electron_equilibrium_at_the_centre():
     edge = result.dose_rate_mgy_s.array[:, :, 0].mean()
     assert edge < 0.98 * centre  # electrons (and photons) leave at the surface
     rel = result.relative_uncertainty.array[6:14, 6:14, 6:14]
-    assert np.all(np.isfinite(rel)) and 0 < np.median(rel) < 0.1
+    poisson = 1 / np.sqrt(60_000 / 20 ** 3)  # ~7.5 decays per voxel: the estimate must be of that size
+    assert np.all(np.isfinite(rel)) and 0.5 * poisson < np.median(rel) < 2 * poisson
     assert result.n_decays == 60_000 and result.total_activity_bq == pytest.approx(1e6, rel=1e-6)
 
 
