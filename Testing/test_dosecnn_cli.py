@@ -1,0 +1,45 @@
+"""dosecnn kernel and dosecnn mc from the command line: outputs, reuse, errors."""
+
+import json
+
+import numpy as np
+
+from CTPerfusionMappingLib.imageio import read_volume, write_volume
+from CTPerfusionMappingLib.volume import Volume
+from DoseCNNLib.cli import main as dosecnn
+
+
+def test_kernel_command_writes_and_reuses(tmp_path, capsys):
+    out = tmp_path / "k"
+    args = ["kernel", "--spacing", "4.8", "4.8", "4.8", "--size", "3", "--photon-size", "7", "--decays", "5000",
+            "--out", str(out)]
+    assert dosecnn(args) == 0
+    e = read_volume(out / "electron_kernel.nrrd")
+    p = read_volume(out / "photon_kernel.nrrd")
+    assert e.shape == p.shape == (3, 3, 3) and e.spacing == (4.8, 4.8, 4.8)
+    meta = json.loads((out / "kernel.json").read_text())
+    assert meta["parameters"]["nuclide"] == "Lu-177" and 0.15 < meta["self"] < 0.25  # mGy/(MBq s) at 4.8 mm
+    assert (out / "kernel.png").is_file()
+    capsys.readouterr()
+    assert dosecnn(args) == 0
+    assert "reused" in capsys.readouterr().out
+    assert dosecnn(["kernel", "--spacing", "1", "1", "1", "--size", "4", "--out", str(out)]) == 2
+    assert "odd" in capsys.readouterr().err
+
+
+def test_mc_command_writes_dose_rate_and_uncertainty(tmp_path, capsys):
+    ct = Volume(np.zeros((8, 8, 8), np.int16), (3.0, 3.0, 3.0))
+    activity = ct.with_array(np.zeros((8, 8, 8), np.float32))
+    activity.array[3:5, 3:5, 3:5] = 1.0
+    write_volume(ct, tmp_path / "ct.nrrd")
+    write_volume(activity, tmp_path / "activity.nrrd")
+    assert dosecnn(["mc", "--activity", str(tmp_path / "activity.nrrd"), "--ct", str(tmp_path / "ct.nrrd"),
+                    "--activity-scale", "1e6", "--decays", "4000", "--batches", "2", "--quiet",
+                    "--out", str(tmp_path / "out")]) == 0
+    dose = read_volume(tmp_path / "out" / "dose_rate.nrrd")
+    assert dose.same_geometry(ct) and dose.array[3:5, 3:5, 3:5].mean() > 10 * dose.array[0, 0, 0]
+    summary = json.loads((tmp_path / "out" / "mc.json").read_text())
+    assert summary["total_activity_bq"] == 8e6 and summary["decays"] == 4000
+    assert dosecnn(["mc", "--activity", str(tmp_path / "none.nrrd"), "--ct", str(tmp_path / "ct.nrrd"), "--out",
+                    str(tmp_path / "o2")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
