@@ -15,7 +15,10 @@ A class-I condensed-history scheme kept deliberately simple; each step of an ele
    Moliere's screening parameter (:func:`transport_mean_free_path_g_cm2`):
    sigma_1 = 2 pi Z (Z + 1) r_e^2 (m c^2)^2 / (p c beta)^2 [ln(1 + 1/eta) - 1/(1 + eta)],
    eta = 1.7e-5 Z^(2/3) / (tau (tau + 2)) (1.13 + 3.76 (alpha Z / beta)^2).
-5. Below ``cutoff_mev`` (or with a CSDA range below half a micrometre) the electron stops and deposits the rest.
+5. Below ``cutoff_mev`` the electron stops and deposits the rest.
+6. Range rejection (exact for voxel doses): an electron whose remaining CSDA range (a path length, so an upper bound of
+   how far it can get) is shorter than its distance to the nearest face of its voxel deposits all its energy in that
+   voxel and stops. Most Lu-177 electrons end this way after a few steps in millimetre voxels.
 
 Electrons leaving the grid escape. The checks (energy balance in a large water phantom, penetration against the CSDA
 range, Lu-177 self-voxel S values against Lanconelli) are in Testing/test_electron_transport.py.
@@ -82,14 +85,19 @@ class ElectronResult:
 def transport_electrons(positions_mm, directions, energies_mev, weights, materials: np.ndarray,
                         density_g_cm3: np.ndarray, spacing_mm: Sequence[float], tables: ElectronTables,
                         device: str = "cpu", seed: int = 0, step_fraction: float = 0.1, max_step_mm: float = 1.0,
-                        cutoff_mev: float = 0.005, max_steps: int = 10_000) -> ElectronResult:
-    """Transport weighted electrons (see the module docstring); energies deposited are weight x MeV."""
+                        cutoff_mev: float = 0.005, max_steps: int = 10_000, range_rejection: bool = True,
+                        deposit=None) -> ElectronResult:
+    """Transport weighted electrons (see the module docstring); energies deposited are weight x MeV.
+
+    ``deposit``: an optional flat float64 torch tensor (the grid's size) to accumulate into; then the returned
+    ``deposit_mev`` is None (no copy of a large grid).
+    """
     import torch
 
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device).long()
+    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device)  # uint8: indexed values are cast
     rho = torch.as_tensor(np.ascontiguousarray(density_g_cm3), device=device, dtype=dtype)
     nz, ny, nx = mat.shape
     spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
@@ -128,7 +136,9 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
     energy = torch.as_tensor(energies_mev, device=device, dtype=dtype).clone()
     weight = torch.as_tensor(weights, device=device, dtype=dtype).clone()
     emitted = float((energy * weight).sum())
-    deposit = torch.zeros(nz * ny * nx, device=device, dtype=dtype)
+    external = deposit is not None
+    if not external:
+        deposit = torch.zeros(nz * ny * nx, device=device, dtype=dtype)
     escaped = torch.zeros((), device=device, dtype=dtype)
     low = energy < cutoff_mev  # too slow to move: deposited where born
     deposit.index_add_(0, voxel_of(pos[low]), (energy * weight)[low])
@@ -140,9 +150,20 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         steps += 1
         p, d, e, w = pos[alive], direction[alive], energy[alive], weight[alive]
         flat = voxel_of(p)
-        m = mat.reshape(-1)[flat]
+        m = mat.reshape(-1)[flat].long()
         density = rho.reshape(-1)[flat]
         r = interp(log_r, torch.log(e), m)
+        if range_rejection:  # remaining range (mm) shorter than the way out of the voxel: all energy stays there
+            local = p - torch.floor(p / spacing) * spacing
+            to_face = torch.minimum(local, spacing - local).min(-1).values
+            trapped = 10.0 * r / density < to_face
+            if bool(trapped.any()):
+                deposit.index_add_(0, flat[trapped], (e * w)[trapped])
+                keep_idx = ~trapped
+                alive, p, d, e, w = alive[keep_idx], p[keep_idx], d[keep_idx], e[keep_idx], w[keep_idx]
+                flat, m, density, r = flat[keep_idx], m[keep_idx], density[keep_idx], r[keep_idx]
+                if alive.numel() == 0:
+                    continue
         s = torch.minimum(step_fraction * r, 0.1 * max_step_mm * density)  # g/cm2; 0.1: mm -> cm
         stops = (r - s) <= interp(log_r, torch.full_like(e, math.log(cutoff_mev)), m)
         e_new = torch.where(stops, torch.zeros_like(e), energy_from_range(torch.where(stops, r, r - s), m))
@@ -164,4 +185,5 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         alive = alive[keep]
     else:
         raise RuntimeError("electron transport did not finish within max_steps")
-    return ElectronResult(deposit.reshape(nz, ny, nx).cpu().numpy(), float(escaped), emitted, steps)
+    out = None if external else deposit.reshape(nz, ny, nx).cpu().numpy()
+    return ElectronResult(out, float(escaped), emitted, steps)

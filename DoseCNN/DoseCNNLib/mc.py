@@ -48,11 +48,13 @@ def patient_media(ct: Volume, density_calibration=None):
 
 def sample_decay_positions(activity: np.ndarray, spacing_mm, n: int, rng: np.random.Generator) -> np.ndarray:
     """``[n, 3]`` positions (x, y, z mm from the grid corner) of decays drawn from an activity array ``[z, y, x]``."""
-    a = np.asarray(activity, dtype=np.float64).ravel()
+    a = np.asarray(activity).ravel()
     if not np.all(np.isfinite(a)) or a.min() < 0 or a.sum() <= 0:
         raise UserError("the activity map must be finite, non-negative and not all zero")
     nz, ny, nx = np.asarray(activity).shape
-    flat = rng.choice(a.size, size=n, p=a / a.sum())
+    active = np.flatnonzero(a)  # draw among the active voxels only (a patient grid is mostly empty)
+    weights = a[active].astype(np.float64)
+    flat = active[rng.choice(active.size, size=n, p=weights / weights.sum())]
     k, rem = np.divmod(flat, ny * nx)
     j, i = np.divmod(rem, nx)
     ijk = np.stack([i, j, k], -1).astype(np.float64) + rng.uniform(0, 1, (n, 3))
@@ -86,30 +88,35 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
     materials, density = patient_media(ct, density_calibration)
     decay = load_decay_data(nuclide)
     spacing = tuple(float(s) for s in ct.spacing)
+    import torch
+
     rng = np.random.default_rng(seed)
     per_batch = n_decays // batches
-    sums = np.zeros(ct.shape, np.float64)
-    squares = np.zeros(ct.shape, np.float64)
+    size = int(np.prod(ct.shape))
+    sums = torch.zeros(size, dtype=torch.float64, device=device)  # the batches' energies, summed on the device
+    squares = torch.zeros(size, dtype=torch.float64, device=device)
+    batch = torch.zeros(size, dtype=torch.float64, device=device)
+    local_share = torch.as_tensor((act.array / act.array.sum()).ravel(), dtype=torch.float64, device=device)
     e_tab, p_tab = electron_tables(), photon_table()
     for b in range(batches):
+        batch.zero_()
         emissions = sample_emissions(decay, per_batch, rng)
         n_e, n_p = len(emissions.electron_mev), len(emissions.photon_mev)
         pos = sample_decay_positions(act.array, spacing, n_e + n_p, rng)
-        energy = electrons(pos[:n_e], isotropic_directions(n_e, rng), emissions.electron_mev, emissions.electron_weight,
-                           materials, density, spacing, e_tab, device=device, seed=seed * 1000 + 2 * b).deposit_mev
+        electrons(pos[:n_e], isotropic_directions(n_e, rng), emissions.electron_mev, emissions.electron_weight,
+                  materials, density, spacing, e_tab, device=device, seed=seed * 1000 + 2 * b, deposit=batch)
         if n_p:
-            energy = energy + emissions.photon_weight * photons(
-                pos[n_e:n_e + n_p], isotropic_directions(n_p, rng), emissions.photon_mev, materials, density, spacing,
-                p_tab, device=device, seed=seed * 1000 + 2 * b + 1).deposit_mev
+            photons(pos[n_e:], isotropic_directions(n_p, rng), emissions.photon_mev, materials, density, spacing, p_tab,
+                    device=device, seed=seed * 1000 + 2 * b + 1, deposit=batch, weight=emissions.photon_weight)
         if emissions.local_mev:  # photons below 1 keV: absorbed where the decays are (their expectation)
-            energy = energy + emissions.local_mev * act.array / float(act.array.sum())
-        sums += energy
-        squares += energy ** 2
+            batch.add_(local_share, alpha=emissions.local_mev)
+        sums.add_(batch)
+        squares.addcmul_(batch, batch)
         if progress is not None:
             progress(b + 1, batches)
     total_bq = float(act.array.astype(np.float64).sum())
-    mean = sums / batches
-    var = np.maximum(squares / batches - mean ** 2, 0.0) * batches / (batches - 1)
+    mean = (sums / batches).reshape(ct.shape).cpu().numpy()
+    var = np.maximum((squares / batches).reshape(ct.shape).cpu().numpy() - mean ** 2, 0.0) * batches / (batches - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(mean > 0, np.sqrt(var / batches) / mean, np.nan)
     dose = dose_rate_from_energy(mean, per_batch, density, spacing, total_bq)

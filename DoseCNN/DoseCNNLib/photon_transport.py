@@ -145,19 +145,20 @@ class _Tables:
 def transport_photons(positions_mm, directions, energies_mev, materials: np.ndarray, density_g_cm3: np.ndarray,
                       spacing_mm: Sequence[float], table: PhotonTable, device: str = "cpu", seed: int = 0,
                       cutoff_mev: float = 0.001, max_steps: int = 100_000,
-                      first_collision_mm: Optional[list] = None) -> PhotonResult:
+                      first_collision_mm: Optional[list] = None, deposit=None, weight: float = 1.0) -> PhotonResult:
     """Track photons through the grid until absorbed or escaped; see the module docstring.
 
     ``positions_mm`` ``[n, 3]`` (x, y, z in mm from the grid corner), ``directions`` ``[n, 3]`` unit vectors,
     ``energies_mev`` ``[n]``. ``first_collision_mm``, when a list, receives each photon's first real-collision
-    position (tests of the free-path distribution).
+    position (tests of the free-path distribution). ``deposit``: an optional flat float64 torch tensor to accumulate
+    ``weight`` x energy into (then ``deposit_mev`` is None).
     """
     import torch
 
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device).long()
+    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device)  # uint8: indexed values are cast
     rho = torch.as_tensor(np.ascontiguousarray(density_g_cm3), device=device, dtype=dtype)
     nz, ny, nx = mat.shape
     spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
@@ -172,7 +173,11 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
 
         raise UserError(f"photon energies above {1000 * MAX_ENERGY_MEV:g} keV are outside the cross-section tables")
     emitted = float(energy.sum())
-    deposit = torch.zeros(nz * ny * nx, device=device, dtype=dtype)
+    external = deposit is not None
+    target = deposit if external else torch.zeros(nz * ny * nx, device=device, dtype=dtype)
+
+    def add(index, values):
+        target.index_add_(0, index, values * weight if external else values)
     escaped = torch.zeros((), device=device, dtype=dtype)
     first_done = torch.zeros(len(energy), device=device, dtype=torch.bool)
     alive = torch.arange(len(energy), device=device)
@@ -194,7 +199,7 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         escaped = escaped + e[~inside].sum()
         alive, p, d, e = alive[inside], p[inside], d[inside], e[inside]
         flat = voxel_of(p)
-        m = mat.reshape(-1)[flat]
+        m = mat.reshape(-1)[flat].long()
         partial = tabs.partial(m, e)  # cm2/g
         mu = partial.sum(-1) * rho.reshape(-1)[flat]
         real = torch.rand(len(e), generator=gen, device=device, dtype=dtype) * tabs.majorant(e) < mu
@@ -211,14 +216,14 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         photo = u < part_r[:, 0]
         compton = ~photo & (u < part_r[:, 0] + part_r[:, 1])
         coherent = ~photo & ~compton
-        deposit.index_add_(0, flat_r[photo], e_r[photo])
+        add(flat_r[photo], e_r[photo])
         dead = photo.clone()
         if bool(compton.any()):
             e_new, cos_t = sample_klein_nishina(e_r[compton], gen)
-            deposit.index_add_(0, flat_r[compton], e_r[compton] - e_new)
+            add(flat_r[compton], e_r[compton] - e_new)
             d_r[compton] = rotate_direction(d_r[compton], cos_t, gen)
             low = e_new < cutoff_mev
-            deposit.index_add_(0, flat_r[compton][low], e_new[low])
+            add(flat_r[compton][low], e_new[low])
             e_r[compton] = torch.where(low, torch.zeros_like(e_new), e_new)
             dead[compton] = low
         if bool(coherent.any()):
@@ -230,7 +235,8 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         alive = alive[~gone]
     else:
         raise RuntimeError("photon transport did not finish within max_steps")
-    return PhotonResult(deposit.reshape(nz, ny, nx).cpu().numpy(), float(escaped), emitted, interactions)
+    out = None if external else target.reshape(nz, ny, nx).cpu().numpy()
+    return PhotonResult(out, float(escaped), emitted, interactions)
 
 
 def isotropic_directions(n: int, rng: np.random.Generator) -> np.ndarray:
