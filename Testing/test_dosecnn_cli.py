@@ -16,7 +16,7 @@ def test_kernel_command_writes_and_reuses(tmp_path, capsys):
     assert dosecnn(args) == 0
     e = read_volume(out / "electron_kernel.nrrd")
     p = read_volume(out / "photon_kernel.nrrd")
-    assert e.shape == p.shape == (3, 3, 3) and e.spacing == (4.8, 4.8, 4.8)
+    assert e.shape == (3, 3, 3) and p.shape == (7, 7, 7) and e.spacing == p.spacing == (4.8, 4.8, 4.8)
     meta = json.loads((out / "kernel.json").read_text())
     assert meta["parameters"]["nuclide"] == "Lu-177" and 0.15 < meta["self"] < 0.25  # mGy/(MBq s) at 4.8 mm
     assert (out / "kernel.png").is_file()

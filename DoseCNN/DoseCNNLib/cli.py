@@ -143,7 +143,7 @@ def _kernel(args: argparse.Namespace) -> int:
                        photon_size=photon_size)
     spacing = (args.spacing[0], args.spacing[1], args.spacing[2])
     write_volume(Volume(k.electron.astype(np.float32), spacing), args.out / "electron_kernel.nrrd")
-    write_volume(Volume(k.photon.astype(np.float32), spacing), args.out / "photon_kernel.nrrd")  # cropped to --size
+    write_volume(Volume(k.photon.astype(np.float32), spacing), args.out / "photon_kernel.nrrd")  # --photon-size
     c = args.size // 2
     summary = {"parameters": params, "self": float(k.total[c, c, c]), "electron_self": float(k.electron[c, c, c]),
                "face_neighbour_mean": float(np.mean([k.total[c, c, c + 1], k.total[c, c, c - 1], k.total[c, c + 1, c],
@@ -171,7 +171,7 @@ def kernel_figure(k, path: Path) -> None:
     x = (np.arange(k.electron.shape[2]) - c) * k.spacing_mm[0]
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.semilogy(x, np.maximum(k.electron[c, c, :], 1e-12), "o-", label="electrons")
-    ax.semilogy(x, np.maximum(k.photon[c, c, :], 1e-12), "s-", label="photons")
+    ax.semilogy(x, np.maximum(k.photon_cropped[c, c, :], 1e-12), "s-", label="photons")
     ax.set_xlabel("x (mm)")
     ax.set_ylabel("S (mGy/(MBq s))")
     ax.set_title(f"{k.nuclide} voxel S values, {k.n_decays} decays", fontsize=9)

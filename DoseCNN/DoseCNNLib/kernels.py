@@ -29,15 +29,23 @@ KERNEL_DENSITY_G_CM3 = 1.04
 
 @dataclass
 class VoxelSValues:
-    electron: np.ndarray  # [z, y, x] mGy/(MBq*s)
-    photon: np.ndarray
+    electron: np.ndarray  # [z, y, x] mGy/(MBq*s), size^3
+    photon: np.ndarray  # photon_size^3 (the photons reach further), same centre
     spacing_mm: Tuple[float, float, float]
     nuclide: str
     n_decays: int
 
     @property
+    def photon_cropped(self) -> np.ndarray:
+        """The photon kernel on the electron kernel's grid."""
+        lo = (self.photon.shape[0] - self.electron.shape[0]) // 2
+        n = self.electron.shape[0]
+        return self.photon[lo:lo + n, lo:lo + n, lo:lo + n]
+
+    @property
     def total(self) -> np.ndarray:
-        return self.electron + self.photon
+        """Electron plus photon S values on the electron kernel's grid."""
+        return self.electron + self.photon_cropped
 
 
 def dose_per_decay_to_s_value(energy_mev_per_decay: np.ndarray, voxel_mass_kg: float) -> np.ndarray:
@@ -87,8 +95,8 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
                    device: str = "cpu", photons: bool = True, photon_size: Optional[int] = None) -> VoxelSValues:
     """Electron and photon voxel S values on a ``size``^3 grid (odd; source in the centre voxel).
 
-    ``photon_size`` (odd, default ``size``) sets a larger grid for the photon kernel, whose reach is decimetres; the
-    returned photon kernel is cropped to ``size`` when it is larger.
+    ``photon_size`` (odd, at least ``size``; default ``size``) sets the photon kernel's grid, whose reach is
+    decimetres (004: 9x9x9 electron and 99x99x99 photon kernels).
     """
     from .electron_transport import electron_tables, transport_electrons
     from .photon_transport import isotropic_directions, transport_photons, uniform_grid
@@ -109,9 +117,11 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
                                  e, w, materials, density, spacing, electron_tables(), device=device, seed=seed)
     electron = dose_per_decay_to_s_value(result.deposit_mev / n_decays, voxel_mass_kg)
 
-    photon = np.zeros_like(electron)
+    big = photon_size or size
+    if big % 2 == 0 or big < size:
+        raise ValueError("the photon kernel size must be odd and at least the electron kernel size")
+    photon = np.zeros((big, big, big))
     if photons and len(emissions.photon_mev):
-        big = photon_size or size
         pm, pd = uniform_grid((big, big, big), SOFT_TISSUE, density_g_cm3)
         bc = big // 2
         n_ph = len(emissions.photon_mev)
@@ -120,6 +130,5 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
         dep = r.deposit_mev * emissions.photon_weight
         dep[bc, bc, bc] += emissions.local_mev
         dep /= n_decays  # MeV per decay
-        lo = bc - c
-        photon = dose_per_decay_to_s_value(dep[lo:lo + size, lo:lo + size, lo:lo + size], voxel_mass_kg)
+        photon = dose_per_decay_to_s_value(dep, voxel_mass_kg)
     return VoxelSValues(electron, photon, spacing, decay.nuclide, n_decays)
