@@ -65,3 +65,30 @@ def test_bad_activity_and_options_are_refused():
         run_mc(activity, ct, n_decays=100, batches=1)
     positions = sample_decay_positions(np.pad(np.ones((1, 1, 1)), 1), (2.0, 3.0, 4.0), 500, rng)
     assert np.all((positions >= [2.0, 3.0, 4.0]) & (positions < [4.0, 6.0, 8.0]))  # inside the one active voxel
+
+
+def test_slab_phantom_shows_what_density_scaled_kernels_miss():
+    """Soft tissue (activity) | bone | lung: Monte Carlo against 004's density-scaled soft-tissue kernel."""
+    from scipy import signal
+
+    from DoseCNNLib.kernels import voxel_s_values
+
+    shape = (12, 12, 44)
+    hu = np.zeros(shape, np.int16)
+    hu[:, :, 12:22] = 1200  # bone
+    hu[:, :, 22:34] = -750  # lung
+    ct = Volume(hu, (1.0, 1.0, 1.0))
+    activity = np.zeros(shape, np.float32)
+    activity[:, :, :12] = 1.0
+    activity *= 1e6 / activity.sum()
+    mc = run_mc(ct.with_array(activity), ct, n_decays=120_000, batches=4, seed=8).dose_rate_mgy_s.array
+    kernel = voxel_s_values("Lu-177", (1.0, 1.0, 1.0), size=31, n_decays=60_000, seed=9).total
+    vdk = signal.fftconvolve(activity.astype(np.float64) / 1e6, kernel, mode="same")
+    vdk *= 1.04 / density_from_hu_004(hu.astype(np.float64))
+
+    def region(dose, x0, x1):
+        return float(dose[2:10, 3:9, x0:x1].mean())
+
+    assert region(vdk, 2, 10) == pytest.approx(region(mc, 2, 10), rel=0.05)  # inside the source both agree
+    assert region(mc, 15, 20) > 1.5 * region(vdk, 15, 20)  # bone absorbs photons photoelectrically: kernel low
+    assert region(mc, 22, 27) < 0.7 * region(vdk, 22, 27)  # lung: photon dose / low density overestimates
