@@ -34,6 +34,7 @@ import numpy as np
 
 from .electron_stopping import ELECTRON_MASS_MEV, ELEMENTS, csda_range_g_cm2, electron_medium
 from .materials import MATERIALS, Material
+from .photon_transport import _grid_tensor, rotate_direction
 
 R_E_CM = 2.8179403262e-13
 AVOGADRO = 6.02214076e23
@@ -97,8 +98,8 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device)  # uint8: indexed values are cast
-    rho = torch.as_tensor(np.ascontiguousarray(density_g_cm3), device=device, dtype=dtype)
+    mat = _grid_tensor(materials, device)  # uint8: indexed values are cast
+    rho = _grid_tensor(density_g_cm3, device)  # kept in its own precision (float32): gathered values are cast
     nz, ny, nx = mat.shape
     spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
     extent = spacing * torch.tensor([nx, ny, nz], device=device, dtype=dtype)
@@ -129,8 +130,6 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         ijk = torch.minimum(torch.floor(p / spacing).long(), upper)
         return (ijk[:, 2] * ny + ijk[:, 1]) * nx + ijk[:, 0]
 
-    from .photon_transport import rotate_direction
-
     pos = torch.as_tensor(positions_mm, device=device, dtype=dtype).clone()
     direction = torch.as_tensor(directions, device=device, dtype=dtype).clone()
     energy = torch.as_tensor(energies_mev, device=device, dtype=dtype).clone()
@@ -151,7 +150,7 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         p, d, e, w = pos[alive], direction[alive], energy[alive], weight[alive]
         flat = voxel_of(p)
         m = mat.reshape(-1)[flat].long()
-        density = rho.reshape(-1)[flat]
+        density = rho.reshape(-1)[flat].to(dtype)
         r = interp(log_r, torch.log(e), m)
         if range_rejection:  # remaining range (mm) shorter than the way out of the voxel: all energy stays there
             local = p - torch.floor(p / spacing) * spacing

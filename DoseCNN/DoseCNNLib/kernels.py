@@ -64,13 +64,14 @@ class Emissions:
     electron_mev: np.ndarray
     electron_weight: np.ndarray
     photon_mev: np.ndarray
-    photon_weight: float  # every photon carries this weight
+    photon_weight: float  # every photon history carries this weight (photons per history)
     local_mev: float  # energy of photons below 1 keV, deposited where the decay happens (total over the n decays)
 
 
 def sample_emissions(decay, n: int, rng: np.random.Generator) -> Emissions:
     """Electrons (betas: one per decay, weight = betas per decay; conversion + Auger: one per decay, weight = their
-    total yield) and photons (gamma + X: one per decay, weight = their total yield) of ``n`` decays."""
+    total yield) and photons (gamma + X above 1 keV: n x their total yield histories, at most n, each weighted so that
+    the n decays' photons are represented) of ``n`` decays."""
     energies, weights = [], []
     if decay.beta_minus is not None:
         energies.append(decay.beta_minus.sample(rng, n))
@@ -85,9 +86,12 @@ def sample_emissions(decay, n: int, rng: np.random.Generator) -> Emissions:
     local = pe < 1e-3
     local_mev = float(np.sum(pe[local] * py[local])) * n
     pe, py = pe[~local], py[~local]
-    photons = pe[rng.choice(len(pe), n, p=py / py.sum())] if py.sum() > 0 else np.zeros(0)
+    # as many photon histories as photons are emitted (at most one per decay): weight 1 when the yield is below 1
+    m = max(1, int(round(n * min(float(py.sum()), 1.0)))) if py.sum() > 0 else 0
+    photons = pe[rng.choice(len(pe), m, p=py / py.sum())] if m else np.zeros(0)
+    weight = float(py.sum()) * n / m if m else 0.0
     return Emissions(np.concatenate(energies) if energies else np.zeros(0),
-                     np.concatenate(weights) if weights else np.zeros(0), photons, float(py.sum()), local_mev)
+                     np.concatenate(weights) if weights else np.zeros(0), photons, weight, local_mev)
 
 
 def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 4.8, 4.8), size: int = 7,

@@ -96,7 +96,6 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
     sums = torch.zeros(size, dtype=torch.float64, device=device)  # the batches' energies, summed on the device
     squares = torch.zeros(size, dtype=torch.float64, device=device)
     batch = torch.zeros(size, dtype=torch.float64, device=device)
-    local_share = torch.as_tensor((act.array / act.array.sum()).ravel(), dtype=torch.float64, device=device)
     e_tab, p_tab = electron_tables(), photon_table()
     for b in range(batches):
         batch.zero_()
@@ -108,8 +107,10 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
         if n_p:
             photons(pos[n_e:], isotropic_directions(n_p, rng), emissions.photon_mev, materials, density, spacing, p_tab,
                     device=device, seed=seed * 1000 + 2 * b + 1, deposit=batch, weight=emissions.photon_weight)
-        if emissions.local_mev:  # photons below 1 keV: absorbed where the decays are (their expectation)
-            batch.add_(local_share, alpha=emissions.local_mev)
+        if emissions.local_mev and n_e:  # photons below 1 keV: absorbed where the decays (electrons) are
+            ijk = np.minimum(np.floor(pos[:n_e] / np.asarray(spacing)).astype(np.int64), np.array(ct.shape[::-1]) - 1)
+            flat = torch.as_tensor((ijk[:, 2] * ct.shape[1] + ijk[:, 1]) * ct.shape[2] + ijk[:, 0], device=device)
+            batch.index_add_(0, flat, torch.full((n_e,), emissions.local_mev / n_e, dtype=torch.float64, device=device))
         sums.add_(batch)
         squares.addcmul_(batch, batch)
         if progress is not None:

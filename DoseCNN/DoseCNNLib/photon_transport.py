@@ -158,8 +158,8 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = torch.as_tensor(np.ascontiguousarray(materials), device=device)  # uint8: indexed values are cast
-    rho = torch.as_tensor(np.ascontiguousarray(density_g_cm3), device=device, dtype=dtype)
+    mat = _grid_tensor(materials, device)  # uint8: indexed values are cast
+    rho = _grid_tensor(density_g_cm3, device)  # kept in its own precision (float32): gathered values are cast
     nz, ny, nx = mat.shape
     spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
     extent = spacing * torch.tensor([nx, ny, nz], device=device, dtype=dtype)
@@ -201,7 +201,7 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         flat = voxel_of(p)
         m = mat.reshape(-1)[flat].long()
         partial = tabs.partial(m, e)  # cm2/g
-        mu = partial.sum(-1) * rho.reshape(-1)[flat]
+        mu = partial.sum(-1) * rho.reshape(-1)[flat].to(dtype)
         real = torch.rand(len(e), generator=gen, device=device, dtype=dtype) * tabs.majorant(e) < mu
         pos[alive] = p
         if first_collision_mm is not None:
@@ -237,6 +237,15 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         raise RuntimeError("photon transport did not finish within max_steps")
     out = None if external else target.reshape(nz, ny, nx).cpu().numpy()
     return PhotonResult(out, float(escaped), emitted, interactions)
+
+
+def _grid_tensor(array, device):
+    """A grid as a torch tensor on ``device`` without a copy when it already is one (or a CPU numpy array)."""
+    import torch
+
+    if isinstance(array, torch.Tensor):
+        return array.to(device)
+    return torch.as_tensor(np.ascontiguousarray(array), device=device)
 
 
 def isotropic_directions(n: int, rng: np.random.Generator) -> np.ndarray:
