@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from CTPerfusionMappingLib.imageio import read_volume, write_volume
 from CTPerfusionMappingLib.volume import Volume
@@ -43,3 +44,34 @@ def test_mc_command_writes_dose_rate_and_uncertainty(tmp_path, capsys):
     assert dosecnn(["mc", "--activity", str(tmp_path / "none.nrrd"), "--ct", str(tmp_path / "ct.nrrd"), "--out",
                     str(tmp_path / "o2")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_run_command_gives_the_vdk_dose_rate_and_an_organ_table(tmp_path, capsys):
+    from DoseCNNLib.kernels import kernel_pair_for
+    from DoseCNNLib.vdk import activity_from_counts, vdk_dose_rate
+
+    ct = Volume(np.zeros((10, 10, 10), np.int16), (4.0, 4.0, 4.0))
+    spect = Volume(np.zeros((5, 5, 5), np.float32), (8.0, 8.0, 8.0), (2.0, 2.0, 2.0))
+    spect.array[2, 2, 2] = 500.0
+    labels = ct.with_array(np.zeros((10, 10, 10), np.uint8))
+    labels.array[4:6, 4:6, 4:6] = 3
+    for name, vol in (("ct", ct), ("spect", spect), ("labels", labels)):
+        write_volume(vol, tmp_path / f"{name}.nrrd")
+    cache = tmp_path / "kernels"
+    args = ["run", "--spect", str(tmp_path / "spect.nrrd"), "--ct", str(tmp_path / "ct.nrrd"), "--labels",
+            str(tmp_path / "labels.nrrd"), "--activity-mbq", "5", "--kernel-cache", str(cache), "--out", str(tmp_path / "o")]
+    assert dosecnn(args) == 0
+    dose = read_volume(tmp_path / "o" / "dose_rate.nrrd")
+    electron, photon = kernel_pair_for(ct.spacing, cache_root=cache)  # computed once, then read from the cache
+    assert len(list(cache.glob("*/kernel.json"))) == 1
+    expected, _ = vdk_dose_rate(activity_from_counts(spect, ct, total_activity_mbq=5.0), ct, electron, photon)
+    np.testing.assert_allclose(dose.array, expected.array, rtol=1e-5, atol=1e-9)
+    summary = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert summary["total_activity_mbq"] == 5.0 and summary["labels"][0]["label"] == 3
+    assert summary["labels"][0]["mean_dose_rate_mgy_s"] > 0 and (tmp_path / "o" / "overview.png").is_file()
+    assert "label    3" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # no calibration: argparse's own error, status 2
+        dosecnn(args[:7] + ["--out", str(tmp_path / "o2")])
+    assert exc.value.code == 2 and "--activity-mbq --calibration is required" in capsys.readouterr().err
+    assert dosecnn(args[:7] + ["--activity-mbq", "-1", "--out", str(tmp_path / "o3")]) == 2
+    assert "must be positive" in capsys.readouterr().err

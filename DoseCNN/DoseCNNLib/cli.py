@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decay_command(sub)
     add_kernel_command(sub)
     add_mc_command(sub)
+    add_run_command(sub)
     add_info_command(sub)
     add_convert_command(sub)
     return parser
@@ -112,17 +113,9 @@ def add_kernel_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _kernel(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
     from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.files import atomic_output
-    from CTPerfusionMappingLib.imageio import write_volume
-    from CTPerfusionMappingLib.volume import Volume
 
-    from .decay import normalise_nuclide_name
-    from .kernels import KERNEL_DENSITY_G_CM3, voxel_s_values
+    from .kernels import kernel_parameters, read_kernel_folder, voxel_s_values, write_kernel_folder
 
     photon_size = args.photon_size or args.size
     for name, value in (("--size", args.size), ("--photon-size", photon_size)):
@@ -132,28 +125,16 @@ def _kernel(args: argparse.Namespace) -> int:
         raise UserError("--photon-size must be at least --size")
     if min(args.spacing) <= 0 or args.decays < 1000:
         raise UserError("--spacing must be positive and --decays at least 1000")
-    params = {"nuclide": normalise_nuclide_name(args.nuclide), "spacing_mm": list(args.spacing), "size": args.size,
-              "photon_size": photon_size, "decays": args.decays, "seed": args.seed,
-              "density_g_cm3": KERNEL_DENSITY_G_CM3, "units": "mGy/(MBq*s)", "version": 1}
-    meta_path = args.out / "kernel.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("parameters") == params:
+    params = kernel_parameters(args.nuclide, args.spacing, args.size, photon_size, args.decays, args.seed)
+    if read_kernel_folder(args.out, params) is not None:
         print(f"kernel with these parameters already in {args.out} (reused)")
         return 0
     k = voxel_s_values(params["nuclide"], args.spacing, args.size, args.decays, seed=args.seed, device=args.device,
                        photon_size=photon_size)
-    spacing = (args.spacing[0], args.spacing[1], args.spacing[2])
-    write_volume(Volume(k.electron.astype(np.float32), spacing), args.out / "electron_kernel.nrrd")
-    write_volume(Volume(k.photon.astype(np.float32), spacing), args.out / "photon_kernel.nrrd")  # --photon-size
-    c = args.size // 2
-    summary = {"parameters": params, "self": float(k.total[c, c, c]), "electron_self": float(k.electron[c, c, c]),
-               "face_neighbour_mean": float(np.mean([k.total[c, c, c + 1], k.total[c, c, c - 1], k.total[c, c + 1, c],
-                                                     k.total[c, c - 1, c], k.total[c + 1, c, c], k.total[c - 1, c, c]]))
-               if args.size >= 3 else None}
-    with atomic_output(meta_path) as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2))
+    summary = write_kernel_folder(k, params, args.out)
     kernel_figure(k, args.out / "kernel.png")
-    print(f"{params['nuclide']} kernel {args.size}^3 at {spacing} mm: self {summary['self']:.4g} mGy/(MBq*s) "
-          f"(electrons {summary['electron_self']:.4g}); written to {args.out}")
+    print(f"{params['nuclide']} kernel {args.size}^3 at {tuple(params['spacing_mm'])} mm: self {summary['self']:.4g} "
+          f"mGy/(MBq*s) (electrons {summary['electron_self']:.4g}); written to {args.out}")
     return 0
 
 
@@ -238,3 +219,103 @@ def _mc(args: argparse.Namespace) -> int:
     print(f"{result.n_decays} decays in {seconds:.1f} s ({summary['decays_per_second']:.0f}/s); maximum dose rate "
           f"{summary['max_dose_rate_mgy_s']:.4g} mGy/s; results in {args.out}")
     return 0
+
+
+def add_run_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, 004)",
+                       description="Resample the SPECT onto the CT grid, calibrate it to Bq (--activity-mbq: the total "
+                                   "activity in the field of view; or --calibration: Bq per count), convolve with the "
+                                   "electron and photon kernels of the CT's voxel size (bundled, cached, or computed "
+                                   "once), scale by 1.04 / density. Writes dose_rate.nrrd (mGy/s), run.json, "
+                                   "overview.png and, with --labels, table.csv (per label: volume, mean and maximum).")
+    p.add_argument("--spect", required=True, help="SPECT in counts (or Bq with --calibration 1)")
+    p.add_argument("--ct", required=True, help="CT in HU")
+    p.add_argument("--labels", help="organ/lesion label map on the CT grid (optional)")
+    p.add_argument("--method", choices=["vdk"], default="vdk", help="vdk (the residual CNN comes in a later version)")
+    cal = p.add_mutually_exclusive_group(required=True)
+    cal.add_argument("--activity-mbq", type=float, help="total activity in the SPECT's field of view (MBq)")
+    cal.add_argument("--calibration", type=float, help="Bq per SPECT count")
+    p.add_argument("--nuclide", default="Lu-177")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    import time
+
+    import numpy as np
+
+    from CTPerfusionMappingLib.errors import UserError
+    from CTPerfusionMappingLib.files import atomic_output, write_csv
+    from CTPerfusionMappingLib.imageio import read_volume, write_volume
+
+    from .kernels import kernel_pair_for
+    from .vdk import activity_from_counts, vdk_dose_rate
+
+    for name in ("activity_mbq", "calibration"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    t0 = time.perf_counter()
+    ct = read_volume(args.ct)
+    spect = read_volume(args.spect)
+    labels = read_volume(args.labels) if args.labels else None
+    if labels is not None and not labels.same_geometry(ct):
+        raise UserError("the label map must be on the CT grid")
+    activity = activity_from_counts(spect, ct, args.calibration, args.activity_mbq)
+    electron, photon = kernel_pair_for(ct.spacing, args.nuclide, args.kernel_cache, device=args.device,
+                                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    dose, parts = vdk_dose_rate(activity, ct, electron, photon, device=args.device)
+    write_volume(dose, args.out / "dose_rate.nrrd")
+    rows = []
+    if labels is not None:
+        lab = labels.array.astype(np.int64)
+        voxel_ml = ct.voxel_volume_ml
+        for value in sorted(int(v) for v in np.unique(lab) if v > 0):
+            d = dose.array[lab == value]
+            rows.append({"label": value, "volume_ml": d.size * voxel_ml, "mean_dose_rate_mgy_s": float(d.mean()),
+                         "max_dose_rate_mgy_s": float(d.max()),
+                         "activity_mbq": float(activity.array[lab == value].sum() / 1e6)})
+        write_csv(rows, args.out / "table.csv")
+    summary = {"method": args.method, "nuclide": args.nuclide, "total_activity_mbq": float(activity.array.sum() / 1e6),
+               "max_dose_rate_mgy_s": float(dose.array.max()), "kernel_sizes": [electron.shape[0], photon.shape[0]],
+               "seconds": time.perf_counter() - t0, "labels": rows,
+               "note": "research use only; VDK with density scaling (004) ignores heterogeneity effects"}
+    with atomic_output(args.out / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2))
+    dose_figure(ct, dose, args.out / "overview.png")
+    print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
+          f"({summary['seconds']:.1f} s); results in {args.out}")
+    for r in rows:
+        print(f"  label {r['label']:>4}: {r['volume_ml']:9.1f} mL  mean {r['mean_dose_rate_mgy_s']:.4g} mGy/s  "
+              f"max {r['max_dose_rate_mgy_s']:.4g}")
+    return 0
+
+
+def dose_figure(ct, dose, path: Path) -> None:
+    """Axial and coronal CT slices through the dose maximum with the dose rate overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from CTPerfusionMappingLib.files import save_figure
+
+    k, j, i = np.unravel_index(int(np.argmax(dose.array)), dose.shape)
+    d = np.ma.masked_less_equal(dose.array, dose.array.max() * 1e-3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    sz, sy, sx = ct.spacing[2], ct.spacing[1], ct.spacing[0]
+    axes[0].imshow(ct.array[k], cmap="gray", vmin=-1000, vmax=600, aspect=sy / sx)
+    im = axes[0].imshow(d[k], cmap="inferno", alpha=0.7, aspect=sy / sx)
+    axes[1].imshow(ct.array[:, j, :], cmap="gray", vmin=-1000, vmax=600, origin="lower", aspect=sz / sx)
+    axes[1].imshow(d[:, j, :], cmap="inferno", alpha=0.7, origin="lower", aspect=sz / sx)
+    for ax, title in zip(axes, ("axial", "coronal")):
+        ax.set_title(f"dose rate ({title}, through the maximum)", fontsize=9)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes, label="mGy/s", shrink=0.8)
+    save_figure(fig, path, dpi=80)

@@ -136,3 +136,83 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
         dep /= n_decays  # MeV per decay
         photon = dose_per_decay_to_s_value(dep, voxel_mass_kg)
     return VoxelSValues(electron, photon, spacing, decay.nuclide, n_decays)
+
+
+def kernel_parameters(nuclide: str, spacing_mm, size: int, photon_size: int, decays: int, seed: int) -> dict:
+    """The parameters that identify a kernel pair (stored in kernel.json; a cached pair is reused when they match)."""
+    from .decay import normalise_nuclide_name
+
+    return {"nuclide": normalise_nuclide_name(nuclide), "spacing_mm": [float(s) for s in spacing_mm], "size": int(size),
+            "photon_size": int(photon_size), "decays": int(decays), "seed": int(seed),
+            "density_g_cm3": KERNEL_DENSITY_G_CM3, "units": "mGy/(MBq*s)", "version": 1}
+
+
+def write_kernel_folder(k: VoxelSValues, params: dict, folder) -> dict:
+    """electron_kernel.nrrd, photon_kernel.nrrd and kernel.json (written last: its presence marks a complete pair)."""
+    import json
+    from pathlib import Path
+
+    from CTPerfusionMappingLib.files import atomic_output
+    from CTPerfusionMappingLib.imageio import write_volume
+    from CTPerfusionMappingLib.volume import Volume
+
+    folder = Path(folder)
+    spacing = tuple(float(s) for s in params["spacing_mm"])
+    write_volume(Volume(k.electron.astype(np.float32), spacing), folder / "electron_kernel.nrrd")
+    write_volume(Volume(k.photon.astype(np.float32), spacing), folder / "photon_kernel.nrrd")
+    c = k.electron.shape[0] // 2
+    t = k.total
+    summary = {"parameters": params, "self": float(t[c, c, c]), "electron_self": float(k.electron[c, c, c]),
+               "face_neighbour_mean": float(np.mean([t[c, c, c + 1], t[c, c, c - 1], t[c, c + 1, c], t[c, c - 1, c],
+                                                     t[c + 1, c, c], t[c - 1, c, c]])) if c >= 1 else None}
+    with atomic_output(folder / "kernel.json") as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def read_kernel_folder(folder, params: Optional[dict] = None):
+    """(electron, photon) arrays of a kernel folder, or None when absent (or made with other ``params``)."""
+    import json
+    from pathlib import Path
+
+    from CTPerfusionMappingLib.imageio import read_volume
+
+    folder = Path(folder)
+    meta = folder / "kernel.json"
+    if not meta.is_file() or (params is not None and json.loads(meta.read_text()).get("parameters") != params):
+        return None
+    return (read_volume(folder / "electron_kernel.nrrd").array.astype(np.float32),
+            read_volume(folder / "photon_kernel.nrrd").array.astype(np.float32))
+
+
+def default_kernel_sizes(spacing_mm) -> Tuple[int, int]:
+    """(electron, photon) kernel sizes for a voxel size: 9, and the odd size covering >= 100 mm along the finest
+    axis, at most 99 (004 used 9 and 99 at 0.98 mm)."""
+    finest = float(min(spacing_mm))
+    photon = min(99, int(np.ceil(100.0 / finest)) | 1)
+    return 9, max(photon, 9)
+
+
+def kernel_pair_for(spacing_mm, nuclide: str = "Lu-177", cache_root=None, decays: int = 1_000_000,
+                    device: str = "cpu", progress=None) -> Tuple[np.ndarray, np.ndarray]:
+    """The (electron, photon) kernels for a voxel size: the bundled pair when it matches, else a cached pair in
+    ``cache_root`` (default ``~/.cache/dosecnn/kernels``), else computed now (and cached)."""
+    from pathlib import Path
+
+    from .vdk import bundled_kernel_pair
+
+    bundled = bundled_kernel_pair(spacing_mm, nuclide)
+    if bundled is not None:
+        return bundled
+    size, photon_size = default_kernel_sizes(spacing_mm)
+    params = kernel_parameters(nuclide, spacing_mm, size, photon_size, decays, 0)
+    root = Path(cache_root) if cache_root else Path.home() / ".cache" / "dosecnn" / "kernels"
+    folder = root / (f"{params['nuclide']}_" + "x".join(f"{s:g}" for s in params["spacing_mm"]) + f"mm_{decays}")
+    pair = read_kernel_folder(folder, params)
+    if pair is not None:
+        return pair
+    if progress is not None:
+        progress(f"computing the {params['nuclide']} kernels for {params['spacing_mm']} mm voxels ({decays} decays)")
+    k = voxel_s_values(params["nuclide"], spacing_mm, size, decays, seed=0, device=device, photon_size=photon_size)
+    write_kernel_folder(k, params, folder)
+    return k.electron.astype(np.float32), k.photon.astype(np.float32)
