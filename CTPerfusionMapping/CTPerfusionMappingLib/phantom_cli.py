@@ -88,15 +88,16 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import sys
 
-    from .run_cli import _print_summary, default_weights, load_model
+    from .run_cli import _print_summary, load_model
     from .synthetic.cohort import generate_cohort
+    from .weights import bundled_weights
 
     patient = generate_cohort(args.out / "patient", 1, args.seed, "small", pathology_probabilities={"tumour": 1.0},
                               preview=True, progress=False)[0]
     meta = json.loads((patient / "meta.json").read_text(encoding="utf-8"))
     print(_summary(patient, meta))
     print(f"  phantom figure: {patient / 'preview.png'}")
-    baseline = args.weights is None and default_weights() is None
+    baseline = args.weights is None and bundled_weights() is None
     if baseline:
         print("note: this installation has no bundled network weights: the HU-only baseline predicts", file=sys.stderr)
     model, info = load_model(args.weights, baseline, args.device)

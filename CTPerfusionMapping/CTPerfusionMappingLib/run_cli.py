@@ -13,25 +13,18 @@ from typing import Any, Dict, List, Optional
 from .errors import UserError
 
 
-def default_weights() -> Optional[Path]:
-    """The bundled demonstration weights (see :func:`.weights.bundled_weights`), or None."""
-    from .weights import bundled_weights
-
-    return bundled_weights()
-
-
 def load_model(weights: Optional[str], baseline: bool, device: str):
     """(model or None, model info) from --weights / --baseline / the bundled weights."""
     if baseline:
         return None, {"predictor": "hu_baseline"}
-    path = Path(weights) if weights else default_weights()
+    from .weights import bundled_weights, load_weights
+
+    path = Path(weights) if weights else bundled_weights()
     if not weights and os.environ.get("CTPM_WEIGHTS") and not Path(os.environ["CTPM_WEIGHTS"]).is_file():
         raise UserError(f"CTPM_WEIGHTS points to {path}, which is not a file; fix it, or unset it to use the bundled model")
     if path is None:
         raise UserError("no network weights: this installation has no bundled model; pass --weights FILE, or --baseline "
                         "for the HU-only baseline predictor")
-    from .weights import load_weights
-
     model, config, metadata = load_weights(path, device=device)
     return model, {"predictor": "network", "weights": str(path), "config": config.to_dict(), "metadata": metadata}
 

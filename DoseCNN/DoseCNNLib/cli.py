@@ -180,13 +180,12 @@ def add_mc_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _mc(args: argparse.Namespace) -> int:
-    import json
     import sys
     import time
 
     from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.files import atomic_output
     from CTPerfusionMappingLib.imageio import read_volume, write_volume
+    from CTPerfusionMappingLib.report import write_json
 
     from .mc import run_mc
 
@@ -214,8 +213,7 @@ def _mc(args: argparse.Namespace) -> int:
                "total_activity_bq": result.total_activity_bq, "seconds": seconds,
                "decays_per_second": result.n_decays / seconds, "device": args.device,
                "max_dose_rate_mgy_s": float(result.dose_rate_mgy_s.array.max())}
-    with atomic_output(args.out / "mc.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2))
+    write_json(summary, args.out / "mc.json")
     print(f"{result.n_decays} decays in {seconds:.1f} s ({summary['decays_per_second']:.0f}/s); maximum dose rate "
           f"{summary['max_dose_rate_mgy_s']:.4g} mGy/s; results in {args.out}")
     return 0
@@ -243,15 +241,15 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
     import sys
     import time
 
     import numpy as np
 
     from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.files import atomic_output, write_csv
+    from CTPerfusionMappingLib.files import write_csv
     from CTPerfusionMappingLib.imageio import read_volume, write_volume
+    from CTPerfusionMappingLib.report import write_json
 
     from .kernels import kernel_pair_for
     from .vdk import activity_from_counts, vdk_dose_rate
@@ -285,8 +283,7 @@ def _run(args: argparse.Namespace) -> int:
                "max_dose_rate_mgy_s": float(dose.array.max()), "kernel_sizes": [electron.shape[0], photon.shape[0]],
                "seconds": time.perf_counter() - t0, "labels": rows,
                "note": "research use only; VDK with density scaling (004) ignores heterogeneity effects"}
-    with atomic_output(args.out / "run.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2))
+    write_json(summary, args.out / "run.json")
     dose_figure(ct, dose, args.out / "overview.png")
     print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
           f"({summary['seconds']:.1f} s); results in {args.out}")

@@ -34,7 +34,8 @@ import numpy as np
 
 from .electron_stopping import ELECTRON_MASS_MEV, ELEMENTS, csda_range_g_cm2, electron_medium
 from .materials import MATERIALS, Material
-from .photon_transport import _grid_tensor, rotate_direction
+from .photon_transport import rotate_direction
+from .voxel_grid import VoxelGrid
 
 R_E_CM = 2.8179403262e-13
 AVOGADRO = 6.02214076e23
@@ -98,12 +99,8 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = _grid_tensor(materials, device)  # uint8: indexed values are cast
-    rho = _grid_tensor(density_g_cm3, device)  # kept in its own precision (float32): gathered values are cast
-    nz, ny, nx = mat.shape
-    spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
-    extent = spacing * torch.tensor([nx, ny, nz], device=device, dtype=dtype)
-    upper = torch.tensor([nx - 1, ny - 1, nz - 1], device=device)
+    grid = VoxelGrid(materials, density_g_cm3, spacing_mm, device, dtype)
+    spacing = grid.spacing
     log_e = torch.as_tensor(np.log(tables.energies_mev), device=device, dtype=dtype)
     log_r = torch.as_tensor(np.log(tables.csda_g_cm2), device=device, dtype=dtype)  # [M, E]
     log_l = torch.as_tensor(np.log(tables.lambda1_g_cm2), device=device, dtype=dtype)
@@ -126,10 +123,6 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
             out[sel] = torch.exp(log_e[j - 1] + (log_e[j] - log_e[j - 1]) * t)
         return out
 
-    def voxel_of(p):
-        ijk = torch.minimum(torch.floor(p / spacing).long(), upper)
-        return (ijk[:, 2] * ny + ijk[:, 1]) * nx + ijk[:, 0]
-
     pos = torch.as_tensor(positions_mm, device=device, dtype=dtype).clone()
     direction = torch.as_tensor(directions, device=device, dtype=dtype).clone()
     energy = torch.as_tensor(energies_mev, device=device, dtype=dtype).clone()
@@ -137,10 +130,10 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
     emitted = float((energy * weight).sum())
     external = deposit is not None
     if not external:
-        deposit = torch.zeros(nz * ny * nx, device=device, dtype=dtype)
+        deposit = torch.zeros(grid.size, device=device, dtype=dtype)
     escaped = torch.zeros((), device=device, dtype=dtype)
     low = energy < cutoff_mev  # too slow to move: deposited where born
-    deposit.index_add_(0, voxel_of(pos[low]), (energy * weight)[low])
+    deposit.index_add_(0, grid.flat_index(pos[low]), (energy * weight)[low])
     alive = (~low).nonzero(as_tuple=True)[0]
     steps = 0
     for _ in range(max_steps):
@@ -148,9 +141,9 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
             break
         steps += 1
         p, d, e, w = pos[alive], direction[alive], energy[alive], weight[alive]
-        flat = voxel_of(p)
-        m = mat.reshape(-1)[flat].long()
-        density = rho.reshape(-1)[flat].to(dtype)
+        flat = grid.flat_index(p)
+        m = grid.material_at(flat)
+        density = grid.density_at(flat)
         r = interp(log_r, torch.log(e), m)
         if range_rejection:  # remaining range (mm) shorter than the way out of the voxel: all energy stays there
             local = p - torch.floor(p / spacing) * spacing
@@ -169,20 +162,20 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         length_mm = 10.0 * s / density
         u = torch.rand(len(e), generator=gen, device=device, dtype=dtype)
         hinge = p + d * (u * length_mm)[:, None]
-        inside = ((hinge >= 0) & (hinge < extent)).all(-1)
-        deposit.index_add_(0, voxel_of(torch.where(inside[:, None], hinge, p))[inside], ((e - e_new) * w)[inside])
+        inside = grid.inside(hinge)
+        deposit.index_add_(0, grid.flat_index(torch.where(inside[:, None], hinge, p))[inside], ((e - e_new) * w)[inside])
         escaped = escaped + (e * w)[~inside].sum()
         mean_deflection = 1 - torch.exp(-s / interp(log_l, torch.log(0.5 * (e + e_new).clamp(min=cutoff_mev)), m))
         x = -mean_deflection * torch.log(torch.rand(len(e), generator=gen, device=device, dtype=dtype))
         d_new = rotate_direction(d, (1 - x.clamp(max=2.0)), gen)
         end = hinge + d_new * ((1 - u) * length_mm)[:, None]
         still = inside & ~stops
-        out = still & ~((end >= 0) & (end < extent)).all(-1)
+        out = still & ~grid.inside(end)
         escaped = escaped + (e_new * w)[out].sum()
         keep = still & ~out
         pos[alive], direction[alive], energy[alive] = end, d_new, e_new
         alive = alive[keep]
     else:
         raise RuntimeError("electron transport did not finish within max_steps")
-    out = None if external else deposit.reshape(nz, ny, nx).cpu().numpy()
+    out = None if external else grid.to_numpy(deposit)
     return ElectronResult(out, float(escaped), emitted, steps)

@@ -149,11 +149,10 @@ def kernel_parameters(nuclide: str, spacing_mm, size: int, photon_size: int, dec
 
 def write_kernel_folder(k: VoxelSValues, params: dict, folder) -> dict:
     """electron_kernel.nrrd, photon_kernel.nrrd and kernel.json (written last: its presence marks a complete pair)."""
-    import json
     from pathlib import Path
 
-    from CTPerfusionMappingLib.files import atomic_output
     from CTPerfusionMappingLib.imageio import write_volume
+    from CTPerfusionMappingLib.report import write_json
     from CTPerfusionMappingLib.volume import Volume
 
     folder = Path(folder)
@@ -165,8 +164,7 @@ def write_kernel_folder(k: VoxelSValues, params: dict, folder) -> dict:
     summary = {"parameters": params, "self": float(t[c, c, c]), "electron_self": float(k.electron[c, c, c]),
                "face_neighbour_mean": float(np.mean([t[c, c, c + 1], t[c, c, c - 1], t[c, c + 1, c], t[c, c - 1, c],
                                                      t[c + 1, c, c], t[c - 1, c, c]])) if c >= 1 else None}
-    with atomic_output(folder / "kernel.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2))
+    write_json(summary, folder / "kernel.json")
     return summary
 
 

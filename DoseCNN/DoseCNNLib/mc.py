@@ -84,7 +84,7 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
         raise UserError("at least 2 batches are needed for an uncertainty estimate")
     if n_decays < batches:
         raise UserError(f"--decays must be at least the number of batches ({batches})")
-    act = activity if activity.same_geometry(ct) else _resample_activity(activity, ct)
+    act = activity if activity.same_geometry(ct) else resample_activity(activity, ct)
     materials, density = patient_media(ct, density_calibration)
     decay = load_decay_data(nuclide)
     spacing = tuple(float(s) for s in ct.spacing)
@@ -125,7 +125,7 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
                     batches, total_bq, decay.nuclide)
 
 
-def _resample_activity(activity: Volume, ct: Volume) -> Volume:
+def resample_activity(activity: Volume, ct: Volume) -> Volume:
     """Activity onto the CT grid (linear), scaled back to its original total (Bq are counts, not densities)."""
     import SimpleITK as sitk
 

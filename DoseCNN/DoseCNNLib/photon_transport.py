@@ -17,8 +17,7 @@ Method (one function per step):
   approximation: their ranges at Lu-177's photon energies are below 0.5 mm, small against CT voxels); the electron
   transport of betas is a separate step. Photons below ``cutoff_mev`` are absorbed where they are.
 
-Geometry: a grid ``[z, y, x]`` of material indices and densities (g/cm3) with voxel spacing (sx, sy, sz) mm;
-positions are in mm from the grid's corner (voxel (i, j, k) spans [i sx, (i+1) sx) ...). Photons leaving the grid
+Geometry: :class:`~.voxel_grid.VoxelGrid` (positions in mm from the grid's corner). Photons leaving the grid
 escape. Results are energies in MeV per voxel (float64) and the escaped energy; everything is reproducible for a
 given torch generator seed on one device.
 """
@@ -32,6 +31,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .photon_xs import MAX_ENERGY_MEV, PhotonTable
+from .voxel_grid import VoxelGrid
 
 ELECTRON_MASS_MEV = 0.51099895
 
@@ -158,12 +158,8 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
     dtype = torch.float64
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
-    mat = _grid_tensor(materials, device)  # uint8: indexed values are cast
-    rho = _grid_tensor(density_g_cm3, device)  # kept in its own precision (float32): gathered values are cast
-    nz, ny, nx = mat.shape
-    spacing = torch.as_tensor(spacing_mm, device=device, dtype=dtype)
-    extent = spacing * torch.tensor([nx, ny, nz], device=device, dtype=dtype)
-    tabs = _Tables(table, float(rho.max()), device, dtype)
+    grid = VoxelGrid(materials, density_g_cm3, spacing_mm, device, dtype)
+    tabs = _Tables(table, float(grid.density.max()), device, dtype)
 
     pos = torch.as_tensor(positions_mm, device=device, dtype=dtype).clone()
     direction = torch.as_tensor(directions, device=device, dtype=dtype).clone()
@@ -174,7 +170,7 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         raise UserError(f"photon energies above {1000 * MAX_ENERGY_MEV:g} keV are outside the cross-section tables")
     emitted = float(energy.sum())
     external = deposit is not None
-    target = deposit if external else torch.zeros(nz * ny * nx, device=device, dtype=dtype)
+    target = deposit if external else torch.zeros(grid.size, device=device, dtype=dtype)
 
     def add(index, values):
         target.index_add_(0, index, values * weight if external else values)
@@ -183,25 +179,19 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
     alive = torch.arange(len(energy), device=device)
     interactions = 0
 
-    upper = torch.tensor([nx - 1, ny - 1, nz - 1], device=device)
-
-    def voxel_of(p):
-        ijk = torch.minimum(torch.floor(p / spacing).long(), upper)  # p < extent, but rounding can reach the edge
-        return (ijk[:, 2] * ny + ijk[:, 1]) * nx + ijk[:, 0]
-
     for _ in range(max_steps):
         if alive.numel() == 0:
             break
         p, d, e = pos[alive], direction[alive], energy[alive]
         step_cm = -torch.log(torch.rand(len(e), generator=gen, device=device, dtype=dtype)) / tabs.majorant(e)
         p = p + d * (10.0 * step_cm)[:, None]
-        inside = ((p >= 0) & (p < extent)).all(-1)
+        inside = grid.inside(p)
         escaped = escaped + e[~inside].sum()
         alive, p, d, e = alive[inside], p[inside], d[inside], e[inside]
-        flat = voxel_of(p)
-        m = mat.reshape(-1)[flat].long()
+        flat = grid.flat_index(p)
+        m = grid.material_at(flat)
         partial = tabs.partial(m, e)  # cm2/g
-        mu = partial.sum(-1) * rho.reshape(-1)[flat].to(dtype)
+        mu = partial.sum(-1) * grid.density_at(flat)
         real = torch.rand(len(e), generator=gen, device=device, dtype=dtype) * tabs.majorant(e) < mu
         pos[alive] = p
         if first_collision_mm is not None:
@@ -235,17 +225,8 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         alive = alive[~gone]
     else:
         raise RuntimeError("photon transport did not finish within max_steps")
-    out = None if external else target.reshape(nz, ny, nx).cpu().numpy()
+    out = None if external else grid.to_numpy(target)
     return PhotonResult(out, float(escaped), emitted, interactions)
-
-
-def _grid_tensor(array, device):
-    """A grid as a torch tensor on ``device`` without a copy when it already is one (or a CPU numpy array)."""
-    import torch
-
-    if isinstance(array, torch.Tensor):
-        return array.to(device)
-    return torch.as_tensor(np.ascontiguousarray(array), device=device)
 
 
 def isotropic_directions(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -40,9 +40,9 @@ def activity_from_counts(spect: Volume, ct: Volume, bq_per_count: Optional[float
         a = np.maximum(a, 0.0)  # reconstruction undershoot: no negative activity
     spect = spect.with_array(a)
     if not spect.same_geometry(ct):
-        from .mc import _resample_activity
+        from .mc import resample_activity
 
-        spect = _resample_activity(spect, ct)
+        spect = resample_activity(spect, ct)
     counts = float(spect.array.sum())
     if counts <= 0:
         raise UserError("the SPECT has no counts inside the CT's field of view")
