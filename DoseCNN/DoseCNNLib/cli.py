@@ -244,44 +244,30 @@ def _run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    import numpy as np
-
     from CTPerfusionMappingLib.errors import UserError
     from CTPerfusionMappingLib.files import write_csv
     from CTPerfusionMappingLib.imageio import read_volume, write_volume
     from CTPerfusionMappingLib.report import write_json
 
-    from .kernels import kernel_pair_for
-    from .vdk import activity_from_counts, vdk_dose_rate
+    from .pipeline import check_calibration, dose_rate_map, label_table
 
-    for name in ("activity_mbq", "calibration"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive")
+    check_calibration(args.calibration, args.activity_mbq)
     t0 = time.perf_counter()
     ct = read_volume(args.ct)
     spect = read_volume(args.spect)
     labels = read_volume(args.labels) if args.labels else None
     if labels is not None and not labels.same_geometry(ct):
         raise UserError("the label map must be on the CT grid")
-    activity = activity_from_counts(spect, ct, args.calibration, args.activity_mbq)
-    electron, photon = kernel_pair_for(ct.spacing, args.nuclide, args.kernel_cache, device=args.device,
-                                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    dose, parts = vdk_dose_rate(activity, ct, electron, photon, device=args.device)
+    result = dose_rate_map(spect, ct, args.calibration, args.activity_mbq, method=args.method,
+                           weights=getattr(args, "weights", None), device=args.device, nuclide=args.nuclide,
+                           kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    dose = result.dose_rate_mgy_s
     write_volume(dose, args.out / "dose_rate.nrrd")
-    rows = []
-    if labels is not None:
-        lab = labels.array.astype(np.int64)
-        voxel_ml = ct.voxel_volume_ml
-        for value in sorted(int(v) for v in np.unique(lab) if v > 0):
-            d = dose.array[lab == value]
-            rows.append({"label": value, "volume_ml": d.size * voxel_ml, "mean_dose_rate_mgy_s": float(d.mean()),
-                         "max_dose_rate_mgy_s": float(d.max()),
-                         "activity_mbq": float(activity.array[lab == value].sum() / 1e6)})
+    rows = label_table(dose, labels, result.activity_bq) if labels is not None else []
+    if rows:
         write_csv(rows, args.out / "table.csv")
-    summary = {"method": args.method, "nuclide": args.nuclide, "total_activity_mbq": float(activity.array.sum() / 1e6),
-               "max_dose_rate_mgy_s": float(dose.array.max()), "kernel_sizes": [electron.shape[0], photon.shape[0]],
-               "seconds": time.perf_counter() - t0, "labels": rows,
+    summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
+               "labels": rows,
                "note": "research use only; VDK with density scaling (004) ignores heterogeneity effects"}
     write_json(summary, args.out / "run.json")
     dose_figure(ct, dose, args.out / "overview.png")
