@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from CTPerfusionMappingLib.cli_common import add_convert_command, add_info_command, run_main
 
 from . import __version__
+from .phantom_cli import add_phantom_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel_command(sub)
     add_mc_command(sub)
     add_run_command(sub)
+    add_integrate_command(sub)
+    add_phantom_command(sub)
     add_info_command(sub)
     add_convert_command(sub)
     return parser
@@ -302,3 +305,71 @@ def dose_figure(ct, dose, path: Path) -> None:
         ax.axis("off")
     fig.colorbar(im, ax=axes, label="mGy/s", shrink=0.8)
     save_figure(fig, path, dpi=80)
+
+
+def add_integrate_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("integrate", help="time-integrated activity and absorbed dose (Gy) from SPECT/CT time points",
+                       description="Read a manifest of time points (CSV: time_h = hours after administration, spect, "
+                                   "ct, and per row activity_mbq = MBq in the SPECT's field of view, or bq_per_count; "
+                                   "paths relative to the CSV), register every CT rigidly to the reference CT, compute "
+                                   "each dose-rate map (VDK or CNN) and fit every voxel's activity and dose-rate curve. "
+                                   "Writes absorbed_dose.nrrd (Gy), tia.nrrd (MBq*h per voxel), integrate.json and, "
+                                   "with --labels, organs.csv, dvh.csv, dvh.png and time_activity.png to --out.")
+    p.add_argument("manifest", type=Path, help="CSV with columns time_h, spect, ct and activity_mbq or bq_per_count")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--labels", type=Path, help="organ/lesion label map on the reference CT's grid (optional)")
+    p.add_argument("--names", nargs="+", metavar="VALUE=NAME", help="label names, e.g. 1=liver 2=kidney")
+    p.add_argument("--reference-ct", type=Path, help="CT whose frame and grid the outputs use (default: the first "
+                                                     "time point's CT)")
+    p.add_argument("--method", choices=["vdk", "cnn"], default="vdk", help="dose-rate method per time point")
+    p.add_argument("--weights", help="CNN weights for --method cnn (default: the bundled model)")
+    p.add_argument("--fit", choices=["mono", "bi", "trapezoid"], default="mono",
+                   help="mono-exponential (default), bi-exponential uptake-washout (>= 3 time points) or trapezoid with "
+                        "an exponential tail; failed voxel fits fall back to the trapezoid with a physical-decay tail")
+    p.add_argument("--start", choices=["constant", "zero"], default="constant",
+                   help="the trapezoid before the first time point: the first value held back to t = 0 (default) or "
+                        "a line from zero")
+    p.add_argument("--no-register", action="store_true", help="do not register the CTs (images matched by scanner "
+                                                              "coordinates)")
+    p.add_argument("--nuclide", default="Lu-177")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
+    p.set_defaults(func=_integrate)
+
+
+def _integrate(args: argparse.Namespace) -> int:
+    import sys
+
+    from CTPerfusionMappingLib.errors import UserError
+
+    from .integrate import run_integrate
+
+    names = {}
+    for item in args.names or []:
+        value, sep, name = item.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise UserError(f"--names takes VALUE=NAME pairs such as 1=liver, got {item!r}")
+        names[int(value)] = name.strip()
+    s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
+                      names=names, method=args.method, weights=args.weights, fit=args.fit, start=args.start,
+                      register=not args.no_register, device=args.device, nuclide=args.nuclide,
+                      kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"{len(s['time_points'])} time points, {s['method']} dose rate, {s['fit']} fits "
+          f"({s['nuclide']}, physical half-life {s['physical_half_life_h']:.1f} h); results in {args.out}")
+    for tp in s["time_points"]:
+        r = tp["registration"]
+        how = r["skipped"] or f"registered: {r['translation_mm']:.1f} mm, {r['rotation_deg']:.1f} deg"
+        print(f"  {tp['time_h']:7.1f} h  {tp['total_activity_mbq']:10.4g} MBq  max {tp['max_dose_rate_mgy_s']:.4g} mGy/s"
+              f"  ({how})")
+    for quantity, c in s["voxel_fits"].items():
+        print(f"  voxel fits of {quantity}: {c['fitted']} fitted, {c['clamped']} clamped to physical decay, "
+              f"{c['fallback']} fallback (trapezoid), {c['zero']} zero")
+    print(f"total TIA {s['total_tia_mbq_h']:.4g} MBq*h; maximum absorbed dose {s['max_absorbed_dose_gy']:.4g} Gy")
+    if s["organs"]:
+        print(f"  {'label':>5} {'name':<14}{'mL':>9}{'TIA MBq*h':>12}{'T_eff h':>9}{'D fit Gy':>10}{'D map Gy':>10}"
+              f"{'D98':>8}{'D50':>8}{'D2':>8}")
+        for r in s["organs"]:
+            print(f"  {r['label']:>5} {str(r['name'])[:13]:<14}{r['volume_ml']:9.1f}{r['tia_mbq_h']:12.4g}"
+                  f"{r['effective_half_life_h']:9.1f}{r['mean_dose_gy_organ_fit']:10.4g}"
+                  f"{r['mean_dose_gy_voxel_map']:10.4g}{r['d98_gy']:8.3g}{r['d50_gy']:8.3g}{r['d2_gy']:8.3g}")
+    return 0
