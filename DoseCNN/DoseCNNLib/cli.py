@@ -331,6 +331,8 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
                         "a line from zero")
     p.add_argument("--no-register", action="store_true", help="do not register the CTs (images matched by scanner "
                                                               "coordinates)")
+    p.add_argument("--registration-metric", choices=["meansquares", "mattes"], default="meansquares",
+                   help="CT-to-CT metric: mean squares of HU (default) or Mattes mutual information")
     p.add_argument("--nuclide", default="Lu-177")
     p.add_argument("--device", default="cpu")
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
@@ -352,7 +354,8 @@ def _integrate(args: argparse.Namespace) -> int:
         names[int(value)] = name.strip()
     s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
                       names=names, method=args.method, weights=args.weights, fit=args.fit, start=args.start,
-                      register=not args.no_register, device=args.device, nuclide=args.nuclide,
+                      register=not args.no_register, registration_metric=args.registration_metric,
+                      device=args.device, nuclide=args.nuclide,
                       kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"{len(s['time_points'])} time points, {s['method']} dose rate, {s['fit']} fits "
           f"({s['nuclide']}, physical half-life {s['physical_half_life_h']:.1f} h); results in {args.out}")
@@ -363,7 +366,7 @@ def _integrate(args: argparse.Namespace) -> int:
               f"  ({how})")
     for quantity, c in s["voxel_fits"].items():
         print(f"  voxel fits of {quantity}: {c['fitted']} fitted, {c['clamped']} clamped to physical decay, "
-              f"{c['fallback']} fallback (trapezoid), {c['zero']} zero")
+              f"{c['fallback']} fallback (trapezoid; {100 * c['fallback_share']:.2g} % of the integral), {c['zero']} zero")
     print(f"total TIA {s['total_tia_mbq_h']:.4g} MBq*h; maximum absorbed dose {s['max_absorbed_dose_gy']:.4g} Gy")
     if s["organs"]:
         print(f"  {'label':>5} {'name':<14}{'mL':>9}{'TIA MBq*h':>12}{'T_eff h':>9}{'D fit Gy':>10}{'D map Gy':>10}"

@@ -373,11 +373,11 @@ class VoxelIntegration:
     """Per-voxel integrals of a stack of maps: ``integral`` (values' unit x h, the maps' shape, float64),
     ``lambda_eff_per_h`` (float32, 0 where zero) and counts of voxels: ``voxels``, ``zero`` (zero at every time),
     ``fitted`` (the model worked), ``clamped`` (rate raised to the physical decay), ``fallback`` (the model failed:
-    trapezoid with a physical tail)."""
+    trapezoid with a physical tail); ``fallback_share``: the fallback voxels' share of the summed integral (0..1)."""
 
     integral: np.ndarray
     lambda_eff_per_h: np.ndarray
-    counts: Dict[str, int]
+    counts: Dict[str, float]
     model: str
 
 
@@ -403,8 +403,9 @@ def integrate_voxels(times_h: Sequence[float], maps: Sequence[np.ndarray], model
     index = np.flatnonzero(active)
     integral = np.zeros(flat[0].size, dtype=np.float64)
     lam_map = np.zeros(flat[0].size, dtype=np.float32)
-    counts = {"voxels": int(flat[0].size), "zero": int(flat[0].size - index.size), "fitted": 0, "clamped": 0,
-              "fallback": 0}
+    counts: Dict[str, float] = {"voxels": int(flat[0].size), "zero": int(flat[0].size - index.size), "fitted": 0,
+                                "clamped": 0, "fallback": 0}
+    fallback_sum = 0.0
     for lo in range(0, index.size, max(1, int(chunk_voxels))):
         idx = index[lo:lo + chunk_voxels]
         y = np.stack([np.asarray(m[idx], dtype=np.float64) for m in flat], axis=1)
@@ -414,6 +415,9 @@ def integrate_voxels(times_h: Sequence[float], maps: Sequence[np.ndarray], model
         counts["fitted"] += int(ok.sum())
         counts["clamped"] += int(clamped.sum())
         counts["fallback"] += int((~ok).sum())
+        fallback_sum += float(value[~ok].sum())
+    total = float(integral.sum())
+    counts["fallback_share"] = fallback_sum / total if total > 0 else 0.0
     return VoxelIntegration(integral.reshape(shape), lam_map.reshape(shape), counts, model)
 
 
