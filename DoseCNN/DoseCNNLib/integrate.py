@@ -9,9 +9,10 @@ Steps:
    registered to it (:func:`register_ct_to_ct`: SimpleITK Euler3D, mean squares in HU or Mattes mutual
    information, multi-resolution, fixed seed); identical CTs, and every CT with ``register=False``, keep the
    identity (then images are matched by their scanner coordinates).
-3. Each time point's dose rate (mGy/s) is computed on its own CT (:func:`.pipeline.dose_rate_map`: VDK or CNN),
-   then the dose rate and the activity are resampled into the reference frame (:func:`to_reference_frame`; the
-   activity as a concentration, so that Bq per voxel stay Bq per voxel on another grid).
+3. Each time point's dose rate (mGy/s) is computed on its own CT (:func:`.pipeline.dose_rate_map`: VDK or CNN; the
+   SPECT is taken to share its CT's frame of reference, as a hybrid SPECT/CT's does), then the dose rate and the
+   activity are resampled into the reference frame (:func:`to_reference_frame`; the activity as a concentration, so
+   that Bq per voxel stay Bq per voxel on another grid).
 4. Per voxel (:func:`.time_integration.integrate_voxels`): the activity curves give the time-integrated activity
    (MBq*h, ``tia``), the dose-rate curves the absorbed dose (Gy). With labels, :func:`organ_rows` fits each organ's
    total activity and mean dose rate too, and summarises the voxel dose map (mean, D2, D50, D98, maximum, DVH).
