@@ -118,3 +118,18 @@ def test_phantom_command_writes_a_case_and_the_manifests(tmp_path, capsys, monke
     assert P.time_tag(4.0) == "t004h"
     assert dosecnn(["phantom", "--out", str(tmp_path / "x"), "--mc-decays", "10"]) == 2
     assert "--mc-decays" in capsys.readouterr().err
+
+
+def test_a_case_on_the_real_gate_patient(shared_data, tmp_path):
+    folder = shared_data / "real" / "lu177_dotatate_patient15"
+    out = tmp_path / "p"
+    assert dosecnn(["phantom", "--gate-phantom", str(folder / "patient15_LuDOTATATE_attn.h33"),
+                    str(folder / "patient15_LuDOTATATE_src.h33"), "--out", str(out), "--mc-decays", "40000",
+                    "--times", "24", "--quiet"]) == 0
+    meta = json.loads((out / "patient15" / "meta.json").read_text())
+    rows = {r["name"]: r for r in meta["per_label"]}
+    assert 900 < rows["liver"]["volume_ml"] < 1200 and 90 < rows["spleen"]["volume_ml"] < 120  # the upstream organs
+    assert rows["right kidney"]["mean_absorbed_dose_gy"] > 5 * rows["lungs"]["mean_absorbed_dose_gy"] > 0
+    ct = read_volume(out / "patient15" / "ct.nrrd")
+    labels = read_volume(out / "patient15" / "labels.nrrd").array
+    assert np.median(ct.array[labels == 6]) < -600 and np.median(ct.array[labels == 2]) > 20

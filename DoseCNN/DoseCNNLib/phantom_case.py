@@ -72,9 +72,6 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
     ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids).
     """
     say = progress or (lambda msg: None)
-    times = sorted(float(t) for t in times_h)
-    if not times or times[0] <= 0 or len(set(times)) != len(times):
-        raise UserError("time points must be distinct positive hours after administration")
     if grid_override is None and size not in T.GRIDS:
         raise UserError(f"unknown phantom size {size!r}; choose one of {', '.join(T.GRIDS)}")
     size_xyz, spacing = grid_override or T.GRIDS[size]
@@ -83,14 +80,29 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
     grid = T.centred_grid(size_xyz, spacing)
     say("anatomy")
     hu, labels, compartments = T.torso_on_grid(params, grid, rng)
+    ct = grid.with_array(np.round(hu).astype(np.int16))
+    names = label_names(len(params.lesions), params)
+    extra = {"generator": "DoseCNNLib.phantom_case", "size": size if grid_override is None else "custom",
+             "torso": params.to_dict()}
+    return simulate_case(ct, grid.with_array(labels), compartments, names, rng, seed, times_h, mc_decays, mc_batches,
+                         device, spect_model, extra, say)
+
+
+def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray], names: Dict[int, str],
+                  rng: np.random.Generator, seed: int, times_h: Sequence[float] = DEFAULT_TIMES_H,
+                  mc_decays: int = 2_000_000, mc_batches: int = 5, device: str = "cpu",
+                  spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
+                  say: Callable[[str], None] = lambda msg: None) -> PhantomCase:
+    """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
+    in :mod:`.phantom_kinetics`): steps 2-4 of the module docstring."""
+    times = sorted(float(t) for t in times_h)
+    if not times or times[0] <= 0 or len(set(times)) != len(times):
+        raise UserError("time points must be distinct positive hours after administration")
     compartments = {name: m for name, m in compartments.items() if m.any()}
     kinetics = K.draw_kinetics(rng, list(compartments))
-    ct = grid.with_array(np.round(hu).astype(np.int16))
-    label_volume = grid.with_array(labels)
-    voxel_ml = grid.voxel_volume_ml
-
-    activity = [grid.with_array(_activity_at(compartments, kinetics, voxel_ml, t)) for t in times]
-    tia = np.zeros(grid.shape, np.float32)
+    voxel_ml = ct.voxel_volume_ml
+    activity = [ct.with_array(_activity_at(compartments, kinetics, voxel_ml, t)) for t in times]
+    tia = np.zeros(ct.shape, np.float32)
     for name, mask in compartments.items():
         tia += mask.astype(np.float32) * np.float32(kinetics[name].integral() * voxel_ml)  # MBq h
     model = spect_model or SpectModel()
@@ -100,11 +112,11 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
         s, info = simulate_spect(a, model, rng)
         spects.append(s)
         spect_info.append({"time_h": t, **info})
-    case = PhantomCase(ct, label_volume, times, activity, spects, grid.with_array(tia))
+    case = PhantomCase(ct, labels, times, activity, spects, ct.with_array(tia))
     if mc_decays > 0:
         _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, device, seed, say)
-    case.meta = _meta(seed, size if grid_override is None else "custom", params, kinetics, compartments, voxel_ml,
-                      spect_info, model, case, mc_decays, mc_batches)
+    case.meta = {**(extra_meta or {}), **_meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case,
+                                               mc_decays, mc_batches)}
     return case
 
 
@@ -162,9 +174,8 @@ def label_names(n_lesions: int, params: Optional[T.TorsoParams] = None) -> Dict[
     return names
 
 
-def _meta(seed, size, params, kinetics, compartments, voxel_ml, spect_info, model, case, mc_decays, mc_batches) -> Dict:
+def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case, mc_decays, mc_batches) -> Dict:
     labels = case.labels.array
-    names = label_names(len(params.lesions), params)
     per_label = []
     for value, name in names.items():
         inside = labels == value
@@ -177,8 +188,7 @@ def _meta(seed, size, params, kinetics, compartments, voxel_ml, spect_info, mode
             row["mean_dose_rate_mgy_s"] = [float(d.array[inside].mean(dtype=np.float64)) for d in case.dose_rate_mgy_s]
         per_label.append(row)
     return {
-        "generator": "DoseCNNLib.phantom_case", "seed": seed, "size": size, "times_h": case.times_h,
-        "spacing_mm": list(case.ct.spacing), "shape_zyx": list(case.ct.shape), "torso": params.to_dict(),
+        "seed": seed, "times_h": case.times_h, "spacing_mm": list(case.ct.spacing), "shape_zyx": list(case.ct.shape),
         "labels": {str(k): v for k, v in names.items()},
         "kinetics": {name: {"amplitudes_mbq_ml": k.amplitudes_mbq_ml, "half_lives_h": k.half_lives_h,
                             "volume_ml": float(compartments[name].sum() * voxel_ml),

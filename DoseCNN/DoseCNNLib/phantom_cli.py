@@ -27,6 +27,9 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
                    help="Monte Carlo decays per case for the truth (default 2e6; 0 skips the Monte Carlo)")
     p.add_argument("--device", default="cpu", help="device of the Monte Carlo (cpu, cuda)")
     p.add_argument("--prefix", default="case", help="case folder prefix (default case -> case000, case001, ...)")
+    p.add_argument("--gate-phantom", nargs=2, metavar=("ATTN", "SRC"),
+                   help="instead of synthetic torsos: one case on a real patient's CT and organ codes, the GATE "
+                        "Lu-177 DOTATATE example's patient15_LuDOTATATE_attn.h33 and _src.h33")
     p.add_argument("--preview", action="store_true", help="write preview.png per case")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_phantom)
@@ -42,7 +45,30 @@ def _phantom(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     say = None if args.quiet else (lambda msg: print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", file=sys.stderr,
                                                        flush=True))
-    folders = generate_cohort(args.out, args.n, args.seed, args.size, args.times, int(args.mc_decays), args.device,
-                              args.prefix, args.preview, say)
+    if args.gate_phantom:
+        folders = [_gate_case(args, say)]
+    else:
+        folders = generate_cohort(args.out, args.n, args.seed, args.size, args.times, int(args.mc_decays), args.device,
+                                  args.prefix, args.preview, say)
     print(f"{len(folders)} case(s) in {args.out} ({time.perf_counter() - t0:.1f} s); manifest {args.out / 'cohort.csv'}")
     return 0
+
+
+def _gate_case(args: argparse.Namespace, say):
+    from CTPerfusionMappingLib.files import write_csv
+
+    from .gate_patient import gate_patient_case
+    from .phantom_case import training_rows, write_case
+
+    attn, src = (Path(p) for p in args.gate_phantom)
+    for path in (attn, src):
+        if not path.is_file():
+            from CTPerfusionMappingLib.errors import UserError
+
+            raise UserError(f"file not found: {path}")
+    case = gate_patient_case(attn, src, seed=args.seed, times_h=args.times, mc_decays=int(args.mc_decays),
+                             device=args.device, say=say or (lambda msg: None))
+    case_id = attn.name.split("_")[0] if "_" in attn.name else "patient"
+    folder = write_case(case, args.out / case_id, args.preview)
+    write_csv(training_rows(folder, case_id, case.meta), args.out / "cohort.csv")
+    return folder

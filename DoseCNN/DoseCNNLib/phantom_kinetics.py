@@ -20,6 +20,7 @@ compartment         MBq/mL at 24 h  T_eff (h)
 liver               0.18            70
 kidney cortex       0.50            50
 kidney medulla      0.18            50
+kidney (whole)      0.38            50
 spleen              0.35            65
 bowel               0.06            30
 marrow              0.02            60
@@ -40,6 +41,7 @@ LN2 = float(np.log(2.0))
 
 #: (concentration at 24 h in MBq/mL, effective half-life in h) of the mono-exponential compartments.
 TYPICAL: Dict[str, tuple] = {"liver": (0.18, 70.0), "kidney cortex": (0.50, 50.0), "kidney medulla": (0.18, 50.0),
+                             "kidney": (0.38, 50.0),
                              "spleen": (0.35, 65.0), "bowel": (0.06, 30.0), "marrow": (0.02, 60.0),
                              "lungs": (0.004, 20.0)}
 REMAINDER_SLOW = (0.012, 40.0)
