@@ -327,8 +327,13 @@ def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, A
         torch.save(payload, tmp)
 
 
-def plot_learning_curve(log_csv: Path, png: Path) -> None:
-    """Training loss, validation loss and validation Spearman per epoch (PNG)."""
+def plot_learning_curve(log_csv: Path, png: Path, loss_label: str = "BCE over lung voxels",
+                        metrics: Sequence[str] = ("val_spearman",), metric_label: str = "validation Spearman R",
+                        losses: Sequence[str] = ("train_loss", "val_loss")) -> None:
+    """Per epoch (PNG): the ``losses`` columns of ``log_csv`` (left) and the ``metrics`` columns (right).
+
+    The defaults are ``ctpm train``'s log; ``dosecnn train`` passes its own columns and labels.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -338,14 +343,18 @@ def plot_learning_curve(log_csv: Path, png: Path) -> None:
     if not rows:
         return
     epoch = [int(r["epoch"]) for r in rows]
+    names = {"train_loss": "training", "val_loss": "validation"}
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].plot(epoch, [float(r["train_loss"]) for r in rows], label="training")
-    ax[0].plot(epoch, [float(r["val_loss"]) for r in rows], label="validation")
+    for column in losses:
+        ax[0].plot(epoch, [float(r[column]) for r in rows], label=names.get(column, column))
     ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("BCE over lung voxels")
+    ax[0].set_ylabel(loss_label)
     ax[0].legend()
-    ax[1].plot(epoch, [float(r["val_spearman"]) for r in rows], color="C2")
+    for i, column in enumerate(metrics):
+        ax[1].plot(epoch, [float(r[column]) for r in rows], color=f"C{i + 2}", label=column)
     ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("validation Spearman R")
+    ax[1].set_ylabel(metric_label)
+    if len(metrics) > 1:
+        ax[1].legend()
     fig.tight_layout()
     save_figure(fig, png, dpi=80)

@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel_command(sub)
     add_mc_command(sub)
     add_run_command(sub)
+    add_train_command(sub)
     add_integrate_command(sub)
     add_phantom_command(sub)
     add_info_command(sub)
@@ -223,16 +224,21 @@ def _mc(args: argparse.Namespace) -> int:
 
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, 004)",
+    p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, or the "
+                                   "residual CNN, 004)",
                        description="Resample the SPECT onto the CT grid, calibrate it to Bq (--activity-mbq: the total "
                                    "activity in the field of view; or --calibration: Bq per count), convolve with the "
                                    "electron and photon kernels of the CT's voxel size (bundled, cached, or computed "
-                                   "once), scale by 1.04 / density. Writes dose_rate.nrrd (mGy/s), run.json, "
-                                   "overview.png and, with --labels, table.csv (per label: volume, mean and maximum).")
+                                   "once), scale by 1.04 / density; --method cnn adds the residual CNN's correction "
+                                   "(Monte Carlo minus VDK, learned by dosecnn train). Writes dose_rate.nrrd (mGy/s), "
+                                   "run.json, overview.png and, with --labels, table.csv (per label: volume, mean and "
+                                   "maximum).")
     p.add_argument("--spect", required=True, help="SPECT in counts (or Bq with --calibration 1)")
     p.add_argument("--ct", required=True, help="CT in HU")
     p.add_argument("--labels", help="organ/lesion label map on the CT grid (optional)")
-    p.add_argument("--method", choices=["vdk"], default="vdk", help="vdk (the residual CNN comes in a later version)")
+    p.add_argument("--method", choices=["vdk", "cnn"], default="vdk",
+                   help="vdk: kernel convolution with density scaling (default); cnn: VDK + the residual CNN (004)")
+    p.add_argument("--weights", help="CNN weights for --method cnn (best.pt of dosecnn train; default: the bundled model)")
     cal = p.add_mutually_exclusive_group(required=True)
     cal.add_argument("--activity-mbq", type=float, help="total activity in the SPECT's field of view (MBq)")
     cal.add_argument("--calibration", type=float, help="Bq per SPECT count")
@@ -271,7 +277,9 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(rows, args.out / "table.csv")
     summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
                "labels": rows,
-               "note": "research use only; VDK with density scaling (004) ignores heterogeneity effects"}
+               "note": "research use only; " + ("VDK with density scaling (004) ignores heterogeneity effects"
+                                                if args.method == "vdk" else "VDK plus a residual CNN correction (004); "
+                                                "the CNN is only as good as its training data")}
     write_json(summary, args.out / "run.json")
     dose_figure(ct, dose, args.out / "overview.png")
     print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
@@ -375,4 +383,92 @@ def _integrate(args: argparse.Namespace) -> int:
             print(f"  {r['label']:>5} {str(r['name'])[:13]:<14}{r['volume_ml']:9.1f}{r['tia_mbq_h']:12.4g}"
                   f"{r['effective_half_life_h']:9.1f}{r['mean_dose_gy_organ_fit']:10.4g}"
                   f"{r['mean_dose_gy_voxel_map']:10.4g}{r['d98_gy']:8.3g}{r['d50_gy']:8.3g}{r['d2_gy']:8.3g}")
+    return 0
+
+
+def add_train_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the residual dose CNN (004) on SPECT/CT cases with Monte Carlo reference dose rates",
+        description="Train on MANIFEST.csv (columns id, ct, spect, reference and one of activity_mbq, bq_per_count; "
+                    "optional group; paths relative to the manifest; reference: the Monte Carlo dose rate of the true "
+                    "activity in mGy/s on the CT grid). Each case's activity, density and VDK dose rate are computed as "
+                    "by dosecnn run and cached. Writes checkpoint.pt (every epoch; --resume continues), best.pt (the "
+                    "best validation epoch: dosecnn run --method cnn --weights OUT/best.pt), log.csv, "
+                    "learning_curve.png and train_summary.json to --out. Defaults are 004's settings.")
+    p.add_argument("manifest", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=200, help="epochs (004: 200)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per batch (004: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, lowered on plateaus (004: 1e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation (004: 0.2)")
+    p.add_argument("--val-by", choices=["slice", "patient"], default="slice",
+                   help="hold out random slices (default, as 004) or whole patients (stricter: neighbouring slices of "
+                        "one patient are nearly alike)")
+    p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation "
+                                                            "loss (default 0: never, as 004)")
+    p.add_argument("--crop", type=int, help="train on random in-plane crops of this many pixels (e.g. 128; faster)")
+    p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
+    p.add_argument("--cache", type=Path, help="folder of prepared cases (default: OUT/cache)")
+    p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
+    p.add_argument("--nuclide", default="Lu-177")
+    p.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution (004: 16)")
+    p.add_argument("--levels", type=int, default=4, help="U-Net down/up-sampling levels (004: 4)")
+    p.add_argument("--depth-channels", type=int, nargs=3, default=[8, 16, 16], metavar=("C1", "C2", "C3"),
+                   help="channels of the three 3D convolutions (default 8 16 16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from CTPerfusionMappingLib.errors import UserError
+
+    from .cnn_network import DoseNetConfig
+    from .cnn_training import DoseTrainConfig, train_from_manifest
+
+    try:
+        network = DoseNetConfig(base_filters=args.base_filters, levels=args.levels,
+                                depth_channels=tuple(args.depth_channels))
+    except ValueError as exc:
+        raise UserError(f"network configuration: {exc}") from None
+    config = DoseTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                             val_fraction=args.val_fraction, val_by=args.val_by, crop=args.crop,
+                             augment=not args.no_augment, seed=args.seed, amp=not args.no_amp, device=args.device)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, desc="preparing cases", unit="case", file=sys.stderr)
+
+    def prep(done: int, total: int, case_id: str) -> None:
+        if bar is not None:
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(case_id)
+            bar.refresh()
+
+    def progress(epoch: int, total: int, row) -> None:
+        nonlocal bar
+        if bar is None:
+            return
+        if bar.desc != "training":
+            bar.close()
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, initial=epoch - 1)
+        bar.update(epoch - bar.n)
+        bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}", vdk=f"{row['val_loss_vdk']:.4g}")
+
+    try:
+        summary = train_from_manifest(args.manifest, args.out, network, config, args.cache, args.kernel_cache,
+                                      args.nuclide, args.resume, prep, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps(summary, indent=2))
     return 0
