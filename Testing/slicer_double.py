@@ -1,8 +1,9 @@
 """A TEST DOUBLE of the few MRML node methods the Slicer glue calls (not Slicer; Slicer cannot run here).
 
 Built on real ``vtk`` objects (vtkImageData, vtkMatrix4x4, vtkTable, typed arrays), with the semantics of the MRML
-methods as documented in Slicer's sources (vtkMRMLVolumeNode, vtkMRMLTransformNode, vtkMRMLTableNode): matrices are
-copied in and out, image data is held by reference (``SetAndObserveImageData``), table columns are vtk arrays.
+methods as documented in Slicer's sources (vtkMRMLVolumeNode, vtkMRMLTransformNode, vtkMRMLTableNode,
+vtkMRMLPlotSeriesNode, vtkMRMLPlotChartNode): matrices are copied in and out, image data is held by reference
+(``SetAndObserveImageData``), table columns are vtk arrays, nodes added to the scene get unique IDs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class VolumeNodeDouble:
 
     def GetName(self) -> str:
         return self.name
+
+    def SetName(self, name: str) -> None:
+        self.name = name
+
+    def GetID(self):
+        return getattr(self, "node_id", None)  # given by SceneDouble.AddNewNodeByClass
 
     def GetImageData(self):
         return self.image
@@ -75,6 +82,9 @@ class TableNodeDouble:
     def GetTable(self):
         return self.table
 
+    def GetID(self):
+        return getattr(self, "node_id", None)
+
     def RemoveAllColumns(self) -> None:
         while self.table.GetNumberOfColumns():
             self.table.RemoveColumn(0)
@@ -111,7 +121,7 @@ class TableNodeDouble:
         self.title_as_header = bool(on)
 
 
-# --- a double of the `slicer` Python package subset that CTPerfusionMapping.py uses ------------------------------
+# --- a double of the `slicer` Python package subset that CTPerfusionMapping.py and DoseCNN.py use ------------------------------
 
 class DisplayNodeDouble:
     def __init__(self):
@@ -152,6 +162,9 @@ class SegmentDouble:
 
     def GetName(self):
         return self.name
+
+    def GetColor(self):
+        return self.color
 
 
 class SegmentationDouble:
@@ -204,19 +217,119 @@ class SegmentationNodeDouble:
         pass
 
 
+class PlotSeriesNodeDouble:
+    """vtkMRMLPlotSeriesNode (vtkMRMLPlotSeriesNode.h): a table node ID, X/Y column names, plot type, marker, colour;
+    node attributes (vtkMRMLNode::SetAttribute)."""
+
+    PlotTypeLine, PlotTypeBar, PlotTypeScatter, PlotTypeScatterBar = 0, 1, 2, 3
+    MarkerStyleNone, MarkerStyleCross = 0, 1
+
+    def __init__(self, name="plot series"):
+        self.name = name
+        self.table_node_id = None
+        self.x_column = self.y_column = ""
+        self.plot_type, self.marker_style = self.PlotTypeLine, 4
+        self.color = (0.0, 0.0, 0.0)
+        self.attributes = {}
+
+    def GetName(self):
+        return self.name
+
+    def GetID(self):
+        return getattr(self, "node_id", None)
+
+    def SetAttribute(self, key, value):
+        self.attributes[key] = value
+
+    def GetAttribute(self, key):
+        return self.attributes.get(key)
+
+    def SetAndObserveTableNodeID(self, node_id):
+        self.table_node_id = node_id
+
+    def GetTableNodeID(self):
+        return self.table_node_id
+
+    def SetXColumnName(self, name):
+        self.x_column = name
+
+    def SetYColumnName(self, name):
+        self.y_column = name
+
+    def SetPlotType(self, plot_type):
+        self.plot_type = plot_type
+
+    def SetMarkerStyle(self, style):
+        self.marker_style = style
+
+    def SetColor(self, r, g, b):
+        self.color = (r, g, b)
+
+
+class PlotChartNodeDouble:
+    """vtkMRMLPlotChartNode (vtkMRMLPlotChartNode.h): an ordered list of plot series node IDs (resolved in its scene),
+    title and axis titles."""
+
+    def __init__(self, name="plot chart"):
+        self.name = name
+        self.series_ids = []
+        self.scene = None  # set by SceneDouble
+        self.title = self.x_title = self.y_title = None
+
+    def GetName(self):
+        return self.name
+
+    def GetID(self):
+        return getattr(self, "node_id", None)
+
+    def AddAndObservePlotSeriesNodeID(self, node_id):
+        assert node_id, "a plot series node must be in the scene (have an ID) to be added to a chart"
+        self.series_ids.append(node_id)
+
+    def RemovePlotSeriesNodeID(self, node_id):
+        self.series_ids = [i for i in self.series_ids if i != node_id]
+
+    def RemoveAllPlotSeriesNodeIDs(self):
+        self.series_ids = []
+
+    def GetNumberOfPlotSeriesNodes(self):
+        return len(self.series_ids)
+
+    def GetNthPlotSeriesNode(self, n):
+        return self.scene.GetNodeByID(self.series_ids[n]) if self.scene is not None else None
+
+    def SetTitle(self, title):
+        self.title = title
+
+    def SetXAxisTitle(self, title):
+        self.x_title = title
+
+    def SetYAxisTitle(self, title):
+        self.y_title = title
+
+
 class SceneDouble:
     CLASSES = {"vtkMRMLScalarVolumeNode": ScalarVolumeNodeDouble, "vtkMRMLSegmentationNode": SegmentationNodeDouble,
                "vtkMRMLTableNode": TableNodeDouble,
-               "vtkMRMLLinearTransformNode": lambda name: LinearTransformDouble(np_identity_rows())}
+               "vtkMRMLLinearTransformNode": lambda name: LinearTransformDouble(np_identity_rows()),
+               "vtkMRMLPlotSeriesNode": PlotSeriesNodeDouble, "vtkMRMLPlotChartNode": PlotChartNodeDouble}
     StartCloseEvent, EndCloseEvent = 1, 2
 
     def __init__(self):
         self.nodes = []
+        self.created = 0
 
     def AddNewNodeByClass(self, class_name, name=""):
         node = self.CLASSES[class_name](name)
+        self.created += 1
+        node.node_id = f"{class_name}{self.created}"  # unique, like MRML's IDs
+        if hasattr(node, "scene"):
+            node.scene = self
         self.nodes.append(node)
         return node
+
+    def GetNodeByID(self, node_id):
+        return next((n for n in self.nodes if getattr(n, "node_id", None) == node_id), None)
 
     def RemoveNode(self, node):
         if node in self.nodes:
@@ -352,20 +465,46 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
 
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
 
+    def field_defaults(cls):
+        """Each field's default: the class value, else [] for a list field (the real ListSerializer's default), else
+        None (nodes)."""
+        import typing
+
+        return {name: getattr(cls, name, [] if typing.get_origin(annotation) is list else None)
+                for name, annotation in cls.__annotations__.items()}
+
     def parameter_node_wrapper(cls):
         """Fields become plain attributes with their defaults (None for nodes), like the real wrapper's values."""
-        defaults = {name: getattr(cls, name, None) for name in cls.__annotations__}
+        defaults = field_defaults(cls)
 
         def init(self, _node=None):
             for name, value in defaults.items():
+                setattr(self, name, list(value) if isinstance(value, list) else value)
+
+        return type(cls.__name__, (), {"__init__": init, "__annotations__": dict(cls.__annotations__)})
+
+    def parameter_pack(cls):
+        """A parameterPack: a class whose fields take keyword (or positional) arguments, else their defaults."""
+        defaults = field_defaults(cls)
+
+        def init(self, *args, **kwargs):
+            for name, value in defaults.items():
+                setattr(self, name, list(value) if isinstance(value, list) else value)
+            for name, value in zip(defaults, args):
+                setattr(self, name, value)
+            for name, value in kwargs.items():
+                if name not in defaults:
+                    raise TypeError(f"__init__() got an unexpected keyword argument '{name}'")
                 setattr(self, name, value)
 
         return type(cls.__name__, (), {"__init__": init, "__annotations__": dict(cls.__annotations__)})
 
     wrapper.parameterNodeWrapper = parameter_node_wrapper
+    wrapper.parameterPack = parameter_pack
     wrapper.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
     wrapper.Choice = lambda choices: ("Choice", tuple(choices))
-    for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode"):
+    for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode",
+                 "vtkMRMLPlotChartNode"):
         setattr(slicer, name, type(name, (), {}))
     slicer.ScriptedLoadableModule = scripted
     slicer.parameterNodeWrapper = wrapper

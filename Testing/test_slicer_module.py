@@ -1,8 +1,10 @@
-"""Static checks of the Slicer module file against its .ui and its parameter node (Slicer cannot run here).
+"""Static checks of each Slicer module file (CTPerfusionMapping, DoseCNN) against its .ui and its parameter node
+(Slicer cannot run here).
 
 * every ``self.ui.<name>`` the module touches is a widget of the .ui;
 * every ``SlicerParameterName`` in the .ui is a field of the parameter node, on a widget that can show its type
-  (bool: QCheckBox; float: ctkSliderWidget; Choice: QComboBox; node: qMRMLNodeComboBox of that node class);
+  (bool: QCheckBox; float: ctkSliderWidget or QDoubleSpinBox; Choice: QComboBox; node: qMRMLNodeComboBox of that node
+  class); the fields bound by hand (lists, paths) are named below with the reason;
 * every node combo box follows the scene (mrmlSceneChanged -> setMRMLScene);
 * the module defines the four classes Slicer expects and imports neither torch nor the core at load time.
 """
@@ -16,14 +18,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py"
-UI = ROOT / "CTPerfusionMapping" / "Resources" / "UI" / "CTPerfusionMapping.ui"
-#: parameters the Widget binds by hand (and why)
-UNBOUND = {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)"}
+#: parameters each Widget binds by hand (and why)
+UNBOUND = {
+    "CTPerfusionMapping": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)"},
+    "DoseCNN": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)",
+                "timePoints": "list of parameter packs <-> the rows of timePointsTableWidget, synchronised by hand",
+                "outputTimePointDoseRates": "the per-time-point dose-rate nodes the Logic creates (no widget)"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(UNBOUND))
+def module_name(request):
+    return request.param
+
+
+def _module_file(name):
+    return ROOT / name / f"{name}.py"
 
 
 @pytest.fixture(scope="module")
-def ui():
-    tree = ET.parse(UI)
+def ui(module_name):
+    tree = ET.parse(ROOT / module_name / "Resources" / "UI" / f"{module_name}.ui")
     widgets = {w.get("name"): w for w in tree.iter("widget")}
     bound = {}
     for w in widgets.values():
@@ -34,31 +49,32 @@ def ui():
 
 
 @pytest.fixture(scope="module")
-def module_ast():
-    return ast.parse(MODULE.read_text(encoding="utf-8"), feature_version=(3, 9))
+def module_ast(module_name):
+    return ast.parse(_module_file(module_name).read_text(encoding="utf-8"), feature_version=(3, 9))
 
 
-def _parameter_fields(tree):
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CTPerfusionMappingParameterNode")
+def _parameter_fields(tree, module_name):
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module_name}ParameterNode")
     assert any(ast.unparse(d) == "parameterNodeWrapper" for d in cls.decorator_list)
     return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
 
 
-def test_every_widget_the_code_touches_is_in_the_ui(ui, module_ast):
+def test_every_widget_the_code_touches_is_in_the_ui(ui, module_ast, module_name):
     _, widgets, _ = ui
     used = {n.attr for n in ast.walk(module_ast)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "ui"
             and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"}
     assert used, "the widget uses no .ui widgets?"
     missing = sorted(used - set(widgets))
-    assert not missing, f"widgets used in CTPerfusionMapping.py but absent from the .ui: {missing}"
+    assert not missing, f"widgets used in {module_name}.py but absent from the .ui: {missing}"
 
 
-def test_parameter_names_match_fields_and_widget_types(ui, module_ast):
+def test_parameter_names_match_fields_and_widget_types(ui, module_ast, module_name):
     _, _, bound = ui
-    fields = _parameter_fields(module_ast)
+    fields = _parameter_fields(module_ast, module_name)
     assert sorted(set(bound) - set(fields)) == [], "SlicerParameterName without a parameter node field"
-    assert sorted(set(fields) - set(bound) - set(UNBOUND)) == [], "parameter node fields without a widget"
+    assert sorted(set(fields) - set(bound) - set(UNBOUND[module_name])) == [], "parameter node fields without a widget"
+    assert not set(bound) & set(UNBOUND[module_name]), "a field bound by hand has a SlicerParameterName too"
     for name, widget in bound.items():
         annotation, cls = fields[name], widget.get("class")
         if annotation == "bool":
@@ -77,35 +93,37 @@ def test_parameter_names_match_fields_and_widget_types(ui, module_ast):
             assert none_enabled == optional, f"{name}: 'None' selectable must match Optional"
 
 
-def test_node_combo_boxes_follow_the_scene(ui):
+def test_node_combo_boxes_follow_the_scene(ui, module_name):
     tree, widgets, _ = ui
     combos = {n for n, w in widgets.items() if w.get("class") == "qMRMLNodeComboBox"}
     connected = {c.find("receiver").text for c in tree.iter("connection")
                  if c.find("signal").text == "mrmlSceneChanged(vtkMRMLScene*)"
                  and c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
     assert combos and combos == connected
-    assert widgets["CTPerfusionMapping"].get("class") == "qMRMLWidget"
+    assert widgets[module_name].get("class") == "qMRMLWidget"
 
 
-def test_module_classes_and_lazy_imports(module_ast):
+def test_module_classes_and_lazy_imports(module_ast, module_name):
     classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_ast.body if isinstance(n, ast.ClassDef)}
-    assert classes["CTPerfusionMapping"] == ["ScriptedLoadableModule"]
-    assert classes["CTPerfusionMappingWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert classes["CTPerfusionMappingLogic"] == ["ScriptedLoadableModuleLogic"]
-    assert classes["CTPerfusionMappingTest"] == ["ScriptedLoadableModuleTest"]
+    assert classes[module_name] == ["ScriptedLoadableModule"]
+    assert classes[f"{module_name}Widget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert classes[f"{module_name}Logic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes[f"{module_name}Test"] == ["ScriptedLoadableModuleTest"]
     top = [n for n in module_ast.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in top if isinstance(n, ast.ImportFrom)]
     assert not any(m.split(".")[0] in ("torch", "qt") for m in names), names
-    lib = [m for m in names if m.startswith("CTPerfusionMappingLib")]
-    assert lib == ["CTPerfusionMappingLib"], "import only torch-free constants from the core at load time"
+    lib_name = f"{module_name}Lib"
+    lib = [m for m in names if m.startswith(lib_name) or m.startswith("CTPerfusionMappingLib")]
+    assert lib == [lib_name], "import only torch-free constants from the core at load time"
     assert not any(isinstance(n, ast.Import) and any(a.name == "torch" for a in n.names) for n in ast.walk(module_ast))
 
 
-def test_choices_are_what_the_core_accepts(module_ast):
+def test_choices_are_what_the_core_accepts():
     from CTPerfusionMappingLib import slicer_batch
     from CTPerfusionMappingLib.cli import build_parser
 
+    module_ast = ast.parse(MODULE.read_text(encoding="utf-8"), feature_version=(3, 9))
     namespace = {"SEGMENTATION_SOURCES": slicer_batch.SEGMENTATION_SOURCES, "DEVICES": slicer_batch.DEVICES}
     assert "SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)" in MODULE.read_text(encoding="utf-8")
     for device in namespace["DEVICES"]:

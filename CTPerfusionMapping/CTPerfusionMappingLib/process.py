@@ -1,18 +1,20 @@
-"""Run the pipeline in a child process: the protocol between ``ctpm run --progress-lines`` and its caller.
+"""Run the pipeline in a child process: the protocol between ``ctpm run --progress-lines`` (also ``dosecnn run`` and
+``dosecnn integrate --progress-lines``) and its caller.
 
-The Slicer module runs the heavy work (torch, registration) in a PythonSlicer child process so that the GUI stays
-responsive and Cancel can stop it; batch scripts and tests run the same child and wait for it. This module is the
-caller's side, in pure Python (no Slicer, no Qt), so that it is tested here with real child processes.
+The Slicer modules (CTPerfusionMapping and DoseCNN) run the heavy work (torch, registration) in a PythonSlicer child
+process so that the GUI stays responsive and Cancel can stop it; batch scripts and tests run the same child and wait
+for it. This module is the caller's side, in pure Python (no Slicer, no Qt), so that it is tested here with real child
+processes.
 
 Protocol (the child's stdout, one line each; anything else on stdout is ordinary text):
 
     @ctpm {"progress": 0.45, "step": "preprocessing"}
     @ctpm {"done": true, "out": "/path/to/output/folder"}
 
-A problem the user can fix ends the child with status 2 and ``error: <message>`` on stderr (every ``ctpm`` command
-does that); any other failure ends it with another non-zero status and a traceback on stderr, whose last line is
-reported. :class:`PipelineProcess` reads both streams on background threads and hands lines over in :meth:`poll`, which
-the GUI calls from its timer (so callbacks run on the GUI thread) and :meth:`wait` calls in a loop.
+A problem the user can fix ends the child with status 2 and ``error: <message>`` on stderr (every ``ctpm`` and
+``dosecnn`` command does that); any other failure ends it with another non-zero status and a traceback on stderr,
+whose last line is reported. :class:`PipelineProcess` reads both streams on background threads and hands lines over in
+:meth:`poll`, which the GUI calls from its timer (so callbacks run on the GUI thread) and :meth:`wait` calls in a loop.
 """
 
 from __future__ import annotations
@@ -72,14 +74,36 @@ def run_command(ct: str, out: str, python: Optional[str] = None, spect: Optional
     return cmd
 
 
-def child_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """The environment for the child: ``base`` (default os.environ) with this library's folder first on PYTHONPATH
-    and unbuffered output (progress arrives as it happens)."""
+def child_environment(base: Optional[Dict[str, str]] = None, extra_paths: Sequence[Path] = ()) -> Dict[str, str]:
+    """The environment for the child: ``base`` (default os.environ) with this library's folder (then ``extra_paths``,
+    e.g. the folder holding ``DoseCNNLib``) first on PYTHONPATH and unbuffered output (progress arrives as it
+    happens)."""
     env = dict(os.environ if base is None else base)
-    paths = [str(LIB_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [str(LIB_PARENT)] + [str(p) for p in extra_paths]
+    paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def device_probe_command(python: Optional[str] = None) -> List[str]:
+    """The child that reports what torch can compute on (``ctpm devices --json``; both Slicer modules use it, so that
+    torch is never imported into Slicer itself)."""
+    return [python or sys.executable, "-m", "CTPerfusionMappingLib.cli", "devices", "--json"]
+
+
+def device_text(lines: Sequence[str], error_text: str = "") -> str:
+    """The device line of a module's GUI from the output lines of :func:`device_probe_command`."""
+    for line in lines:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(report, dict) or "auto" not in report:
+            continue
+        gpus = ", ".join(report.get("gpus") or []) or "no CUDA GPU visible"
+        return f"auto uses {report['auto']} (torch {report.get('torch', '?')}; {gpus})"
+    return "Device detection failed: " + (error_text or "no answer from the child process")
 
 
 class PipelineProcess:
@@ -204,8 +228,8 @@ class PipelineProcess:
 
 
 def run_blocking(command: Sequence[str], on_progress: Optional[Callable[[float, str], None]] = None,
-                 timeout_s: Optional[float] = None) -> str:
+                 timeout_s: Optional[float] = None, env: Optional[Dict[str, str]] = None) -> str:
     """Run the child to its end (batch scripts, tests); return its output folder or raise UserError."""
-    proc = PipelineProcess(command, on_progress=on_progress).start()
+    proc = PipelineProcess(command, env=env, on_progress=on_progress).start()
     proc.wait(timeout_s)
     return proc.check()

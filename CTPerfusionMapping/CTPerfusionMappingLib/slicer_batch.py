@@ -48,13 +48,23 @@ class BatchRequest:
     high_percentile: Optional[float] = None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # a UserError instead of argparse's exit, so that the script decides the exit status
+class BatchArgumentParser(argparse.ArgumentParser):
+    """argparse for the modules' batch scripts (this one and DoseCNN's): a bad argument raises UserError instead of
+    exiting, so that the script decides the exit status."""
+
+    def error(self, message):
         raise UserError(message)
 
 
+def existing_file(path: Optional[str], what: str) -> Optional[str]:
+    """``path`` unchanged when it is None or exists; else a UserError naming ``what``."""
+    if path and not Path(path).exists():
+        raise UserError(f"{what} not found: {path}")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="CTPerfusionMappingBatch.py", description="CTPerfusionMapping in Slicer without the GUI.")
+    p = BatchArgumentParser(prog="CTPerfusionMappingBatch.py", description="CTPerfusionMapping in Slicer without the GUI.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ct", help="chest CT file or DICOM folder")
     source.add_argument("--manifest", help="CSV with columns id, ct and optional spect, lungs, lobes")

@@ -133,10 +133,16 @@ def table_columns(with_spect: bool) -> Sequence[tuple]:
 
 def fill_table_node(table_node, rows: Sequence[Dict[str, Any]], with_spect: bool) -> None:
     """Replace the table node's columns with typed columns of ``rows`` (missing values: empty string / NaN)."""
+    fill_typed_table(table_node, rows, table_columns(with_spect))
+
+
+def fill_typed_table(table_node, rows: Sequence[Dict[str, Any]], columns: Sequence[tuple]) -> None:
+    """Replace the table node's columns with ``columns`` ((key, title, "string" or "double", unit, description), as
+    :data:`TABLE_COLUMNS`) filled from ``rows`` (missing values: empty string / NaN). Used by both modules."""
     import vtk
 
     table_node.RemoveAllColumns()
-    for key, title, kind, unit, description in table_columns(with_spect):
+    for key, title, kind, unit, description in columns:
         column = vtk.vtkStringArray() if kind == "string" else vtk.vtkDoubleArray()
         column.SetName(key)
         for row in rows:
@@ -189,3 +195,20 @@ def labels_from_segments(segments: Sequence[tuple]) -> tuple:
     for value, mask in chosen:
         out[np.asarray(mask) > 0] = value
     return ("lobes" if lobes else "lungs"), out
+
+
+def label_map_from_segments(segments: Sequence[tuple]) -> tuple:
+    """A label map from a segmentation's binary segments ``(segment_id, name, [k, j, i] mask)``: the n-th segment gets
+    the value n (1, 2, ...) in segment order; where segments overlap the later one wins (put lesions after organs).
+
+    Returns ``(uint16 array, {value: name})``; segments that are empty on the grid keep their value and are named
+    too (a table then simply has no row for them). Raises UserError when there is no segment.
+    """
+    if not segments:
+        raise UserError("the segmentation has no segments")
+    out = np.zeros(np.asarray(segments[0][2]).shape, np.uint16)
+    names = {}
+    for value, (segment_id, name, mask) in enumerate(segments, start=1):
+        out[np.asarray(mask) > 0] = value
+        names[value] = str(name or segment_id)
+    return out, names

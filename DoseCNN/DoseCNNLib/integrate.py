@@ -38,12 +38,16 @@ from CTPerfusionMappingLib.volume import Volume
 from .time_integration import CurveFit
 
 Progress = Optional[Callable[[str], None]]
+#: ``fraction(done, step)``: how far the work is (0..1) and what it does now (the Slicer module's progress bar)
+Fraction = Optional[Callable[[float, str], None]]
 
 MANIFEST_COLUMNS = ("time_h", "spect", "ct")
 CALIBRATION_COLUMNS = ("activity_mbq", "bq_per_count")
 CT_METRICS = ("meansquares", "mattes")
 OUTPUT_FILES = ("absorbed_dose.nrrd", "tia.nrrd", "organs.csv", "dvh.csv", "dvh.png", "time_activity.png",
                 "integrate.json")
+#: with ``dose_rate_maps``: the dose rate (mGy/s) of the i-th time point (0-based, in time order) in the reference frame
+DOSE_RATE_MAP = "dose_rate_{index:02d}.nrrd"
 
 
 # --- the manifest --------------------------------------------------------------------------------------------------
@@ -291,7 +295,8 @@ def _registration_for(ct: Volume, reference_ct: Volume, register: bool, metric: 
 def integrate_time_points(specs: Sequence[TimePointSpec], reference_ct: Volume, *, method: str = "vdk", weights=None,
                           fit: str = "mono", start: str = "constant", register: bool = True,
                           registration_metric: str = "meansquares", device: str = "cpu", nuclide: str = "Lu-177",
-                          kernel_cache: Optional[Path] = None, progress: Progress = None) -> IntegrationResult:
+                          kernel_cache: Optional[Path] = None, progress: Progress = None,
+                          fraction: Fraction = None) -> IntegrationResult:
     """Dose rate per time point in the reference frame, then per-voxel TIA (MBq*h) and absorbed dose (Gy)."""
     from CTPerfusionMappingLib.imageio import read_volume
 
@@ -299,6 +304,7 @@ def integrate_time_points(specs: Sequence[TimePointSpec], reference_ct: Volume, 
     from .time_integration import FIT_MODELS, MGY_S_H_TO_GY, check_times, integrate_voxels, physical_decay_constant_per_h
 
     say = progress or (lambda _msg: None)
+    done = fraction or (lambda _f, _step: None)
     if fit not in FIT_MODELS:
         raise UserError(f"unknown fit model {fit!r}; choose one of {', '.join(FIT_MODELS)}")
     times = check_times([s.time_h for s in specs])
@@ -310,6 +316,7 @@ def integrate_time_points(specs: Sequence[TimePointSpec], reference_ct: Volume, 
     info: List[Dict[str, object]] = []
     for i, spec in enumerate(specs):
         say(f"time point {i + 1}/{len(specs)}: {spec.time_h:g} h")
+        done(i / (len(specs) + 2), f"dose rate at {spec.time_h:g} h ({i + 1} of {len(specs)})")
         ct = read_volume(spec.ct)
         spect = read_volume(spec.spect)
         reg = _registration_for(ct, reference_ct, register, registration_metric, say)
@@ -327,6 +334,7 @@ def integrate_time_points(specs: Sequence[TimePointSpec], reference_ct: Volume, 
                      "registration": reg.summary()})
         del ct, spect, result
     say(f"fitting {fit} curves per voxel")
+    done(len(specs) / (len(specs) + 2), "fitting the time curves")
     tia = integrate_voxels(times, activities, fit, lam_p, start)
     dose = integrate_voxels(times, dose_rates, fit, lam_p, start)
     grid = reference_ct
@@ -404,9 +412,11 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
                   reference_ct_path: Optional[Path] = None, names: Optional[Mapping[int, str]] = None,
                   method: str = "vdk", weights=None, fit: str = "mono", start: str = "constant", register: bool = True,
                   registration_metric: str = "meansquares", device: str = "cpu", nuclide: str = "Lu-177",
-                  kernel_cache: Optional[Path] = None, progress: Progress = None) -> Dict[str, object]:
+                  kernel_cache: Optional[Path] = None, progress: Progress = None, fraction: Fraction = None,
+                  dose_rate_maps: bool = False) -> Dict[str, object]:
     """``dosecnn integrate``: read the manifest, integrate, write every output into ``out``; returns the summary
-    written to ``integrate.json`` (organ rows under ``"organs"``)."""
+    written to ``integrate.json`` (organ rows under ``"organs"``). ``dose_rate_maps``: also write each time point's
+    dose rate in the reference frame (:data:`DOSE_RATE_MAP`); ``fraction``: see :data:`Fraction`."""
     from CTPerfusionMappingLib.files import write_csv
     from CTPerfusionMappingLib.imageio import read_volume, write_volume
     from CTPerfusionMappingLib.report import write_json
@@ -424,9 +434,14 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
                         "--reference-ct)")
     result = integrate_time_points(specs, reference_ct, method=method, weights=weights, fit=fit, start=start,
                                    register=register, registration_metric=registration_metric, device=device,
-                                   nuclide=nuclide, kernel_cache=kernel_cache, progress=progress)
+                                   nuclide=nuclide, kernel_cache=kernel_cache, progress=progress, fraction=fraction)
+    if fraction is not None:
+        fraction((len(specs) + 1) / (len(specs) + 2), "writing the results")
     write_volume(result.absorbed_dose_gy, out / "absorbed_dose.nrrd")
     write_volume(result.tia_mbq_h, out / "tia.nrrd")
+    if dose_rate_maps:
+        for index, rate in enumerate(result.dose_rate_mgy_s):
+            write_volume(reference_ct.with_array(rate), out / DOSE_RATE_MAP.format(index=index))
     rows: List[Dict[str, object]] = []
     label_names: Dict[int, str] = dict(names or {})
     if labels is not None:
