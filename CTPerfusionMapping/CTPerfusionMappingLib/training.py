@@ -329,8 +329,10 @@ def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, A
 
 def plot_learning_curve(log_csv: Path, png: Path, loss_label: str = "BCE over lung voxels",
                         metrics: Sequence[str] = ("val_spearman",), metric_label: str = "validation Spearman R",
-                        losses: Sequence[str] = ("train_loss", "val_loss")) -> None:
-    """Per epoch (PNG): the ``losses`` columns of ``log_csv`` (left) and the ``metrics`` columns (right).
+                        losses: Sequence[str] = ("train_loss", "val_loss"),
+                        labels: Optional[Dict[str, str]] = None) -> None:
+    """Per epoch (PNG): the ``losses`` columns of ``log_csv`` (left) and the ``metrics`` columns (right), with legend
+    ``labels`` per column.
 
     The defaults are ``ctpm train``'s log; ``dosecnn train`` passes its own columns and labels.
     """
@@ -343,7 +345,7 @@ def plot_learning_curve(log_csv: Path, png: Path, loss_label: str = "BCE over lu
     if not rows:
         return
     epoch = [int(r["epoch"]) for r in rows]
-    names = {"train_loss": "training", "val_loss": "validation"}
+    names = {"train_loss": "training", "val_loss": "validation", **(labels or {})}
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     for column in losses:
         ax[0].plot(epoch, [float(r[column]) for r in rows], label=names.get(column, column))
@@ -351,7 +353,7 @@ def plot_learning_curve(log_csv: Path, png: Path, loss_label: str = "BCE over lu
     ax[0].set_ylabel(loss_label)
     ax[0].legend()
     for i, column in enumerate(metrics):
-        ax[1].plot(epoch, [float(r[column]) for r in rows], color=f"C{i + 2}", label=column)
+        ax[1].plot(epoch, [float(r[column]) for r in rows], color=f"C{i + 2}", label=names.get(column, column))
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel(metric_label)
     if len(metrics) > 1:

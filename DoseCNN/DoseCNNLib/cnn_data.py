@@ -316,14 +316,18 @@ class Batch:
     valid: np.ndarray  # bool: False in padding added to bring slices of different sizes to one batch
 
 
-def slice_sample(case: DoseCase, k: int, norm: Normalisation, half: int) -> Dict[str, np.ndarray]:
-    """The normalised pack and middle-slice maps of slice ``k`` (full in-plane size)."""
+def slice_sample(case: DoseCase, k: int, norm: Normalisation, half: int,
+                 window: Tuple[slice, slice] = (slice(None), slice(None))) -> Dict[str, np.ndarray]:
+    """The normalised pack and middle-slice maps of slice ``k`` within the in-plane ``window`` (default: all), read
+    from the (memory-mapped) arrays of that window only."""
     idx = window_indices(k, k + 1, half, case.shape[0])
-    pack = np.stack([norm.activity(np.asarray(case.activity_mbq[idx]), case.total_mbq), np.asarray(case.density[idx])])
+    ys, xs = window
+    pack = np.stack([norm.activity(np.asarray(case.activity_mbq[idx, ys, xs]), case.total_mbq),
+                     np.asarray(case.density[idx, ys, xs])])
     return {"pack": pack.astype(np.float32),
-            "vdk": norm.dose(np.asarray(case.vdk[k:k + 1]), case.total_mbq).astype(np.float32),
-            "reference": norm.dose(np.asarray(case.reference[k:k + 1]), case.total_mbq).astype(np.float32),
-            "body": np.asarray(case.body[k:k + 1], bool), "air": np.asarray(case.air[k:k + 1], bool)}
+            "vdk": norm.dose(np.asarray(case.vdk[k:k + 1, ys, xs]), case.total_mbq).astype(np.float32),
+            "reference": norm.dose(np.asarray(case.reference[k:k + 1, ys, xs]), case.total_mbq).astype(np.float32),
+            "body": np.asarray(case.body[k:k + 1, ys, xs], bool), "air": np.asarray(case.air[k:k + 1, ys, xs], bool)}
 
 
 def _crop_window(rng: np.random.Generator, body: np.ndarray, crop: int) -> Tuple[slice, slice]:
@@ -371,10 +375,8 @@ def make_batch(cases: Sequence[DoseCase], refs: Sequence[SliceRef], norm: Normal
     samples = []
     for c, k in refs:
         case = cases[c]
-        s = slice_sample(case, k, norm, half)
-        if rng is not None and crop:
-            ys, xs = _crop_window(rng, s["body"][0], crop)
-            s = {key: a[..., ys, xs] for key, a in s.items()}
+        window = _crop_window(rng, np.asarray(case.body[k]), crop) if rng is not None and crop else (slice(None),) * 2
+        s = slice_sample(case, k, norm, half, window)
         if rng is not None and augment:
             s = _augment(s, rng, abs(case.spacing[0] - case.spacing[1]) <= 1e-3 * case.spacing[0])
         samples.append(s)

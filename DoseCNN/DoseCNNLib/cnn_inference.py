@@ -11,9 +11,10 @@ the default network), so a 512x512x130 CT needs about 2 GB. ``device="auto"`` pi
 that runs out of memory is left for the CPU with a warning.
 
 Voxel size: the network is trained for one voxel size (stored with the weights). When the CT's differs by more than
-5 % along any axis, the activity (total kept), the HU and the VDK map are resampled (linearly) to the training voxel
-size, the correction is computed there and resampled back onto the CT grid, where it is added to the CT grid's own VDK
-map; ``info["cnn_warnings"]`` says so. The correction is then as good as that resampling: prefer a model trained at
+5 % along any axis, the activity (linearly, total kept) and the HU (linearly) are resampled to the training voxel
+size, the correction is computed there and resampled back onto the CT grid (linearly), where it is added to the CT
+grid's own VDK map (the VDK map is not an input of the correction, so it is never resampled);
+``info["cnn_warnings"]`` says so. The correction is then only as good as that resampling: prefer a model trained at
 the CT's voxel size.
 """
 
@@ -149,4 +150,7 @@ def cnn_dose_rate(activity_bq: Volume, ct: Volume, vdk: Volume, weights=None, de
                                                               / max(float(vdk.array.sum(dtype=np.float64)), 1e-30))}}
     if dm.metadata.get("note"):
         info["cnn_note"] = dm.metadata["note"]
+    trained = {k: dm.metadata[k] for k in ("epoch", "val_nrmse", "val_nrmse_vdk", "cases") if k in dm.metadata}
+    if trained:
+        info["cnn_training"] = trained
     return ct.with_array(dose.astype(np.float32)), info

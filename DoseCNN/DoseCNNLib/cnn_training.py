@@ -184,6 +184,8 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     spacing = check_common_spacing(cases)
     norm = Normalisation.for_spacing(spacing)
     torch.manual_seed(config.seed)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # one crop size: let cuDNN pick the fastest convolutions
     model = ResidualDoseNet(network).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=config.lr_factor,
@@ -259,7 +261,8 @@ def plot_dose_learning_curve(out_dir: Path) -> None:
 
     plot_learning_curve(out_dir / "log.csv", out_dir / "learning_curve.png",
                         loss_label="weighted MSE (0.7 body, 0.3 outside)", metrics=("val_nrmse", "val_nrmse_vdk"),
-                        metric_label="validation NRMSE in the body", losses=("train_loss", "val_loss", "val_loss_vdk"))
+                        metric_label="validation NRMSE in the body", losses=("train_loss", "val_loss", "val_loss_vdk"),
+                        labels={"val_loss_vdk": "validation, VDK alone", "val_nrmse": "CNN", "val_nrmse_vdk": "VDK alone"})
 
 
 def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: DoseTrainConfig = DoseTrainConfig(),
