@@ -85,6 +85,11 @@ def test_splits(cases):
     assert {c for c, _ in va} in ({0}, {1}) and not {c for c, _ in tr} & {c for c, _ in va}
     with pytest.raises(UserError):
         split_slices(cases[:1], 0.5, 0, by="patient")
+    same = [cases[0], cases[1], _case(2, group="A")]
+    same[0].group = same[1].group = "B"  # two time points of one patient stay together
+    for seed in range(4):
+        tr, va = split_slices(same, 0.3, seed, by="patient")
+        assert {c for c, _ in va} in ({0, 1}, {2})
 
 
 def test_weighted_loss():
@@ -143,8 +148,8 @@ def _write_manifest(folder, seeds=(0, 1)):
         write_volume(ct, d / "ct.nrrd")
         write_volume(activity.with_array(activity.array / 50.0), d / "spect.nrrd")  # counts: 50 Bq per count
         write_volume(learnable_reference(activity, ct, vdk), d / "reference.nrrd")
-        rows.append(f"p{seed},p{seed}/ct.nrrd,p{seed}/spect.nrrd,p{seed}/reference.nrrd,50")
-    (folder / "cases.csv").write_text("id,ct,spect,reference,bq_per_count\n" + "\n".join(rows) + "\n")
+        rows.append(f"p{seed},patient{seed},p{seed}/ct.nrrd,p{seed}/spect.nrrd,p{seed}/reference.nrrd,50")
+    (folder / "cases.csv").write_text("id,case,ct,spect,reference,bq_per_count\n" + "\n".join(rows) + "\n")
     return folder / "cases.csv"
 
 
@@ -154,7 +159,8 @@ def test_cases_are_prepared_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(kernels, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
     manifest = _write_manifest(tmp_path)
     first = cnn_data.load_cases(manifest, tmp_path / "cache")
-    assert [c.case_id for c in first] == ["p0", "p1"] and first[0].total_mbq == pytest.approx(
+    assert [c.case_id for c in first] == ["p0", "p1"] and first[1].group == "patient1"  # the case column groups rows
+    assert first[0].total_mbq == pytest.approx(
         float(tiny_ct_and_activity(0, shape=(12, 24, 24), spacing=SPACING)[1].array.sum(dtype=np.float64)) / 1e6, rel=1e-5)
     monkeypatch.setattr(cnn_data, "prepare_case", lambda *a, **k: pytest.fail("prepared again"))
     second = cnn_data.load_cases(manifest, tmp_path / "cache")

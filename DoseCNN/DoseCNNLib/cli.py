@@ -95,10 +95,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_main(build_parser, argv)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def add_kernel_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("kernel", help="voxel S values (electron and photon dose kernels) of a nuclide by Monte Carlo",
                        description="Simulate decays uniformly in the central voxel of uniform soft tissue (1.04 g/cm3) "
@@ -246,6 +242,9 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print machine-readable progress lines on stdout (for a calling program such as the "
+                        "Slicer module; see CTPerfusionMappingLib/process.py)")
     p.set_defaults(func=_run)
 
 
@@ -261,16 +260,20 @@ def _run(args: argparse.Namespace) -> int:
     from .pipeline import check_calibration, dose_rate_map, label_table
 
     check_calibration(args.calibration, args.activity_mbq)
+    say = _progress_lines(args)
+    say(0.0, "reading the images")
     t0 = time.perf_counter()
     ct = read_volume(args.ct)
     spect = read_volume(args.spect)
     labels = read_volume(args.labels) if args.labels else None
     if labels is not None and not labels.same_geometry(ct):
         raise UserError("the label map must be on the CT grid")
+    say(0.1, "computing the dose rate")
     result = dose_rate_map(spect, ct, args.calibration, args.activity_mbq, method=args.method,
-                           weights=getattr(args, "weights", None), device=args.device, nuclide=args.nuclide,
+                           weights=getattr(args, "weights", None), device=_device(args.device), nuclide=args.nuclide,
                            kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     dose = result.dose_rate_mgy_s
+    say(0.9, "writing the results")
     write_volume(dose, args.out / "dose_rate.nrrd")
     rows = label_table(dose, labels, result.activity_bq) if labels is not None else []
     if rows:
@@ -287,6 +290,7 @@ def _run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"  label {r['label']:>4}: {r['volume_ml']:9.1f} mL  mean {r['mean_dose_rate_mgy_s']:.4g} mGy/s  "
               f"max {r['max_dose_rate_mgy_s']:.4g}")
+    say(1.0, "done", out=args.out)
     return 0
 
 
@@ -344,6 +348,11 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nuclide", default="Lu-177")
     p.add_argument("--device", default="cpu")
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
+    p.add_argument("--dose-rate-maps", action="store_true",
+                   help="also write each time point's dose rate in the reference frame (dose_rate_NN.nrrd, mGy/s)")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print machine-readable progress lines on stdout (for a calling program such as the "
+                        "Slicer module; see CTPerfusionMappingLib/process.py)")
     p.set_defaults(func=_integrate)
 
 
@@ -354,6 +363,7 @@ def _integrate(args: argparse.Namespace) -> int:
 
     from .integrate import run_integrate
 
+    say = _progress_lines(args)
     names = {}
     for item in args.names or []:
         value, sep, name = item.partition("=")
@@ -363,8 +373,9 @@ def _integrate(args: argparse.Namespace) -> int:
     s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
                       names=names, method=args.method, weights=args.weights, fit=args.fit, start=args.start,
                       register=not args.no_register, registration_metric=args.registration_metric,
-                      device=args.device, nuclide=args.nuclide,
-                      kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                      device=_device(args.device), nuclide=args.nuclide, kernel_cache=args.kernel_cache,
+                      progress=lambda msg: print(msg, file=sys.stderr, flush=True), fraction=say,
+                      dose_rate_maps=args.dose_rate_maps)
     print(f"{len(s['time_points'])} time points, {s['method']} dose rate, {s['fit']} fits "
           f"({s['nuclide']}, physical half-life {s['physical_half_life_h']:.1f} h); results in {args.out}")
     for tp in s["time_points"]:
@@ -383,7 +394,32 @@ def _integrate(args: argparse.Namespace) -> int:
             print(f"  {r['label']:>5} {str(r['name'])[:13]:<14}{r['volume_ml']:9.1f}{r['tia_mbq_h']:12.4g}"
                   f"{r['effective_half_life_h']:9.1f}{r['mean_dose_gy_organ_fit']:10.4g}"
                   f"{r['mean_dose_gy_voxel_map']:10.4g}{r['d98_gy']:8.3g}{r['d50_gy']:8.3g}{r['d2_gy']:8.3g}")
+    say(1.0, "done", out=args.out)
     return 0
+
+
+def _progress_lines(args: argparse.Namespace):
+    """``say(fraction, step, out=None)``: with --progress-lines, the protocol lines of ``CTPerfusionMappingLib.process``
+    on stdout (``out``: the done line with the output folder, as ``ctpm run`` prints it); otherwise nothing."""
+    from CTPerfusionMappingLib.process import progress_line
+
+    def say(fraction: float, step: str, out: Optional[Path] = None) -> None:
+        if not getattr(args, "progress_lines", False):
+            return
+        print(progress_line({"progress": round(float(fraction), 4), "step": step}), flush=True)
+        if out is not None:
+            print(progress_line({"done": True, "out": str(Path(out).resolve())}), flush=True)
+
+    return say
+
+
+def _device(requested: str) -> str:
+    """``auto``: a CUDA GPU when torch sees one, else the CPU (as ``ctpm``); any other device name unchanged."""
+    if str(requested).strip().lower() != "auto":
+        return requested
+    from CTPerfusionMappingLib.inference import select_device
+
+    return select_device("auto")
 
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -472,3 +508,7 @@ def _train(args: argparse.Namespace) -> int:
             bar.close()
     print(json.dumps(summary, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,12 +16,14 @@ doubles the output exactly (the output is scaled back by A_tot). The constants a
 (:mod:`.cnn_weights`); the activity scale belongs to the training voxel size.
 
 **Training manifest** (CSV, paths relative to it): ``id, ct, spect, reference`` and per row one of ``activity_mbq``
-(total activity in the SPECT's field of view) or ``bq_per_count``; optional ``group``. ``reference`` is the Monte Carlo
-dose rate (mGy/s) of the TRUE activity on the CT grid (004: so that the CNN also corrects the SPECT's blur). Each case
-goes through :func:`.pipeline.dose_rate_map` (the same calibration, kernels and VDK as ``dosecnn run``) and is cached
-as one folder of ``.npy`` files (read memory-mapped), keyed by the input files' path, size and modification time, the
-calibration, the nuclide and :data:`CACHE_VERSION`. The reference is set to zero in air (HU < -950), where the CNN's
-output is zero by construction (a Monte Carlo dose per mass of air is noise).
+(total activity in the SPECT's field of view) or ``bq_per_count``; optional ``group`` (else ``case``: the patient of a
+row, as in the ``cohort.csv`` of ``dosecnn phantom``, one row per time point; a split by patient keeps a group on one
+side). ``reference`` is the Monte Carlo dose rate (mGy/s) of the TRUE activity on the CT grid (004: so that the CNN
+also corrects the SPECT's blur). Each case goes through :func:`.pipeline.dose_rate_map` (the same calibration, kernels
+and VDK as ``dosecnn run``) and is cached as one folder of ``.npy`` files (read memory-mapped), keyed by the input
+files' path, size and modification time, the calibration, the nuclide and :data:`CACHE_VERSION`. The reference is set
+to zero in air (HU < -950), where the CNN's output is zero by construction (a Monte Carlo dose per mass of air is
+noise).
 
 **Samples**: one per axial slice: the pack of 11 slices (activity, density) centred on it, edge-padded at the volume's
 ends (the end slice repeated), the VDK and reference slices, the body mask (HU > -500, holes filled per slice so that
@@ -236,7 +238,7 @@ def _read_case_folder(folder: Path, row: Dict[str, str]) -> DoseCase:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     a = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
     return DoseCase(row["id"], tuple(meta["spacing"]), float(meta["total_mbq"]), a["activity_mbq"], a["density"],
-                    a["vdk"], a["reference"], a["body"], a["air"], row.get("group", ""))
+                    a["vdk"], a["reference"], a["body"], a["air"], row.get("group") or row.get("case", ""))
 
 
 def load_cases(manifest: Path, cache_dir: Path, nuclide: str = "Lu-177", kernel_cache: Optional[Path] = None,
