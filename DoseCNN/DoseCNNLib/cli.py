@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from CTPerfusionMappingLib.cli_common import add_convert_command, add_info_command, run_main
 
 from . import __version__
+from .demo import add_demo_command
 from .phantom_cli import add_phantom_command
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_integrate_command(sub)
     add_phantom_command(sub)
+    add_demo_command(sub)
     add_info_command(sub)
     add_convert_command(sub)
     return parser
