@@ -485,22 +485,23 @@ def _train(args: argparse.Namespace) -> int:
         bar = tqdm(total=1, desc="preparing cases", unit="case", file=sys.stderr)
 
     def prep(done: int, total: int, case_id: str) -> None:
-        if bar is not None:
-            bar.total, bar.n = total, done
-            bar.set_postfix_str(case_id)
-            bar.refresh()
-
-    def progress(epoch: int, total: int, row) -> None:
         nonlocal bar
         if bar is None:
             return
-        if bar.desc != "training":
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(case_id)
+        bar.refresh()
+        if done == total:  # every case ready: training starts
             bar.close()
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="training", unit="epoch", file=sys.stderr, initial=epoch - 1)
-        bar.update(epoch - bar.n)
-        bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}", vdk=f"{row['val_loss_vdk']:.4g}")
+            bar = tqdm(total=config.epochs, desc="training", unit="epoch", file=sys.stderr)
+
+    def progress(epoch: int, total: int, row) -> None:
+        if bar is not None:
+            bar.n = epoch  # a resumed run starts later
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
+                            vdk=f"{row['val_loss_vdk']:.4g}")
 
     try:
         summary = train_from_manifest(args.manifest, args.out, network, config, args.cache, args.kernel_cache,
