@@ -25,16 +25,17 @@ the middle slice.
   no through-plane padding) and 7x / 5x / 3x cheaper for the three 3D layers.
 
 Weights: Kaiming-normal initialisation (LeakyReLU slope for the encoder, ReLU for the decoder).
+
+The torch modules (:class:`ResidualDoseNet`, ``DepthFeatures``, ``UNet2d``) are made on first access, so that importing
+this module does not import torch (the Slicer module imports the core without it).
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Tuple
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -94,134 +95,155 @@ class DoseNetConfig:
         return cls(**d)
 
 
-def _norm(channels: int, batch_norm: bool, dims: int = 2) -> nn.Module:
-    if not batch_norm:
-        return nn.Identity()
-    return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
+@functools.cache
+def _classes() -> types.SimpleNamespace:
+    """The torch modules, defined on first use so that importing this module does not import torch."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    def _norm(channels: int, batch_norm: bool, dims: int = 2) -> nn.Module:
+        if not batch_norm:
+            return nn.Identity()
+        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
+
+    def _double_conv(cin: int, cout: int, activation: nn.Module, batch_norm: bool) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation,
+                             nn.Conv2d(cout, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation)
+
+    class DepthFeatures(nn.Module):
+        """The three 3D convolutions (valid through-plane, same in-plane), each with batch norm and LeakyReLU."""
+
+        def __init__(self, config: DoseNetConfig):
+            super().__init__()
+            layers = []
+            cin = config.in_channels
+            pad = config.inplane_kernel // 2
+            for k, cout in zip(config.depth_kernels, config.depth_channels):
+                layers += [nn.Conv3d(cin, cout, (k, config.inplane_kernel, config.inplane_kernel), padding=(0, pad, pad),
+                                     bias=not config.batch_norm),
+                           _norm(cout, config.batch_norm, 3), nn.LeakyReLU(config.negative_slope, inplace=True)]
+                cin = cout
+            self.layers = nn.Sequential(*layers)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layers(x)
+
+    class UNet2d(nn.Module):
+        """2D U-Net: LeakyReLU encoder, ReLU decoder, one output channel (see the module docstring)."""
+
+        def __init__(self, in_channels: int, config: DoseNetConfig):
+            super().__init__()
+            f = config.filters
+            leaky, bn = config.negative_slope, config.batch_norm
+            self.encoder = nn.ModuleList([_double_conv(in_channels, f[0], nn.LeakyReLU(leaky, inplace=True), bn)])
+            self.encoder.extend(_double_conv(f[i - 1], f[i], nn.LeakyReLU(leaky, inplace=True), bn)
+                                for i in range(1, config.levels + 1))
+            self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in range(config.levels))
+            self.decoder = nn.ModuleList(_double_conv(2 * f[i], f[i], nn.ReLU(inplace=True), bn) for i in range(config.levels))
+            self.out = nn.Conv2d(f[0], 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skips = []
+            for i, block in enumerate(self.encoder):
+                x = block(F.max_pool2d(x, 2) if i > 0 else x)
+                skips.append(x)
+            x = skips.pop()
+            for i in reversed(range(len(self.up))):
+                x = self.decoder[i](torch.cat([skips[i], self.up[i](x)], dim=1))
+            return self.out(x)
+
+    class ResidualDoseNet(nn.Module):
+        """004's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
+
+        def __init__(self, config: DoseNetConfig = DoseNetConfig()):
+            super().__init__()
+            self.config = config
+            self.depth = DepthFeatures(config)
+            self.unet = UNet2d(config.depth_channels[-1] * config.folded_depth, config)
+            self._initialise()
+            # channels-last tensors: oneDNN's (CPU) and cuDNN's fast layouts (the 2D U-Net twice as fast on a CPU)
+            self.depth.to(memory_format=torch.channels_last_3d)
+            self.unet.to(memory_format=torch.channels_last)
+
+        def _initialise(self) -> None:
+            decoder = set(self.unet.decoder.modules()) | set(self.unet.up.modules())
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+                    if m in decoder:
+                        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    else:
+                        nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+            nn.init.zeros_(self.unet.out.weight)  # start from the VDK map: the correction is zero before training
+            nn.init.zeros_(self.unet.out.bias)
+
+        def _pad(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
+            """Zero-pad the last two axes up to multiples of 2^levels; return the padded tensor and the original size."""
+            h, w = x.shape[-2:]
+            m = 2 ** self.config.levels
+            ph, pw = (-h) % m, (-w) % m
+            if ph or pw:
+                x = F.pad(x, (0, pw, 0, ph))
+            return x, h, w
+
+        def correction(self, pack: torch.Tensor) -> torch.Tensor:
+            """Packs ``(B, channels, slices, H, W)`` -> correction of each middle slice ``(B, 1, H, W)``."""
+            c = self.config
+            if pack.dim() != 5 or pack.shape[1] != c.in_channels or pack.shape[2] != c.slices:
+                raise ValueError(f"expected packs (B, {c.in_channels}, {c.slices}, H, W), got {tuple(pack.shape)}")
+            x, h, w = self._pad(pack)
+            f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (B, C, folded_depth, H, W)
+            folded = f.permute(0, 3, 4, 1, 2).reshape(f.shape[0], f.shape[3], f.shape[4], -1)  # channel = C index * depth + d
+            return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
+
+        def correction_slab(self, slab: torch.Tensor) -> torch.Tensor:
+            """A slab ``(1, channels, n + slices - 1, H, W)`` of consecutive slices -> the corrections of its ``n`` middle
+            slices ``(n, 1, H, W)``; equal to :meth:`correction` on the ``n`` packs, with the 3D convolutions done once."""
+            c = self.config
+            n = slab.shape[2] - c.slices + 1
+            if slab.dim() != 5 or slab.shape[0] != 1 or slab.shape[1] != c.in_channels or n < 1:
+                raise ValueError(f"expected a slab (1, {c.in_channels}, >= {c.slices}, H, W), got {tuple(slab.shape)}")
+            x, h, w = self._pad(slab)
+            f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (1, C, n + folded_depth - 1, H, W)
+            f = f.unfold(2, c.folded_depth, 1)  # (1, C, n, H, W, folded_depth)
+            folded = f.permute(0, 2, 3, 4, 1, 5).reshape(n, f.shape[3], f.shape[4], -1)  # as in correction()
+            return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
+
+        def forward(self, pack: torch.Tensor, vdk: torch.Tensor) -> torch.Tensor:
+            """Raw normalised dose rate of the middle slices: ``vdk (B, 1, H, W)`` + correction (not clamped)."""
+            return vdk + self.correction(pack)
+
+    return types.SimpleNamespace(DepthFeatures=DepthFeatures, UNet2d=UNet2d, ResidualDoseNet=ResidualDoseNet)
 
 
-def _double_conv(cin: int, cout: int, activation: nn.Module, batch_norm: bool) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation,
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation)
+#: Module attributes made on first access (PEP 562): ``from .cnn_network import ResidualDoseNet`` imports torch then.
+_LAZY = ("DepthFeatures", "UNet2d", "ResidualDoseNet")
 
 
-class DepthFeatures(nn.Module):
-    """The three 3D convolutions (valid through-plane, same in-plane), each with batch norm and LeakyReLU."""
-
-    def __init__(self, config: DoseNetConfig):
-        super().__init__()
-        layers = []
-        cin = config.in_channels
-        pad = config.inplane_kernel // 2
-        for k, cout in zip(config.depth_kernels, config.depth_channels):
-            layers += [nn.Conv3d(cin, cout, (k, config.inplane_kernel, config.inplane_kernel), padding=(0, pad, pad),
-                                 bias=not config.batch_norm),
-                       _norm(cout, config.batch_norm, 3), nn.LeakyReLU(config.negative_slope, inplace=True)]
-            cin = cout
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(_classes(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class UNet2d(nn.Module):
-    """2D U-Net: LeakyReLU encoder, ReLU decoder, one output channel (see the module docstring)."""
-
-    def __init__(self, in_channels: int, config: DoseNetConfig):
-        super().__init__()
-        f = config.filters
-        leaky, bn = config.negative_slope, config.batch_norm
-        self.encoder = nn.ModuleList([_double_conv(in_channels, f[0], nn.LeakyReLU(leaky, inplace=True), bn)])
-        self.encoder.extend(_double_conv(f[i - 1], f[i], nn.LeakyReLU(leaky, inplace=True), bn)
-                            for i in range(1, config.levels + 1))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in range(config.levels))
-        self.decoder = nn.ModuleList(_double_conv(2 * f[i], f[i], nn.ReLU(inplace=True), bn) for i in range(config.levels))
-        self.out = nn.Conv2d(f[0], 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(F.max_pool2d(x, 2) if i > 0 else x)
-            skips.append(x)
-        x = skips.pop()
-        for i in reversed(range(len(self.up))):
-            x = self.decoder[i](torch.cat([skips[i], self.up[i](x)], dim=1))
-        return self.out(x)
+def build_dose_network(config: DoseNetConfig = DoseNetConfig()):
+    """A :class:`ResidualDoseNet` (torch module) of this configuration, freshly initialised."""
+    return _classes().ResidualDoseNet(config)
 
 
-class ResidualDoseNet(nn.Module):
-    """004's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
-
-    def __init__(self, config: DoseNetConfig = DoseNetConfig()):
-        super().__init__()
-        self.config = config
-        self.depth = DepthFeatures(config)
-        self.unet = UNet2d(config.depth_channels[-1] * config.folded_depth, config)
-        self._initialise()
-        # channels-last tensors: oneDNN's (CPU) and cuDNN's fast layouts (the 2D U-Net twice as fast on a CPU)
-        self.depth.to(memory_format=torch.channels_last_3d)
-        self.unet.to(memory_format=torch.channels_last)
-
-    def _initialise(self) -> None:
-        decoder = set(self.unet.decoder.modules()) | set(self.unet.up.modules())
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
-                if m in decoder:
-                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                else:
-                    nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.unet.out.weight)  # start from the VDK map: the correction is zero before training
-        nn.init.zeros_(self.unet.out.bias)
-
-    def _pad(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
-        """Zero-pad the last two axes up to multiples of 2^levels; return the padded tensor and the original size."""
-        h, w = x.shape[-2:]
-        m = 2 ** self.config.levels
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
-        return x, h, w
-
-    def correction(self, pack: torch.Tensor) -> torch.Tensor:
-        """Packs ``(B, channels, slices, H, W)`` -> correction of each middle slice ``(B, 1, H, W)``."""
-        c = self.config
-        if pack.dim() != 5 or pack.shape[1] != c.in_channels or pack.shape[2] != c.slices:
-            raise ValueError(f"expected packs (B, {c.in_channels}, {c.slices}, H, W), got {tuple(pack.shape)}")
-        x, h, w = self._pad(pack)
-        f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (B, C, folded_depth, H, W)
-        folded = f.permute(0, 3, 4, 1, 2).reshape(f.shape[0], f.shape[3], f.shape[4], -1)  # channel = C index * depth + d
-        return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
-
-    def correction_slab(self, slab: torch.Tensor) -> torch.Tensor:
-        """A slab ``(1, channels, n + slices - 1, H, W)`` of consecutive slices -> the corrections of its ``n`` middle
-        slices ``(n, 1, H, W)``; equal to :meth:`correction` on the ``n`` packs, with the 3D convolutions done once."""
-        c = self.config
-        n = slab.shape[2] - c.slices + 1
-        if slab.dim() != 5 or slab.shape[0] != 1 or slab.shape[1] != c.in_channels or n < 1:
-            raise ValueError(f"expected a slab (1, {c.in_channels}, >= {c.slices}, H, W), got {tuple(slab.shape)}")
-        x, h, w = self._pad(slab)
-        f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (1, C, n + folded_depth - 1, H, W)
-        f = f.unfold(2, c.folded_depth, 1)  # (1, C, n, H, W, folded_depth)
-        folded = f.permute(0, 2, 3, 4, 1, 5).reshape(n, f.shape[3], f.shape[4], -1)  # as in correction()
-        return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
-
-    def forward(self, pack: torch.Tensor, vdk: torch.Tensor) -> torch.Tensor:
-        """Raw normalised dose rate of the middle slices: ``vdk (B, 1, H, W)`` + correction (not clamped)."""
-        return vdk + self.correction(pack)
-
-
-def physical_dose(raw: torch.Tensor, air: torch.Tensor) -> torch.Tensor:
-    """The network's dose rate as users get it: at least zero, and zero in air voxels (``air`` a bool mask)."""
+def physical_dose(raw, air):
+    """The network's dose rate as users get it: at least zero, and zero in air voxels (tensors; ``air`` bool)."""
     return raw.clamp(min=0.0).masked_fill(air, 0.0)
 
 
-def fuse_batch_norm(model: ResidualDoseNet) -> ResidualDoseNet:
+def fuse_batch_norm(model):
     """A copy for inference with every batch normalisation folded into the convolution before it: the same outputs
     in eval mode, one pass over the activations fewer per layer."""
     import copy
 
+    import torch.nn as nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     fused = copy.deepcopy(model).eval()
@@ -234,5 +256,5 @@ def fuse_batch_norm(model: ResidualDoseNet) -> ResidualDoseNet:
     return fused
 
 
-def count_parameters(model: nn.Module) -> int:
+def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -173,7 +173,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     from CTPerfusionMappingLib.inference import autocast_context, select_device
     from CTPerfusionMappingLib.training import _seed_everything
 
-    from .cnn_network import ResidualDoseNet
+    from .cnn_network import build_dose_network
     from .cnn_weights import save_dose_weights
 
     if not train_refs or not val_refs:
@@ -186,7 +186,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     torch.manual_seed(config.seed)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # one crop size: let cuDNN pick the fastest convolutions
-    model = ResidualDoseNet(network).to(device)
+    model = build_dose_network(network).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=config.lr_factor,
                                                            patience=config.lr_patience)

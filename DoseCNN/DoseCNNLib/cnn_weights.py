@@ -128,7 +128,7 @@ def load_dose_weights(path, device: str = "cpu") -> DoseModel:
     from CTPerfusionMappingLib.inference import select_device
     from CTPerfusionMappingLib.weights import _mismatch
 
-    from .cnn_network import DoseNetConfig, ResidualDoseNet
+    from .cnn_network import DoseNetConfig, build_dose_network
 
     path = Path(path)
     payload = _read_payload(path)
@@ -138,7 +138,7 @@ def load_dose_weights(path, device: str = "cpu") -> DoseModel:
         normalisation = Normalisation.from_dict(payload["normalisation"])
     except (TypeError, ValueError, KeyError) as exc:
         raise UserError(f"{path.name} holds an invalid network configuration: {exc}") from None
-    model = ResidualDoseNet(config)
+    model = build_dose_network(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     problem = _mismatch(model.state_dict(), state)
     if problem:
