@@ -6,10 +6,22 @@ The kernels are small Gaussians (not Monte Carlo voxel S values) so that no test
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from CTPerfusionMappingLib.volume import Volume
 
 SPACING = (4.0, 4.0, 4.0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module: these networks are tiny, and two threads on a shared two-core machine
+    can wait on each other for seconds."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_kernels(spacing=SPACING, electron_size: int = 3, photon_size: int = 5):

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cnn_synthetic import tiny_ct_and_activity, tiny_kernels  # noqa: E402
+from cnn_synthetic import one_torch_thread, tiny_ct_and_activity, tiny_kernels  # noqa: E402, F401
 
 from CTPerfusionMappingLib.errors import UserError  # noqa: E402
 from DoseCNNLib import cnn_weights  # noqa: E402
@@ -15,6 +15,7 @@ from DoseCNNLib.cnn_network import DoseNetConfig, ResidualDoseNet  # noqa: E402
 from DoseCNNLib.cnn_weights import DoseModel, load_dose_weights, resolve_weights, save_dose_weights  # noqa: E402
 from DoseCNNLib.vdk import vdk_dose_rate  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(2, 3, 2), base_filters=4, levels=2)
 
 

@@ -4,6 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cnn_synthetic import one_torch_thread  # noqa: E402, F401  (fixture)
+
 from DoseCNNLib.cnn_network import (  # noqa: E402
     DoseNetConfig,
     ResidualDoseNet,
@@ -12,6 +14,7 @@ from DoseCNNLib.cnn_network import (  # noqa: E402
     physical_dose,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(2, 3, 2), base_filters=4, levels=2)
 
 

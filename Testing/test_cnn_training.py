@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cnn_synthetic import learnable_reference, tiny_ct_and_activity, tiny_kernels  # noqa: E402
+from cnn_synthetic import learnable_reference, one_torch_thread, tiny_ct_and_activity, tiny_kernels  # noqa: E402, F401
 
 from CTPerfusionMappingLib.errors import UserError  # noqa: E402
 from DoseCNNLib import cnn_data  # noqa: E402
@@ -24,6 +24,7 @@ from DoseCNNLib.cnn_network import DoseNetConfig  # noqa: E402
 from DoseCNNLib.cnn_training import DoseTrainConfig, train, weighted_mse  # noqa: E402
 from DoseCNNLib.vdk import vdk_dose_rate  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(4, 4, 4), base_filters=8, levels=2)
 SPACING = (8.0, 8.0, 8.0)  # large voxels: a few litres in a tiny array, so that normalised values are O(1)
 
