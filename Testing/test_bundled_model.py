@@ -66,7 +66,7 @@ def test_without_a_bundled_model_run_asks_for_weights(monkeypatch, tmp_path):
 
 
 def test_a_pip_installed_wheel_carries_and_finds_the_model(tmp_path):
-    """A non-editable install: the wheel holds Resources/Models as the CTPerfusionMappingModels package data."""
+    """A non-editable install: the wheel holds Resources/Models and the dose kernels as package data."""
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info/ beside the sources
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -87,3 +87,7 @@ def test_a_pip_installed_wheel_carries_and_finds_the_model(tmp_path):
                            capture_output=True, text=True, env=env, check=True, cwd=tmp_path).stdout.split()
     assert found[0].startswith(str(tmp_path / "site"))  # the installed copy, not the checkout
     assert found[1] == str(tmp_path / "site" / "CTPerfusionMappingModels" / "ctpm_arnn.pt")
+    kernels = subprocess.run([sys.executable, "-c", "from DoseCNNLib import vdk; print(vdk._kernel_roots()); "
+                              "print(vdk.bundled_kernel_pair((1.96, 1.96, 3.0))[1].shape)"],
+                             capture_output=True, text=True, env=env, check=True, cwd=tmp_path).stdout
+    assert str(tmp_path / "site" / "DoseCNNKernels") in kernels and "(53, 53, 53)" in kernels  # dose kernels too

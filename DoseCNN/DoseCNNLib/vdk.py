@@ -92,11 +92,26 @@ def combined_kernel(electron_kernel: np.ndarray, photon_kernel: np.ndarray) -> n
     return out
 
 
+def _kernel_roots():
+    """Folders of bundled kernels: ``Resources/Kernels`` beside this package (checkout, Slicer), then the package data
+    ``DoseCNNKernels`` (a regular pip install)."""
+    import importlib.util
+
+    roots = [BUNDLED_KERNELS]
+    try:
+        spec = importlib.util.find_spec("DoseCNNKernels")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        roots += [Path(p) for p in spec.submodule_search_locations if Path(p).resolve() != BUNDLED_KERNELS.resolve()]
+    return [r for r in roots if r.is_dir()]
+
+
 def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """The shipped (electron, photon) kernels for this voxel size, or None (``dosecnn kernel`` makes others)."""
     from CTPerfusionMappingLib.imageio import read_volume
 
-    for folder in sorted(BUNDLED_KERNELS.glob(f"{nuclide}_*")):
+    for folder in sorted(f for root in _kernel_roots() for f in root.glob(f"{nuclide}_*")):
         electron = read_volume(folder / "electron_kernel.nrrd")
         if np.allclose(electron.spacing, spacing_mm, atol=1e-3):
             return electron.array.astype(np.float32), read_volume(folder / "photon_kernel.nrrd").array.astype(np.float32)
