@@ -23,8 +23,11 @@ from CTPerfusionMappingLib.volume import Volume
 
 
 def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays: int = 2_000_000,
-             device: str = "cpu", say: Callable[[str], None] = lambda msg: None) -> Dict[str, object]:
-    """Steps 1-4 of the module docstring; returns the summary (also written to ``out/results/demo.json``)."""
+             device: str = "cpu", say: Callable[[str], None] = lambda msg: None,
+             grid: Optional[tuple] = None) -> Dict[str, object]:
+    """Steps 1-4 of the module docstring; returns the summary (also written to ``out/results/demo.json``).
+
+    ``grid``: ((nx, ny, nz), spacing mm) instead of the ``small`` phantom (tests)."""
     from CTPerfusionMappingLib.files import write_csv
     from CTPerfusionMappingLib.imageio import write_volume
     from CTPerfusionMappingLib.report import write_json
@@ -38,7 +41,8 @@ def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays
     t0 = time.perf_counter()
     out = Path(out)
     say("1/4 synthetic patient (anatomy, kinetics, SPECTs, Monte Carlo truth)")
-    case = generate_case(seed, "small", mc_decays=mc_decays, device=device, progress=lambda m: say(f"    {m}"))
+    case = generate_case(seed, "small", mc_decays=mc_decays, device=device, grid_override=grid,
+                         progress=lambda m: say(f"    {m}"))
     folder = write_case(case, out / "patient", preview=True)
     names = {int(k): v for k, v in case.meta["labels"].items()}
     bq_per_count = case.meta["spect_model"]["bq_per_count"]
