@@ -115,6 +115,7 @@ def test_phantom_command_writes_a_case_and_the_manifests(tmp_path, capsys, monke
     rows = (tmp_path / "cohort.csv").read_text().splitlines()
     assert rows[0].startswith("id,case,time_h,ct,spect,reference") and len(rows) == 3
     assert (folder / "timepoints.csv").read_text().splitlines()[0] == "time_h,spect,ct,bq_per_count"
+    assert (folder / "labels.csv").read_text().splitlines()[:3] == ["label,name", "1,body", "2,liver"]
     assert P.time_tag(4.0) == "t004h"
     assert dosecnn(["phantom", "--out", str(tmp_path / "x"), "--mc-decays", "10"]) == 2
     assert "--mc-decays" in capsys.readouterr().err
@@ -133,3 +134,15 @@ def test_a_case_on_the_real_gate_patient(shared_data, tmp_path):
     ct = read_volume(out / "patient15" / "ct.nrrd")
     labels = read_volume(out / "patient15" / "labels.nrrd").array
     assert np.median(ct.array[labels == 6]) < -600 and np.median(ct.array[labels == 2]) > 20
+
+
+def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):
+    from CTPerfusionMappingLib.errors import UserError
+    from DoseCNNLib.pipeline import label_names_from_args
+
+    assert label_names_from_args(["1=liver", "3= right kidney"]) == {1: "liver", 3: "right kidney"}
+    (tmp_path / "labels.csv").write_text("label,name\n2,liver\n10,lesion 10 (liver)\n")
+    assert label_names_from_args([str(tmp_path / "labels.csv")]) == {2: "liver", 10: "lesion 10 (liver)"}
+    for bad in (["liver"], ["x=liver"], [str(tmp_path / "missing.csv")]):
+        with pytest.raises(UserError):
+            label_names_from_args(bad)

@@ -234,6 +234,8 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spect", required=True, help="SPECT in counts (or Bq with --calibration 1)")
     p.add_argument("--ct", required=True, help="CT in HU")
     p.add_argument("--labels", help="organ/lesion label map on the CT grid (optional)")
+    p.add_argument("--names", nargs="+", metavar="VALUE=NAME",
+                   help="label names: pairs such as 1=liver 2=kidney, or a CSV file with columns label,name")
     p.add_argument("--method", choices=["vdk", "cnn"], default="vdk",
                    help="vdk: kernel convolution with density scaling (default); cnn: VDK + the residual CNN (004)")
     p.add_argument("--weights", help="CNN weights for --method cnn (best.pt of dosecnn train; default: the bundled model)")
@@ -259,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
     from CTPerfusionMappingLib.imageio import read_volume, write_volume
     from CTPerfusionMappingLib.report import write_json
 
-    from .pipeline import check_calibration, dose_rate_map, label_table
+    from .pipeline import check_calibration, dose_rate_map, label_names_from_args, label_table
 
     check_calibration(args.calibration, args.activity_mbq)
     say = _progress_lines(args)
@@ -277,7 +279,8 @@ def _run(args: argparse.Namespace) -> int:
     dose = result.dose_rate_mgy_s
     say(0.9, "writing the results")
     write_volume(dose, args.out / "dose_rate.nrrd")
-    rows = label_table(dose, labels, result.activity_bq) if labels is not None else []
+    names = label_names_from_args(args.names)
+    rows = label_table(dose, labels, result.activity_bq, names) if labels is not None else []
     if rows:
         write_csv(rows, args.out / "table.csv")
     summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
@@ -332,7 +335,9 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", type=Path, help="CSV with columns time_h, spect, ct and activity_mbq or bq_per_count")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--labels", type=Path, help="organ/lesion label map on the reference CT's grid (optional)")
-    p.add_argument("--names", nargs="+", metavar="VALUE=NAME", help="label names, e.g. 1=liver 2=kidney")
+    p.add_argument("--names", nargs="+", metavar="VALUE=NAME",
+                   help="label names: pairs such as 1=liver 2=kidney, or a CSV file with columns label,name "
+                        "(dosecnn phantom writes labels.csv)")
     p.add_argument("--reference-ct", type=Path, help="CT whose frame and grid the outputs use (default: the first "
                                                      "time point's CT)")
     p.add_argument("--method", choices=["vdk", "cnn"], default="vdk", help="dose-rate method per time point")
@@ -361,17 +366,11 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
 def _integrate(args: argparse.Namespace) -> int:
     import sys
 
-    from CTPerfusionMappingLib.errors import UserError
-
     from .integrate import run_integrate
+    from .pipeline import label_names_from_args
 
     say = _progress_lines(args)
-    names = {}
-    for item in args.names or []:
-        value, sep, name = item.partition("=")
-        if not sep or not value.strip().isdigit() or not name.strip():
-            raise UserError(f"--names takes VALUE=NAME pairs such as 1=liver, got {item!r}")
-        names[int(value)] = name.strip()
+    names = label_names_from_args(args.names)
     s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
                       names=names, method=args.method, weights=args.weights, fit=args.fit, start=args.start,
                       register=not args.no_register, registration_metric=args.registration_metric,

@@ -226,6 +226,7 @@ def write_case(case: PhantomCase, folder: Path, preview: bool = False) -> Path:
     if case.absorbed_dose_gy is not None:
         write_volume(case.absorbed_dose_gy, folder / "absorbed_dose_mc.nrrd")
     write_csv(rows, folder / "timepoints.csv")
+    write_csv([{"label": int(k), "name": v} for k, v in case.meta["labels"].items()], folder / "labels.csv")
     write_json(case.meta, folder / "meta.json")
     if preview:
         write_preview(case, folder / "preview.png")

@@ -91,3 +91,26 @@ def label_table(dose_rate: Volume, labels: Volume, activity: Optional[Volume] = 
             row["activity_mbq"] = float(activity.array[inside].sum(dtype=np.float64) / 1e6)
         rows.append(row)
     return rows
+
+
+def label_names_from_args(items: Optional[List[str]]) -> Dict[int, str]:
+    """Label names from ``--names``: ``VALUE=NAME`` pairs, or one CSV file with columns ``label,name``."""
+    import csv
+
+    items = list(items or [])
+    if len(items) == 1 and items[0].lower().endswith(".csv"):
+        path = Path(items[0])
+        if not path.is_file():
+            raise UserError(f"label names file not found: {path}")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"label", "name"} <= set(rows[0]):
+            raise UserError(f"{path} needs the columns label,name")
+        items = [f"{r['label']}={r['name']}" for r in rows]
+    names: Dict[int, str] = {}
+    for item in items:
+        value, sep, name = item.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise UserError(f"--names takes VALUE=NAME pairs such as 1=liver (or a CSV file), got {item!r}")
+        names[int(value)] = name.strip()
+    return names
