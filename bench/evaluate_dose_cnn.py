@@ -1,6 +1,7 @@
 """Held-out evaluation of the residual dose CNN against VDK with density scaling (004's Tables I and II).
 
     python bench/evaluate_dose_cnn.py COHORT_DIR [--weights W] [--out bench/results/dose_cnn] [--device cpu]
+    python bench/evaluate_dose_cnn.py COHORT_DIR --rows bench/results/dose_cnn/rows.csv   # re-summarise only
 
 COHORT_DIR holds phantoms written by ``dosecnn phantom`` (cohort.csv, one folder per case) that the network never
 saw. For every case and time point: the SPECT -> dose rate by VDK and by VDK + CNN (:func:`DoseCNNLib.pipeline.
@@ -22,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 KINDS = {"lesions": lambda name: name.startswith("lesion"), "kidneys": lambda name: "kidney" in name,
-         "liver": lambda name: name == "liver", "spleen": lambda name: name == "spleen"}
+         "liver": lambda name: name == "liver", "spleen": lambda name: name == "spleen",
+         "lungs": lambda name: name == "lungs", "bone": lambda name: name == "bone",
+         "bowel (with gas)": lambda name: name == "bowel", "body remainder": lambda name: name == "body"}
 
 
 def evaluate(cohort: Path, weights, device: str):
@@ -124,8 +127,14 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=None, help="default: the bundled model")
     ap.add_argument("--out", type=Path, default=Path("bench/results/dose_cnn"))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rows", type=Path, help="summarise an earlier run's rows.csv instead of evaluating again")
     args = ap.parse_args()
-    rows = evaluate(args.cohort, args.weights, args.device)
+    if args.rows:
+        with open(args.rows, newline="") as f:
+            rows = [{**r, "mde": float(r["mde"]), "nrmse": float(r["nrmse"]),
+                     "nrmse_noise_corrected": float(r["nrmse_noise_corrected"])} for r in csv.DictReader(f)]
+    else:
+        rows = evaluate(args.cohort, args.weights, args.device)
     summary = summarise(rows)
     write_outputs(rows, summary, args.out)
 
