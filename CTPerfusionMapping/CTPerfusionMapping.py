@@ -265,20 +265,14 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         return "PyTorch found; device 'auto' uses a CUDA GPU when there is one, else the CPU"
 
     def deviceProbeCommand(self):
-        return [sys.executable, "-m", "CTPerfusionMappingLib.cli", "devices", "--json"]
+        from CTPerfusionMappingLib.process import device_probe_command
+
+        return device_probe_command(sys.executable)
 
     def deviceText(self, lines, errorText=""):
-        """The device line of the GUI from ``ctpm devices --json`` output."""
-        import json
+        from CTPerfusionMappingLib.process import device_text
 
-        for line in lines:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
-            gpus = ", ".join(report.get("gpus") or []) or "no CUDA GPU visible"
-            return f"auto uses {report['auto']} (torch {report['torch']}; {gpus})"
-        return "Device detection failed: " + (errorText or "no answer from the child process")
+        return device_text(lines, errorText)
 
     def missingPackages(self):
         """Python packages the pipeline needs that this Slicer lacks, each with how to install it."""

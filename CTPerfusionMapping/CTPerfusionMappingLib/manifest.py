@@ -8,15 +8,17 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .errors import UserError
 
 PATH_COLUMNS = ("ct", "spect", "lungs", "lobes")
 
 
-def read_manifest(path: Path, required: Sequence[str] = ("id", "ct")) -> List[Dict[str, str]]:
-    """Rows of a manifest with their paths made absolute; every id unique and non-empty."""
+def read_rows(path: Path, required: Sequence[str], path_columns: Sequence[str] = PATH_COLUMNS,
+              needed: Optional[str] = None) -> List[Dict[str, str]]:
+    """Rows of a CSV file (keys and values stripped), the ``required`` columns checked (``needed`` describes them in
+    the error; default: their names) and the ``path_columns`` made absolute relative to the file's folder."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found")
@@ -25,14 +27,21 @@ def read_manifest(path: Path, required: Sequence[str] = ("id", "ct")) -> List[Di
         fields = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in required if c not in fields]
         if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)} (needed: {', '.join(required)})")
+            raise UserError(f"{path} lacks the column(s) {', '.join(missing)} (needed: {needed or ', '.join(required)})")
         rows = []
         for row in reader:
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            for key in PATH_COLUMNS:
+            for key in path_columns:
                 if row.get(key) and not os.path.isabs(row[key]):
                     row[key] = str((path.parent / row[key]).resolve())
             rows.append(row)
+    return rows
+
+
+def read_manifest(path: Path, required: Sequence[str] = ("id", "ct"),
+                  path_columns: Sequence[str] = PATH_COLUMNS) -> List[Dict[str, str]]:
+    """Rows of a manifest with their paths made absolute; every id unique and non-empty."""
+    rows = read_rows(path, required, path_columns)
     ids = [r.get("id", "") for r in rows]
     if not rows:
         raise UserError(f"{path} has no cases")

@@ -133,13 +133,10 @@ def read_dose_manifest(path: Path) -> List[Dict[str, str]]:
     from CTPerfusionMappingLib.manifest import read_manifest
 
     path = Path(path)
-    rows = read_manifest(path, required=("id", "ct", "spect", "reference"))
+    rows = read_manifest(path, required=("id", "ct", "spect", "reference"), path_columns=("ct", "spect", "reference"))
     for row in rows:
-        ref = row.get("reference", "")
-        if not ref:
+        if not row.get("reference"):
             raise UserError(f"{path}: case {row['id']} has no reference dose rate")
-        if not os.path.isabs(ref):
-            row["reference"] = str((path.parent / ref).resolve())
         given = [k for k in ("activity_mbq", "bq_per_count") if row.get(k)]
         if len(given) != 1:
             raise UserError(f"{path}: case {row['id']} needs exactly one of the columns activity_mbq, bq_per_count")

@@ -22,9 +22,7 @@ Rigid registration moves whole images: organ motion and deformation between time
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,20 +74,15 @@ def _number(text: str, what: str, where: str) -> Optional[float]:
 
 def read_time_manifest(path: Path) -> List[TimePointSpec]:
     """Time points of a manifest, sorted by time (module docstring); one clear UserError per problem."""
+    from CTPerfusionMappingLib.manifest import read_rows
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in MANIFEST_COLUMNS if c not in fields]
-        if missing:
-            raise UserError(f"{path} lacks the column(s) {', '.join(missing)} (needed: time_h, spect, ct and "
-                            "activity_mbq or bq_per_count)")
-        if not any(c in fields for c in CALIBRATION_COLUMNS):
-            raise UserError(f"{path} needs a calibration column: activity_mbq (MBq in the SPECT's field of view) or "
-                            "bq_per_count")
-        specs = [_spec(row, path, n) for n, row in enumerate(reader, start=2)]
+    rows = read_rows(path, MANIFEST_COLUMNS, path_columns=("spect", "ct"),
+                     needed="time_h, spect, ct and activity_mbq or bq_per_count")
+    if rows and not any(c in rows[0] for c in CALIBRATION_COLUMNS):
+        raise UserError(f"{path} needs a calibration column: activity_mbq (MBq in the SPECT's field of view) or "
+                        "bq_per_count")
+    specs = [_spec(row, path, n) for n, row in enumerate(rows, start=2)]
     if len(specs) < 2:
         raise UserError(f"{path}: time integration needs at least 2 time points, got {len(specs)}")
     specs.sort(key=lambda s: s.time_h)
@@ -100,7 +93,6 @@ def read_time_manifest(path: Path) -> List[TimePointSpec]:
 
 
 def _spec(row: Dict[str, str], path: Path, line: int) -> TimePointSpec:
-    row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
     where = f"{path.name}, line {line}"
     t = _number(row.get("time_h", ""), "time_h", where)
     if t is None or t < 0:
@@ -109,7 +101,7 @@ def _spec(row: Dict[str, str], path: Path, line: int) -> TimePointSpec:
     for key in ("spect", "ct"):
         if not row.get(key):
             raise UserError(f"{where}: no {key} file given")
-        p = Path(row[key]) if os.path.isabs(row[key]) else (path.parent / row[key]).resolve()
+        p = Path(row[key])  # made absolute by read_rows
         if not p.exists():
             raise UserError(f"{where}: {key} file {p} not found")
         files[key] = p
