@@ -14,7 +14,7 @@ Files are written to a temporary name in the target folder and renamed into plac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UserError
 from .files import atomic_output
@@ -37,19 +37,32 @@ def bundled_weights() -> Optional[Path]:
     checkout, an editable install, or the module installed in Slicer); the ``CTPerfusionMappingModels`` package data
     of a pip install.
     """
-    import importlib.util
-    import os
+    return find_bundled_file("CTPM_WEIGHTS", Path(__file__).resolve().parent.parent / "Resources" / "Models",
+                             MODELS_PACKAGE, BUNDLED_NAME)
 
-    env = os.environ.get("CTPM_WEIGHTS")
-    if env:
-        return Path(env)
-    candidates = [Path(__file__).resolve().parent.parent / "Resources" / "Models" / BUNDLED_NAME]
+
+def package_data_folders(package: str) -> List[Path]:
+    """The folders of a data-only package (e.g. ``CTPerfusionMappingModels`` of a pip install); empty when absent."""
+    import importlib.util
+
     try:
-        spec = importlib.util.find_spec(MODELS_PACKAGE)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / BUNDLED_NAME for p in spec.submodule_search_locations]
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p) for p in spec.submodule_search_locations]
+
+
+def find_bundled_file(env_var: str, folder: Path, package: str, name: str) -> Optional[Path]:
+    """A bundled file: the path in ``env_var`` (returned even if missing, so that loading names it), else ``name`` in
+    ``folder`` (checkout, Slicer), else in the ``package`` data (pip install), else None."""
+    import os
+
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env)
+    candidates = [Path(folder) / name] + [p / name for p in package_data_folders(package)]
     return next((p for p in candidates if p.is_file()), None)
 
 

@@ -47,20 +47,9 @@ class DoseModel:
 
 def bundled_weights() -> Optional[Path]:
     """``DOSECNN_WEIGHTS`` (returned even if missing, so that loading names it), else the bundled file, else None."""
-    import importlib.util
-    import os
+    from CTPerfusionMappingLib.weights import find_bundled_file
 
-    env = os.environ.get("DOSECNN_WEIGHTS")
-    if env:
-        return Path(env)
-    candidates = [MODELS_DIR / BUNDLED_NAME]
-    try:
-        spec = importlib.util.find_spec(MODELS_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        candidates += [Path(p) / BUNDLED_NAME for p in spec.submodule_search_locations]
-    return next((p for p in candidates if p.is_file()), None)
+    return find_bundled_file("DOSECNN_WEIGHTS", MODELS_DIR, MODELS_PACKAGE, BUNDLED_NAME)
 
 
 def save_dose_weights(model, config, normalisation: Normalisation, spacing_mm, path, metadata: Optional[dict] = None,

@@ -95,15 +95,10 @@ def combined_kernel(electron_kernel: np.ndarray, photon_kernel: np.ndarray) -> n
 def _kernel_roots():
     """Folders of bundled kernels: ``Resources/Kernels`` beside this package (checkout, Slicer), then the package data
     ``DoseCNNKernels`` (a regular pip install)."""
-    import importlib.util
+    from CTPerfusionMappingLib.weights import package_data_folders
 
     roots = [BUNDLED_KERNELS]
-    try:
-        spec = importlib.util.find_spec("DoseCNNKernels")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        roots += [Path(p) for p in spec.submodule_search_locations if Path(p).resolve() != BUNDLED_KERNELS.resolve()]
+    roots += [p for p in package_data_folders("DoseCNNKernels") if p.resolve() != BUNDLED_KERNELS.resolve()]
     return [r for r in roots if r.is_dir()]
 
 
