@@ -35,6 +35,20 @@ def test_vdk_agrees_with_monte_carlo_in_soft_tissue_and_zeroes_air():
     assert dose.same_geometry(ct) and dose.array.min() >= 0
 
 
+def test_density_scaling_is_004s_in_lung_and_bounded_in_gas_pockets():
+    shape = (5, 5, 5)
+    hu = np.zeros(shape, np.int16)
+    hu[2, 2, 1] = -700  # lung, 0.267 g/cm3
+    hu[2, 2, 3] = -949  # gas at the air cut: 004's calibration gives (almost) zero density here
+    ct = Volume(hu, (2.0, 2.0, 2.0))
+    act = ct.with_array(np.ones(shape, np.float32))
+    delta = np.ones((1, 1, 1), np.float32)  # each voxel keeps its own activity: dose = activity x 1.04 / rho
+    dose = vdk_dose_rate(act, ct, delta, np.zeros((1, 1, 1), np.float32))[0].array / 1e-6
+    assert dose[2, 2, 2] == pytest.approx(1.04 / 1.02351, rel=1e-4)
+    assert dose[2, 2, 1] == pytest.approx(1.04 / (1.02351 - 0.756), rel=1e-3)
+    assert dose[2, 2, 3] == pytest.approx(1.04 / 0.05, rel=1e-4)  # bounded, not 1.04 / 0.0012
+
+
 def test_calibrations_and_resampling():
     ct = Volume(np.zeros((8, 8, 8), np.int16), (2.0, 2.0, 2.0))
     spect = Volume(np.zeros((4, 4, 4), np.float32), (4.0, 4.0, 4.0), (1.0, 1.0, 1.0))

@@ -50,7 +50,7 @@ from CTPerfusionMappingLib.errors import UserError
 
 from .vdk import AIR_HU
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: VDK density scaling bounded at 0.05 g/cm3
 #: Dose-rate scale (MBq s / mGy): 1 / (Lu-177 electron dose rate of 1 MBq spread through 1 L of soft tissue).
 DOSE_SCALE = 4.4e4
 #: One litre in mm3: the activity channel is the share of the total activity per litre.

@@ -8,6 +8,13 @@ the kernels' soft-tissue density (g/cm3). The two kernels are summed on the phot
 FFT convolution (torch, CPU or CUDA; float32; padded to 2-3-5 FFT sizes), same-size output. Air voxels
 (below -950 HU) get zero dose: dividing by the density of air would turn the kernel's tail into nonsense.
 
+Our choice where 004 is silent: the density in the scaling factor is bounded below at
+:data:`MIN_SCALING_DENSITY_G_CM3` (0.05 g/cm3, about -900 HU with 004's calibration), so the factor is at most
+1.04 / 0.05 = 20.8 (:func:`density_scaling_factor`). 004's calibration reaches zero density at -948 HU, just above
+its air cut, so gas pockets and the partial-volume edges of air (-950 to -900 HU) would otherwise be scaled by
+hundreds: in our phantoms 0.04 % of the body's voxels (bowel gas) carried 93-99 % of the squared VDK error, while the
+Monte Carlo dose there is close to the surrounding tissue's. Lung (0.1-0.4 g/cm3) is scaled exactly as in 004.
+
 Activity from a SPECT: :func:`activity_from_counts` with a calibration factor (Bq per count) or the total activity in
 the field of view (MBq), after resampling the SPECT onto the CT grid (keeping its total).
 """
@@ -25,6 +32,8 @@ from CTPerfusionMappingLib.volume import Volume
 from .kernels import KERNEL_DENSITY_G_CM3
 
 AIR_HU = -950.0
+#: Lower bound of the density in the VDK's density scaling (g/cm3); see the module docstring.
+MIN_SCALING_DENSITY_G_CM3 = 0.05
 BUNDLED_KERNELS = Path(__file__).resolve().parent.parent / "Resources" / "Kernels"
 
 
@@ -113,6 +122,12 @@ def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[n
     return None
 
 
+def density_scaling_factor(density_g_cm3):
+    """004's density scaling of a soft-tissue kernel dose, 1.04 / rho, with rho bounded below at
+    :data:`MIN_SCALING_DENSITY_G_CM3` (a torch tensor in, a tensor out; dimensionless)."""
+    return KERNEL_DENSITY_G_CM3 / density_g_cm3.clamp(min=MIN_SCALING_DENSITY_G_CM3)
+
+
 def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, photon_kernel: np.ndarray,
                   density_calibration=None, device: str = "cpu") -> Tuple[Volume, dict]:
     """Dose rate (mGy/s) on the CT grid by VDK convolution with density scaling (see the module docstring)."""
@@ -129,7 +144,7 @@ def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, 
         density = torch.as_tensor(density_calibration(ct.array.astype(np.float64)), device=device).float()
     else:
         density = density_from_hu_004(hu)
-    dose.mul_(KERNEL_DENSITY_G_CM3 / density).masked_fill_(hu < AIR_HU, 0.0).clamp_(min=0.0)  # FFT round-off: -1e-12
+    dose.mul_(density_scaling_factor(density)).masked_fill_(hu < AIR_HU, 0.0).clamp_(min=0.0)  # FFT round-off: -1e-12
     dose = dose.cpu().numpy()
     total_mbq = float(a_mbq.sum(dtype=np.float64))
     parts = {"electron_kernel_sum": float(np.sum(electron_kernel)) * total_mbq,  # dose x voxels, before edge losses
