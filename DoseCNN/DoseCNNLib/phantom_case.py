@@ -109,7 +109,7 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
     spects, spect_info = [], []
     for t, a in zip(times, activity):
         say(f"SPECT at {t:g} h")
-        s, info = simulate_spect(a, model, rng)
+        s, info = simulate_spect(a, model, rng, ct=ct, device=device)
         spects.append(s)
         spect_info.append({"time_h": t, **info})
     case = PhantomCase(ct, labels, times, activity, spects, ct.with_array(tia))
@@ -282,7 +282,8 @@ def training_rows(folder: Path, case_id: str, meta: Dict) -> List[Dict]:
 
 def generate_cohort(out: Path, n: int, seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H,
                     mc_decays: int = 2_000_000, device: str = "cpu", prefix: str = "case", preview: bool = False,
-                    progress: Optional[Callable[[str], None]] = None) -> List[Path]:
+                    progress: Optional[Callable[[str], None]] = None,
+                    spect_model: Optional[SpectModel] = None) -> List[Path]:
     """``n`` cases in ``out/<prefix>NNN`` and ``out/cohort.csv`` (case i has seed ``seed * 1000 + i``)."""
     from CTPerfusionMappingLib.files import write_csv
 
@@ -293,7 +294,8 @@ def generate_cohort(out: Path, n: int, seed: int, size: str = "small", times_h: 
     for i in range(n):
         case_id = f"{prefix}{i:03d}"
         say = (lambda msg, cid=case_id: progress(f"{cid}: {msg}")) if progress else None
-        case = generate_case(seed * 1000 + i, size, times_h, mc_decays, device=device, progress=say)
+        case = generate_case(seed * 1000 + i, size, times_h, mc_decays, device=device, spect_model=spect_model,
+                             progress=say)
         folder = write_case(case, out / case_id, preview)
         folders.append(folder)
         rows += training_rows(folder, case_id, case.meta)
