@@ -37,7 +37,8 @@ import numpy as np
 
 from CTPerfusionMappingLib.volume import Volume
 
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+from .spect_sim import FWHM_TO_SIGMA
+
 PHOTOPEAK_MEV = 0.208
 
 
