@@ -131,14 +131,16 @@ def write_outputs(rows, summary, out: Path) -> None:
                      f"{100 * s['nrmse_improvement']:.0f} % | {100 * s['cnn_better_mde_share']:.0f} % |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     x = np.arange(len(summary))
     for ax, metric, title in ((axes[0], "mde", "mean dose error (%)"), (axes[1], "nrmse", "NRMSE, noise-corrected (%)")):
         for k, method in enumerate(("VDK", "CNN")):
-            ax.bar(x + (k - 0.5) * 0.38, [100 * s[f"{method}_{metric}_mean"] for s in summary], 0.38,
-                   yerr=[100 * s[f"{method}_{metric}_sd"] for s in summary], label=method, capsize=3)
+            mean = np.array([100 * s[f"{method}_{metric}_mean"] for s in summary])
+            sd = np.array([100 * s[f"{method}_{metric}_sd"] for s in summary])
+            ax.bar(x + (k - 0.5) * 0.38, mean, 0.38, yerr=[np.minimum(sd, 0.9 * mean), sd], label=method, capsize=3)
+        ax.set_yscale("log")  # lung errors are tens of times those of soft-tissue organs
         ax.set_xticks(x)
-        ax.set_xticklabels([s["region"] for s in summary])
+        ax.set_xticklabels([s["region"] for s in summary], rotation=30, ha="right")
         ax.set_title(title, fontsize=10)
         ax.legend()
     fig.suptitle("dose rate vs Monte Carlo truth on held-out phantoms (mean +- sd over case x time point)", fontsize=10)
