@@ -178,3 +178,23 @@ def test_pipeline_and_run_command_with_the_cnn(tmp_path, problem, monkeypatch, c
     capsys.readouterr()
     assert dosecnn(args[:-4] + ["--weights", str(tmp_path / "nothing.pt"), "--out", str(tmp_path / "o2")]) == 2
     assert capsys.readouterr().err.startswith("error: network weights not found")
+
+
+def test_the_bundled_model_loads_and_its_card_holds_the_held_out_numbers():
+    import json
+
+    from DoseCNNLib.cnn_weights import MODELS_DIR, bundled_weights, load_dose_weights
+
+    model = load_dose_weights(bundled_weights())  # float16 on disk, float32 in memory
+    assert model.spacing_mm == (1.96, 1.96, 3.0) and model.metadata["epoch"] >= 1
+    assert next(model.model.parameters()).dtype == torch.float32
+    card = json.loads((MODELS_DIR / "model_card.json").read_text())
+    assert card["training"]["best_epoch"] == model.metadata["epoch"]
+    text = (MODELS_DIR / "MODEL_CARD.md").read_text()
+    assert "Not for clinical use" in text
+    for entry in card["held_out"]["summary"]:
+        if entry["region"] in ("lesions", "kidneys"):
+            gain = float(entry["mde_improvement"])
+            assert (gain >= 0.5) == card["acceptance_met"][f"{entry['region']}_mde_gain_ge_50pct"]
+            mde_vdk, mde_cnn = 100 * float(entry["VDK_mde_mean"]), 100 * float(entry["CNN_mde_mean"])
+            assert f"| {entry['region']} | {entry['n']} | {mde_vdk:.1f} +- " in text and f"{mde_cnn:.1f} +- " in text
