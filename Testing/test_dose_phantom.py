@@ -158,3 +158,19 @@ def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):
     for bad in (["liver"], ["x=liver"], [str(tmp_path / "missing.csv")]):
         with pytest.raises(UserError):
             label_names_from_args(bad)
+
+
+def test_phantom_command_passes_the_spect_model(tmp_path, monkeypatch):
+    import DoseCNNLib.phantom_case as P
+
+    seen = {}
+
+    def fake_cohort(out, n, seed, size, times, mc, device, prefix, preview, say, spect_model):
+        seen["model"] = spect_model
+        return []
+
+    monkeypatch.setattr(P, "generate_cohort", fake_cohort)
+    assert dosecnn(["phantom", "--out", str(tmp_path), "--spect", "osem", "--quiet"]) == 0
+    assert seen["model"].reconstruction == "osem" and seen["model"].views == 128 and seen["model"].iterations == 16
+    assert dosecnn(["phantom", "--out", str(tmp_path), "--quiet"]) == 0
+    assert seen["model"].reconstruction == "gaussian"
