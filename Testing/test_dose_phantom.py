@@ -155,7 +155,8 @@ def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):
     assert label_names_from_args(["1=liver", "3= right kidney"]) == {1: "liver", 3: "right kidney"}
     (tmp_path / "labels.csv").write_text("label,name\n2,liver\n10,lesion 10 (liver)\n")
     assert label_names_from_args([str(tmp_path / "labels.csv")]) == {2: "liver", 10: "lesion 10 (liver)"}
-    for bad in (["liver"], ["x=liver"], [str(tmp_path / "missing.csv")]):
+    (tmp_path / "wrong.csv").write_text("value,organ\n2,liver\n")
+    for bad in (["liver"], ["x=liver"], [str(tmp_path / "missing.csv")], [str(tmp_path / "wrong.csv")]):
         with pytest.raises(UserError):
             label_names_from_args(bad)
 

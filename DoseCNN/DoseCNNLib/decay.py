@@ -66,12 +66,12 @@ class BetaSpectrum:
     @property
     def yield_per_decay(self) -> float:
         """Betas per decay: the integral of the density."""
-        return _integral(self.density_per_mev, self.energies_mev)
+        return trapezoid(self.density_per_mev, self.energies_mev)
 
     @property
     def mean_energy_mev(self) -> float:
         """Mean kinetic energy of one beta (MeV)."""
-        return _integral(self.density_per_mev * self.energies_mev, self.energies_mev) / self.yield_per_decay
+        return trapezoid(self.density_per_mev * self.energies_mev, self.energies_mev) / self.yield_per_decay
 
     @property
     def energy_per_decay_mev(self) -> float:
@@ -99,7 +99,8 @@ class BetaSpectrum:
         return e[k] + np.clip(np.nan_to_num(x), 0.0, widths[k])
 
 
-def _integral(y: np.ndarray, x: np.ndarray) -> float:
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoidal integral of samples ``y`` over ``x``."""
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
 
 

@@ -95,17 +95,11 @@ def label_table(dose_rate: Volume, labels: Volume, activity: Optional[Volume] = 
 
 def label_names_from_args(items: Optional[List[str]]) -> Dict[int, str]:
     """Label names from ``--names``: ``VALUE=NAME`` pairs, or one CSV file with columns ``label,name``."""
-    import csv
+    from CTPerfusionMappingLib.manifest import read_rows
 
     items = list(items or [])
     if len(items) == 1 and items[0].lower().endswith(".csv"):
-        path = Path(items[0])
-        if not path.is_file():
-            raise UserError(f"label names file not found: {path}")
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or not {"label", "name"} <= set(rows[0]):
-            raise UserError(f"{path} needs the columns label,name")
+        rows = read_rows(Path(items[0]), ("label", "name"), path_columns=())
         items = [f"{r['label']}={r['name']}" for r in rows]
     names: Dict[int, str] = {}
     for item in items:

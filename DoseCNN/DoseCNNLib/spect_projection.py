@@ -55,13 +55,14 @@ def attenuation_map_per_mm(ct: Volume, grid: Volume, energy_mev: float = PHOTOPE
 
     from CTPerfusionMappingLib.volume import to_sitk
 
+    from .kernels import SOFT_TISSUE
     from .materials import density_from_hu_004
     from .photon_xs import photon_table
 
     hu = sitk.Resample(sitk.Cast(to_sitk(ct), sitk.sitkFloat32), to_sitk(grid), sitk.Transform(), sitk.sitkLinear,
                        -1000.0, sitk.sitkFloat32)
     density = density_from_hu_004(sitk.GetArrayFromImage(hu))
-    mu_rho = float(photon_table().total(3, np.array([energy_mev]))[0])  # soft tissue, cm2/g
+    mu_rho = float(photon_table().total(SOFT_TISSUE, np.array([energy_mev]))[0])  # cm2/g
     return (density * mu_rho / 10.0).astype(np.float32)
 
 
@@ -199,9 +200,8 @@ def simulate_projections_and_reconstruct(activity_on_grid_bq: np.ndarray, mu_per
                           counts_per_mbq_view=sensitivity_cps_per_mbq * duration_s / views, device=device,
                           **collimator)
     truth = torch.as_tensor(activity_on_grid_bq / 1e6, device=device, dtype=torch.float32)
-    expected = torch.cat([projector.forward(truth, g) for g in subsets_of(views, 8)])
-    order = np.concatenate(subsets_of(views, 8))
-    expected = expected[torch.as_tensor(np.argsort(order), device=device)].clamp_min(0.0)
+    chunks = [list(range(a, min(a + 16, views))) for a in range(0, views, 16)]  # memory-bounded, in view order
+    expected = torch.cat([projector.forward(truth, c) for c in chunks]).clamp_min(0.0)
     counts = rng.poisson(expected.cpu().numpy().astype(np.float64)).astype(np.float32)
     image_mbq = osem(torch.as_tensor(counts, device=device), projector, iterations, subsets)
     info = {"projection_counts": float(counts.sum()), "expected_projection_counts": float(expected.sum())}

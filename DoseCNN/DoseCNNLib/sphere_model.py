@@ -33,10 +33,11 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .decay import MEV_TO_J
+from .decay import MEV_TO_J, trapezoid
+from .kernels import SOFT_TISSUE
+from .materials import AIR_DENSITY_G_CM3, MATERIALS
 
-SOFT_TISSUE = 3  # index in materials.MATERIALS
-AIR = 0
+AIR = [m.name for m in MATERIALS].index("air")
 
 #: (radius mm, mass g, total S value Gy per decay) of Lu-177 in soft-tissue spheres (1.03 g/cm3), see the docstring.
 LU177_SOFT_TISSUE_SPHERES: Tuple[Tuple[float, float, float], ...] = (
@@ -69,11 +70,7 @@ def klein_nishina_energy_transfer_fraction(energy_mev: float, n: int = 20001) ->
     mu = np.linspace(-1.0, 1.0, n)
     ratio = 1.0 / (1.0 + k * (1.0 - mu))  # E'/E
     dsigma = ratio ** 2 * (ratio + 1.0 / ratio - (1.0 - mu ** 2))
-    return _trapezoid(dsigma * (1.0 - ratio), mu) / _trapezoid(dsigma, mu)
-
-
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+    return trapezoid(dsigma * (1.0 - ratio), mu) / trapezoid(dsigma, mu)
 
 
 def photon_absorbed_fraction_bounds(energy_mev: float, radius_mm: float, density_g_cm3: float = 1.0,
@@ -101,8 +98,6 @@ def sphere_grid(radius_mm: float, voxels_per_radius: int = 20, margin_voxels: in
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
     mask = x * x + y * y + z * z <= radius_mm * radius_mm
     materials = np.where(mask, SOFT_TISSUE, AIR).astype(np.uint8)
-    from .materials import AIR_DENSITY_G_CM3
-
     density = np.where(mask, density_g_cm3, AIR_DENSITY_G_CM3).astype(np.float32)
     return materials, density, mask, voxel
 
