@@ -30,7 +30,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from CTPerfusionMappingLib import slicer_batch  # the choices of the GUI and the batch script (no torch)
+from CTPerfusionMappingLib.slicer_glue import batch as slicer_batch  # the choices of the GUI and the batch script (no torch)
 
 SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)
 DEVICES = list(slicer_batch.DEVICES)
@@ -115,7 +115,8 @@ class CTPerfusionMappingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         """Ask a child process what torch can use (importing torch into Slicer itself is avoided)."""
         import qt
 
-        from CTPerfusionMappingLib.process import PipelineProcess, child_environment
+        from CTPerfusionMappingLib.slicer_glue.commands import child_environment
+        from ImagingBasics.process import PipelineProcess
 
         lines = []
         self._probe = PipelineProcess(self.logic.deviceProbeCommand(), env=child_environment(), on_text=lines.append)
@@ -265,12 +266,12 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         return "PyTorch found; device 'auto' uses a CUDA GPU when there is one, else the CPU"
 
     def deviceProbeCommand(self):
-        from CTPerfusionMappingLib.process import device_probe_command
+        from ImagingBasics.process import device_probe_command
 
         return device_probe_command(sys.executable)
 
     def deviceText(self, lines, errorText=""):
-        from CTPerfusionMappingLib.process import device_text
+        from ImagingBasics.process import device_text
 
         return device_text(lines, errorText)
 
@@ -303,8 +304,9 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
     # --- running ------------------------------------------------------------------------------------------------
     def start(self, p, onProgress=None):
         """Export the inputs and start the pipeline child; returns a PerfusionJob (poll ``job.process``)."""
-        from CTPerfusionMappingLib.errors import UserError
-        from CTPerfusionMappingLib.process import PipelineProcess, run_command
+        from CTPerfusionMappingLib.slicer_glue.commands import child_environment, run_command
+        from ImagingBasics.errors import UserError
+        from ImagingBasics.process import PipelineProcess
 
         problem = self.inputProblem(p)
         if problem:
@@ -323,7 +325,7 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
                                   labels_source=files.get("labelsSource", "auto"),
                                   high_percentile=p.highPercentile if p.splitAtPercentile else None)
             logging.info("CTPerfusionMapping: " + " ".join(command))
-            process = PipelineProcess(command, on_progress=onProgress).start()
+            process = PipelineProcess(command, env=child_environment(), on_progress=onProgress).start()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -350,8 +352,8 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
     # --- inputs -------------------------------------------------------------------------------------------------
     def exportInputs(self, p, folder):
         """Write the input nodes as NRRD files for the child; never modifies them. Returns the paths used."""
-        from CTPerfusionMappingLib.imageio import write_volume
-        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
+        from ImagingBasics.imageio import write_volume
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         ct = volume_from_node(p.inputCT, "CT")
         files = {"ct": os.path.join(folder, "ct.nrrd")}
@@ -388,7 +390,7 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
 
     def registerWithBRAINSFit(self, ctNode, spectNode):
         """The SPECT registered to the CT (rigid, Mattes MI) and resampled onto the CT grid, as a core Volume."""
-        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "SPECT to CT (temporary)")
         resampled = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "SPECT on CT (temporary)")
@@ -425,7 +427,8 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         return None  # built-in segmentation in the child
 
     def givenLabels(self, p, ct):
-        from CTPerfusionMappingLib.slicer_nodes import labels_from_segments, volume_from_node
+        from CTPerfusionMappingLib.slicer_glue.segments import labels_from_segments
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         if p.inputSegmentation:
             seg = p.inputSegmentation
@@ -443,7 +446,7 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
     def totalSegmentatorLobes(self, ctNode, ct):
         import TotalSegmentator
 
-        from CTPerfusionMappingLib.slicer_nodes import labels_from_segments
+        from CTPerfusionMappingLib.slicer_glue.segments import labels_from_segments
 
         seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "TotalSegmentator lungs (temporary)")
         try:
@@ -463,7 +466,7 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
 
     def cipLungs(self, ctNode, ct):
         """Lung thirds from the Chest Imaging Platform's generatepartiallunglabelmap (CIP region values)."""
-        from CTPerfusionMappingLib.imageio import read_volume
+        from ImagingBasics.imageio import read_volume
 
         folder = tempfile.mkdtemp(prefix="ctpm-cip-", dir=slicer.app.temporaryPath)
         try:
@@ -487,13 +490,9 @@ class CTPerfusionMappingLogic(ScriptedLoadableModuleLogic):
         """New (or the chosen) output nodes from the child's files; shows the perfusion map over the CT."""
         import csv
 
-        from CTPerfusionMappingLib.imageio import read_volume
-        from CTPerfusionMappingLib.slicer_nodes import (
-            FUNCTIONAL_SEGMENTS,
-            fill_table_node,
-            region_segments,
-            update_node_from_volume,
-        )
+        from CTPerfusionMappingLib.slicer_glue.segments import FUNCTIONAL_SEGMENTS, region_segments
+        from ImagingBasics.imageio import read_volume
+        from ImagingBasics.slicer_nodes import fill_table_node, update_node_from_volume
 
         name = p.inputCT.GetName()
         perfusion = p.outputPerfusion or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name + " perfusion")
@@ -545,7 +544,7 @@ class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
         self.test_PhantomWithSPECT()
 
     def _addVolume(self, volume, name):
-        from CTPerfusionMappingLib.volume import ijk_to_ras_matrix
+        from ImagingBasics.volume import ijk_to_ras_matrix
 
         return slicer.util.addVolumeFromArray(volume.array, ijk_to_ras_matrix(volume), name)
 

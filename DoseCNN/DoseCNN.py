@@ -37,7 +37,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from DoseCNNLib import slicer_commands  # the GUI's choices and the child's command lines (no torch)
+from DoseCNNLib.slicer_glue import commands as slicer_commands  # the GUI's choices and the child's command lines (no torch)
 
 METHODS = list(slicer_commands.METHODS)
 CALIBRATIONS = list(slicer_commands.CALIBRATIONS)
@@ -154,7 +154,7 @@ class DoseCNNWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         CTPerfusionMapping's (``ctpm devices --json``)."""
         import qt
 
-        from CTPerfusionMappingLib.process import PipelineProcess
+        from ImagingBasics.process import PipelineProcess
 
         lines = []
         self._probe = PipelineProcess(self.logic.deviceProbeCommand(), env=slicer_commands.child_environment(),
@@ -403,12 +403,12 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
         return "PyTorch found; device 'auto' uses a CUDA GPU when there is one, else the CPU"
 
     def deviceProbeCommand(self):
-        from CTPerfusionMappingLib.process import device_probe_command
+        from ImagingBasics.process import device_probe_command
 
         return device_probe_command(sys.executable)
 
     def deviceText(self, lines, errorText=""):
-        from CTPerfusionMappingLib.process import device_text
+        from ImagingBasics.process import device_text
 
         return device_text(lines, errorText)
 
@@ -470,8 +470,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
     def start(self, p, onProgress=None):
         """Export the inputs and start the child (``dosecnn run`` or ``integrate``); returns a DoseJob (poll
         ``job.process``)."""
-        from CTPerfusionMappingLib.errors import UserError
-        from CTPerfusionMappingLib.process import PipelineProcess
+        from ImagingBasics.errors import UserError
+        from ImagingBasics.process import PipelineProcess
 
         problem = self.inputProblem(p)
         if problem:
@@ -529,8 +529,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
     def exportInputs(self, p, folder):
         """Write the input nodes as NRRD files (and the time-point manifest) for the child; never modifies them.
         Returns the paths used and what the results need (labels, names, colours, times)."""
-        from CTPerfusionMappingLib.imageio import write_volume
-        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
+        from ImagingBasics.imageio import write_volume
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         ct = volume_from_node(p.inputCT, "CT")
         inputs = {"ct": os.path.join(folder, "ct.nrrd"), "grid": ct}
@@ -551,8 +551,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
     def exportTimePoints(self, p, folder):
         """Each time point's SPECT and CT (a node used twice is written once; no CT: the reference CT) and the
         manifest of ``dosecnn integrate``, in time order."""
-        from CTPerfusionMappingLib.imageio import write_volume
-        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
+        from ImagingBasics.imageio import write_volume
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         written = [(p.inputCT, os.path.join(folder, "ct.nrrd"))]
 
@@ -575,8 +575,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
 
     def labelMap(self, p, ct):
         """(label map on the CT grid, {value: name}, {value: RGB}) from the segmentation or label map, or None."""
-        from CTPerfusionMappingLib.slicer_nodes import label_map_from_segments, volume_from_node
-        from DoseCNNLib.slicer_results import labels_on_grid
+        from DoseCNNLib.slicer_glue.results import labels_on_grid
+        from ImagingBasics.slicer_nodes import label_map_from_segments, volume_from_node
 
         if p.inputSegmentation:
             segmentation = p.inputSegmentation.GetSegmentation()
@@ -599,9 +599,9 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
     def importResults(self, outDir, p, inputs):
         """New (or the chosen) output nodes from the child's files: dose maps (PET colours, shown over the CT), the
         per-segment table, the DVH table and chart."""
-        from CTPerfusionMappingLib.imageio import read_volume
-        from CTPerfusionMappingLib.slicer_nodes import volume_from_node
-        from DoseCNNLib import slicer_results as results
+        from DoseCNNLib.slicer_glue import results
+        from ImagingBasics.imageio import read_volume
+        from ImagingBasics.slicer_nodes import volume_from_node
 
         name = p.inputCT.GetName()
         grid = inputs["grid"]
@@ -639,8 +639,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
     def showDoseMap(self, node, name, volume):
         """Put a dose map into ``node`` (a new one when None) with the PET colour map and a window 0..99.9th
         percentile."""
-        from CTPerfusionMappingLib.slicer_nodes import update_node_from_volume
-        from DoseCNNLib.slicer_results import DOSE_COLOUR_NODE_ID, display_window
+        from DoseCNNLib.slicer_glue.results import DOSE_COLOUR_NODE_ID, display_window
+        from ImagingBasics.slicer_nodes import update_node_from_volume
 
         node = node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
         update_node_from_volume(node, volume)
@@ -665,7 +665,7 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
         p.outputTimePointDoseRates = nodes
 
     def fillTable(self, p, title, rows, columns):
-        from CTPerfusionMappingLib.slicer_nodes import fill_typed_table
+        from ImagingBasics.slicer_nodes import fill_typed_table
 
         table = p.outputTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", title)
         fill_typed_table(table, rows, columns)
@@ -673,8 +673,8 @@ class DoseCNNLogic(ScriptedLoadableModuleLogic):
 
     def showDVH(self, p, name, dose, labels, names, colours, unit):
         """The cumulative DVHs as a table (dose, then one volume-% column per segment) and a plot chart."""
-        from CTPerfusionMappingLib.slicer_nodes import fill_typed_table
-        from DoseCNNLib.slicer_results import dvh_table
+        from DoseCNNLib.slicer_glue.results import dvh_table
+        from ImagingBasics.slicer_nodes import fill_typed_table
 
         columns, rows, series = dvh_table(dose, labels, names, unit)
         table = p.outputDVHTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name + " DVH")
@@ -719,12 +719,12 @@ class DoseCNNTest(ScriptedLoadableModuleTest):
         self.test_TwoTimePoints()
 
     def _addVolume(self, volume, name):
-        from CTPerfusionMappingLib.volume import ijk_to_ras_matrix
+        from ImagingBasics.volume import ijk_to_ras_matrix
 
         return slicer.util.addVolumeFromArray(volume.array, ijk_to_ras_matrix(volume), name)
 
     def _case(self):
-        from DoseCNNLib.slicer_selftest import small_case
+        from DoseCNNLib.slicer_glue.selftest import small_case
 
         self.delayDisplay("Building a small synthetic torso")
         case = small_case()

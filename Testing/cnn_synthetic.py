@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.volume import Volume
 
 SPACING = (4.0, 4.0, 4.0)
 
@@ -63,7 +63,7 @@ def learnable_reference(activity: Volume, ct: Volume, vdk: Volume, strength: flo
     lung-like tissue), zero in air. The difference from VDK is a function of the network's inputs: it can be learned."""
     from scipy import ndimage
 
-    from DoseCNNLib.materials import density_from_hu_004
+    from DoseCNNLib.physics.materials import density_from_hu_004
 
     voxel_ml = float(np.prod(ct.spacing)) / 1000.0
     blurred = ndimage.gaussian_filter(activity.array.astype(np.float64) / 1e6, (0.0, 1.0, 1.0)) * 0.0228 / voxel_ml

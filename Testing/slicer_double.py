@@ -379,8 +379,8 @@ def make_cli_double(calls: list, fail: set, cip_mask=None):
     SimpleITK (BRAINSFit: keeps the identity transform; BRAINSResample: resamples onto the reference grid)."""
     import SimpleITK as sitk
 
-    from CTPerfusionMappingLib import slicer_nodes
-    from CTPerfusionMappingLib.volume import from_sitk, to_sitk
+    from ImagingBasics import slicer_nodes
+    from ImagingBasics.volume import from_sitk, to_sitk
 
     def run_sync(module, node, parameters):
         unknown = set(parameters) - CLI_PARAMETERS[module.name]
@@ -389,7 +389,7 @@ def make_cli_double(calls: list, fail: set, cip_mask=None):
         if module.name in fail:
             return CLINodeDouble(True, f"{module.name}: simulated failure")
         if module.name == "generatepartiallunglabelmap":  # the caller's cip_mask(ct Volume) -> CIP label Volume
-            from CTPerfusionMappingLib.imageio import read_volume, write_volume
+            from ImagingBasics.imageio import read_volume, write_volume
 
             write_volume(cip_mask(read_volume(parameters["ctFileName"])), parameters["outputLungMaskFileName"])
         if module.name == "brainsresample":
@@ -409,7 +409,7 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
 
     import numpy as np
 
-    from CTPerfusionMappingLib import slicer_nodes
+    from ImagingBasics import slicer_nodes
 
     slicer = types.ModuleType("slicer")
     slicer.mrmlScene = SceneDouble()
@@ -441,7 +441,7 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
         pass
 
     def save_node(node, path):
-        from CTPerfusionMappingLib.imageio import write_volume
+        from ImagingBasics.imageio import write_volume
 
         write_volume(slicer_nodes.volume_from_node(node), path)
         return True

@@ -59,7 +59,7 @@ def test_without_a_bundled_model_run_asks_for_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(weights, "__file__", str(tmp_path / "lib" / "weights.py"))  # an install without Resources
     monkeypatch.setattr(weights, "MODELS_PACKAGE", "NoSuchModelsPackage")
     assert weights.bundled_weights() is None
-    from CTPerfusionMappingLib.errors import UserError
+    from ImagingBasics.errors import UserError
 
     with pytest.raises(UserError, match="--weights"):
         load_model(None, baseline=False, device="cpu")
@@ -87,7 +87,7 @@ def test_a_pip_installed_wheel_carries_and_finds_the_model(tmp_path):
                            capture_output=True, text=True, env=env, check=True, cwd=tmp_path).stdout.split()
     assert found[0].startswith(str(tmp_path / "site"))  # the installed copy, not the checkout
     assert found[1] == str(tmp_path / "site" / "CTPerfusionMappingModels" / "ctpm_arnn.pt")
-    kernels = subprocess.run([sys.executable, "-c", "from DoseCNNLib import vdk; print(vdk._kernel_roots()); "
-                              "print(vdk.bundled_kernel_pair((1.96, 1.96, 3.0))[1].shape)"],
+    kernels = subprocess.run([sys.executable, "-c", "from DoseCNNLib.physics import kernel_library as k; "
+                              "print(k.kernel_roots()); print(k.bundled_kernel_pair((1.96, 1.96, 3.0))[1].shape)"],
                              capture_output=True, text=True, env=env, check=True, cwd=tmp_path).stdout
     assert str(tmp_path / "site" / "DoseCNNKernels") in kernels and "(53, 53, 53)" in kernels  # dose kernels too

@@ -7,13 +7,13 @@ torch = pytest.importorskip("torch")
 
 from cnn_synthetic import one_torch_thread, tiny_ct_and_activity, tiny_kernels  # noqa: E402, F401
 
-from CTPerfusionMappingLib.errors import UserError  # noqa: E402
-from DoseCNNLib import cnn_weights  # noqa: E402
-from DoseCNNLib.cnn_data import DOSE_SCALE, Normalisation  # noqa: E402
-from DoseCNNLib.cnn_inference import cnn_dose_rate, model_grid, spacing_differs  # noqa: E402
-from DoseCNNLib.cnn_network import DoseNetConfig, ResidualDoseNet  # noqa: E402
-from DoseCNNLib.cnn_weights import DoseModel, load_dose_weights, resolve_weights, save_dose_weights  # noqa: E402
-from DoseCNNLib.vdk import vdk_dose_rate  # noqa: E402
+from DoseCNNLib.cnn import weights as cnn_weights  # noqa: E402
+from DoseCNNLib.cnn.data import DOSE_SCALE, Normalisation  # noqa: E402
+from DoseCNNLib.cnn.inference import cnn_dose_rate, model_grid, spacing_differs  # noqa: E402
+from DoseCNNLib.cnn.network import DoseNetConfig, ResidualDoseNet  # noqa: E402
+from DoseCNNLib.cnn.weights import DoseModel, load_dose_weights, resolve_weights, save_dose_weights  # noqa: E402
+from DoseCNNLib.physics.vdk import vdk_dose_rate  # noqa: E402
+from ImagingBasics.errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(2, 3, 2), base_filters=4, levels=2)
@@ -99,7 +99,7 @@ def test_inputs_are_checked(problem):
     bad[0, 0, 0] = np.nan
     with pytest.raises(UserError, match="NaN"):
         cnn_dose_rate(activity.with_array(bad), ct, vdk, model)
-    from CTPerfusionMappingLib.volume import Volume
+    from ImagingBasics.volume import Volume
 
     with pytest.raises(UserError, match="CT grid"):
         cnn_dose_rate(Volume(activity.array[:-1], activity.spacing), ct, vdk, model)
@@ -151,13 +151,13 @@ def test_weights_round_trip_and_wrong_files(tmp_path, problem, monkeypatch):
 def test_pipeline_and_run_command_with_the_cnn(tmp_path, problem, monkeypatch, capsys):
     import json
 
-    from CTPerfusionMappingLib.imageio import read_volume, write_volume
-    from DoseCNNLib import kernels
     from DoseCNNLib.cli import main as dosecnn
-    from DoseCNNLib.pipeline import dose_rate_map
+    from DoseCNNLib.dosimetry.pipeline import dose_rate_map
+    from DoseCNNLib.physics import kernel_library
+    from ImagingBasics.imageio import read_volume, write_volume
 
     ct, activity, vdk = problem
-    monkeypatch.setattr(kernels, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
+    monkeypatch.setattr(kernel_library, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
     model = _model(ct.spacing)
     weights = save_dose_weights(model.model, TINY, model.normalisation, ct.spacing, tmp_path / "w.pt")
     result = dose_rate_map(activity, ct, bq_per_count=1.0, method="cnn", weights=weights)
@@ -183,7 +183,7 @@ def test_pipeline_and_run_command_with_the_cnn(tmp_path, problem, monkeypatch, c
 def test_the_bundled_model_loads_and_its_card_holds_the_held_out_numbers():
     import json
 
-    from DoseCNNLib.cnn_weights import MODELS_DIR, bundled_weights, load_dose_weights
+    from DoseCNNLib.cnn.weights import MODELS_DIR, bundled_weights, load_dose_weights
 
     model = load_dose_weights(bundled_weights())  # float16 on disk, float32 in memory
     assert model.spacing_mm == (1.96, 1.96, 3.0) and model.metadata["epoch"] >= 1

@@ -6,13 +6,7 @@ torch = pytest.importorskip("torch")
 
 from cnn_synthetic import one_torch_thread  # noqa: E402, F401  (fixture)
 
-from DoseCNNLib.cnn_network import (  # noqa: E402
-    DoseNetConfig,
-    ResidualDoseNet,
-    count_parameters,
-    fuse_batch_norm,
-    physical_dose,
-)
+from DoseCNNLib.cnn.network import DoseNetConfig, ResidualDoseNet, count_parameters, fuse_batch_norm, physical_dose
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(2, 3, 2), base_filters=4, levels=2)

@@ -10,19 +10,12 @@ torch = pytest.importorskip("torch")
 
 from cnn_synthetic import learnable_reference, one_torch_thread, tiny_ct_and_activity, tiny_kernels  # noqa: E402, F401
 
-from CTPerfusionMappingLib.errors import UserError  # noqa: E402
-from DoseCNNLib import cnn_data  # noqa: E402
-from DoseCNNLib.cnn_data import (  # noqa: E402
-    Normalisation,
-    body_mask,
-    case_from_volumes,
-    make_batch,
-    split_slices,
-    window_indices,
-)
-from DoseCNNLib.cnn_network import DoseNetConfig  # noqa: E402
-from DoseCNNLib.cnn_training import DoseTrainConfig, train, weighted_mse  # noqa: E402
-from DoseCNNLib.vdk import vdk_dose_rate  # noqa: E402
+from DoseCNNLib.cnn import data as cnn_data  # noqa: E402
+from DoseCNNLib.cnn.data import Normalisation, body_mask, case_from_volumes, make_batch, split_slices, window_indices
+from DoseCNNLib.cnn.network import DoseNetConfig  # noqa: E402
+from DoseCNNLib.cnn.training import DoseTrainConfig, train, weighted_mse  # noqa: E402
+from DoseCNNLib.physics.vdk import vdk_dose_rate  # noqa: E402
+from ImagingBasics.errors import UserError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = DoseNetConfig(depth_channels=(4, 4, 4), base_filters=8, levels=2)
@@ -114,7 +107,7 @@ def test_a_tiny_network_learns_the_correction(tmp_path, cases):
     assert float(rows[-1]["train_loss"]) < 0.3 * float(rows[0]["train_loss"])
     best = min(rows, key=lambda r: float(r["val_loss"]))
     assert float(best["val_nrmse"]) < 0.6 * float(best["val_nrmse_vdk"])
-    from DoseCNNLib.cnn_weights import load_dose_weights
+    from DoseCNNLib.cnn.weights import load_dose_weights
 
     model = load_dose_weights(tmp_path / "best.pt")
     assert model.metadata["epoch"] == summary["best_epoch"] and model.spacing_mm == SPACING
@@ -139,7 +132,7 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path, cases):
 
 
 def _write_manifest(folder, seeds=(0, 1)):
-    from CTPerfusionMappingLib.imageio import write_volume
+    from ImagingBasics.imageio import write_volume
 
     rows = []
     for seed in seeds:
@@ -155,9 +148,9 @@ def _write_manifest(folder, seeds=(0, 1)):
 
 
 def test_cases_are_prepared_once_and_cached(tmp_path, monkeypatch):
-    from DoseCNNLib import kernels
+    from DoseCNNLib.physics import kernel_library
 
-    monkeypatch.setattr(kernels, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
+    monkeypatch.setattr(kernel_library, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
     manifest = _write_manifest(tmp_path)
     first = cnn_data.load_cases(manifest, tmp_path / "cache")
     assert [c.case_id for c in first] == ["p0", "p1"] and first[1].group == "patient1"  # the case column groups rows
@@ -173,11 +166,11 @@ def test_cases_are_prepared_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_cli_train_then_run_with_the_trained_weights(tmp_path, monkeypatch, capsys):
-    from CTPerfusionMappingLib.imageio import read_volume
-    from DoseCNNLib import kernels
     from DoseCNNLib.cli import main as dosecnn
+    from DoseCNNLib.physics import kernel_library
+    from ImagingBasics.imageio import read_volume
 
-    monkeypatch.setattr(kernels, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
+    monkeypatch.setattr(kernel_library, "kernel_pair_for", lambda spacing, *a, **k: tiny_kernels(spacing))
     manifest = _write_manifest(tmp_path)
     out = tmp_path / "model"
     args = ["train", str(manifest), "--out", str(out), "--epochs", "2", "--batch-size", "8", "--val-by", "patient",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.decay import load_decay_data, normalise_nuclide_name
+from DoseCNNLib.physics.decay import load_decay_data, normalise_nuclide_name
+from ImagingBasics.errors import UserError
 
 
 def test_lu177_energies_per_decay_are_icrp107s():

@@ -12,9 +12,9 @@ GRID = ((96, 80, 20), (1.96, 1.96, 3.0))  # the bundled kernels' voxel size; a 1
 
 @pytest.fixture()
 def tiny_weights(tmp_path):
-    from DoseCNNLib.cnn_data import Normalisation
-    from DoseCNNLib.cnn_network import DoseNetConfig, build_dose_network
-    from DoseCNNLib.cnn_weights import save_dose_weights
+    from DoseCNNLib.cnn.data import Normalisation
+    from DoseCNNLib.cnn.network import DoseNetConfig, build_dose_network
+    from DoseCNNLib.cnn.weights import save_dose_weights
 
     config = DoseNetConfig(depth_channels=(2, 2, 2), base_filters=4, levels=2)
     return save_dose_weights(build_dose_network(config), config, Normalisation.for_spacing(GRID[1]), GRID[1],

@@ -8,9 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume
-from DoseCNNLib.dose_metrics import (
+from DoseCNNLib.dosimetry.metrics import (
     compare_methods,
     comparison_figure,
     cumulative_dvh,
@@ -22,6 +20,8 @@ from DoseCNNLib.dose_metrics import (
     nrmse,
     nrmse_noise_corrected,
 )
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def test_mde_and_nrmse_by_hand():

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.imageio import read_volume
-from CTPerfusionMappingLib.volume import Volume
-from DoseCNNLib import phantom_kinetics as K
-from DoseCNNLib import torso_phantom as T
 from DoseCNNLib.cli import main as dosecnn
-from DoseCNNLib.phantom_case import generate_case, time_tag
-from DoseCNNLib.spect_sim import SpectModel, simulate_spect
+from DoseCNNLib.phantoms import kinetics as K
+from DoseCNNLib.phantoms import torso as T
+from DoseCNNLib.phantoms.case import generate_case, time_tag
+from DoseCNNLib.phantoms.spect_sim import SpectModel, simulate_spect
+from ImagingBasics.imageio import read_volume
+from ImagingBasics.volume import Volume
 
 COARSE = ((96, 80, 24), (4.0, 4.0, 8.0))  # 384 x 320 x 192 mm: the whole small field of view, coarse voxels
 
@@ -111,7 +111,7 @@ def test_monte_carlo_truth_is_linear_in_the_compartments(case):
 
 
 def test_phantom_command_writes_a_case_and_the_manifests(tmp_path, capsys, monkeypatch):
-    import DoseCNNLib.phantom_case as P
+    import DoseCNNLib.phantoms.case as P
 
     monkeypatch.setitem(T.GRIDS, "small", COARSE)
     assert dosecnn(["phantom", "--out", str(tmp_path), "--n", "1", "--mc-decays", "30000", "--times", "24", "96",
@@ -149,8 +149,8 @@ def test_a_case_on_the_real_gate_patient(shared_data, tmp_path):
 
 
 def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):
-    from CTPerfusionMappingLib.errors import UserError
-    from DoseCNNLib.pipeline import label_names_from_args
+    from DoseCNNLib.dosimetry.pipeline import label_names_from_args
+    from ImagingBasics.errors import UserError
 
     assert label_names_from_args(["1=liver", "3= right kidney"]) == {1: "liver", 3: "right kidney"}
     (tmp_path / "labels.csv").write_text("label,name\n2,liver\n10,lesion 10 (liver)\n")
@@ -162,7 +162,7 @@ def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):
 
 
 def test_phantom_command_passes_the_spect_model(tmp_path, monkeypatch):
-    import DoseCNNLib.phantom_case as P
+    import DoseCNNLib.phantoms.case as P
 
     seen = {}
 

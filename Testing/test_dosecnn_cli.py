@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.imageio import read_volume, write_volume
-from CTPerfusionMappingLib.volume import Volume
 from DoseCNNLib.cli import main as dosecnn
+from ImagingBasics.imageio import read_volume, write_volume
+from ImagingBasics.volume import Volume
 
 
 def test_kernel_command_writes_and_reuses(tmp_path, capsys):
@@ -47,8 +47,8 @@ def test_mc_command_writes_dose_rate_and_uncertainty(tmp_path, capsys):
 
 
 def test_run_command_gives_the_vdk_dose_rate_and_an_organ_table(tmp_path, capsys):
-    from DoseCNNLib.kernels import kernel_pair_for
-    from DoseCNNLib.vdk import activity_from_counts, vdk_dose_rate
+    from DoseCNNLib.physics.kernel_library import kernel_pair_for
+    from DoseCNNLib.physics.vdk import activity_from_counts, vdk_dose_rate
 
     ct = Volume(np.zeros((10, 10, 10), np.int16), (4.0, 4.0, 4.0))
     spect = Volume(np.zeros((5, 5, 5), np.float32), (8.0, 8.0, 8.0), (2.0, 2.0, 2.0))

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.slicer_batch import parse_batch_arguments
+from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
+from ImagingBasics.errors import UserError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "DoseCNN" / "Resources" / "Scripts" / "DoseCNNBatch.py"
 

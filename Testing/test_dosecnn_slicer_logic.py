@@ -21,9 +21,9 @@ from slicer_double import (
     make_slicer_double,
 )
 
-from CTPerfusionMappingLib import slicer_nodes
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.slicer_selftest import small_case
+from DoseCNNLib.slicer_glue.selftest import small_case
+from ImagingBasics import slicer_nodes
+from ImagingBasics.errors import UserError
 
 MODULE = Path(__file__).resolve().parents[1] / "DoseCNN" / "DoseCNN.py"
 ORGANS = (2, 3, 4, 5, 10)  # liver, kidneys, spleen, a lesion
@@ -207,7 +207,7 @@ def test_time_point_files_and_manifest(module, case, tmp_path):
                     mod.DoseTimePoint(spect=spect, ct=p.inputCT, hours=24.0)]
     files = logic.exportInputs(p, str(tmp_path))
     assert files["times"] == [24.0, 48.0] and "labels" not in files
-    from DoseCNNLib.integrate import read_time_manifest
+    from DoseCNNLib.dosimetry.integrate import read_time_manifest
 
     specs = read_time_manifest(Path(files["manifest"]))
     assert [s.ct.name for s in specs] == ["ct.nrrd", "ct_2.nrrd"]  # the reference CT is written once, as ct.nrrd
@@ -287,8 +287,8 @@ def test_missing_packages_are_named_and_torch_for_the_cnn(module, case, monkeypa
 
 
 def test_the_device_line_comes_from_the_shared_probe(module):
-    from CTPerfusionMappingLib.process import PipelineProcess
-    from DoseCNNLib.slicer_commands import child_environment
+    from DoseCNNLib.slicer_glue.commands import child_environment
+    from ImagingBasics.process import PipelineProcess
 
     mod, _, _ = module
     logic = mod.DoseCNNLogic()
@@ -314,9 +314,9 @@ def test_tables_are_typed(module, case):
 
 def test_the_cnn_method_runs_with_a_weights_file(module, case, tmp_path):
     torch = pytest.importorskip("torch")
-    from DoseCNNLib.cnn_data import Normalisation
-    from DoseCNNLib.cnn_network import DoseNetConfig, ResidualDoseNet
-    from DoseCNNLib.cnn_weights import save_dose_weights
+    from DoseCNNLib.cnn.data import Normalisation
+    from DoseCNNLib.cnn.network import DoseNetConfig, ResidualDoseNet
+    from DoseCNNLib.cnn.weights import save_dose_weights
 
     tiny = DoseNetConfig(depth_channels=(2, 3, 2), base_filters=4, levels=2)
     torch.manual_seed(0)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from slicer_double import TableNodeDouble
 
-from CTPerfusionMappingLib import process, slicer_nodes
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume
-from DoseCNNLib import slicer_commands, slicer_results
 from DoseCNNLib.cli import build_parser
-from DoseCNNLib.integrate import read_time_manifest
+from DoseCNNLib.dosimetry.integrate import read_time_manifest
+from DoseCNNLib.slicer_glue import commands as slicer_commands
+from DoseCNNLib.slicer_glue import results as slicer_results
+from ImagingBasics import process, slicer_nodes
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def test_run_command_is_a_valid_dosecnn_run(tmp_path):
@@ -66,7 +67,8 @@ def test_the_child_finds_both_libraries_and_the_device_probe_is_shared():
     assert env["PYTHONPATH"].split(os.pathsep) == [str(process.LIB_PARENT), str(slicer_commands.DOSE_LIB_PARENT),
                                                    "/elsewhere"]
     assert (slicer_commands.DOSE_LIB_PARENT / "DoseCNNLib" / "cli.py").is_file()
-    assert process.device_probe_command("py") == ["py", "-m", "CTPerfusionMappingLib.cli", "devices", "--json"]
+    assert (process.LIB_PARENT / "ImagingBasics" / "devices.py").is_file()
+    assert process.device_probe_command("py") == ["py", "-m", "ImagingBasics.devices", "--json"]
     line = '{"torch": "2.1", "cuda_build": null, "gpus": [], "mps_available": false, "auto": "cpu"}'
     assert process.device_text(["hello", line]) == "auto uses cpu (torch 2.1; no CUDA GPU visible)"
     assert process.device_text(["[1, 2]"], "boom") == "Device detection failed: boom"

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from DoseCNNLib.electron_stopping import (
+from DoseCNNLib.physics.electron_stopping import (
     collision_stopping_power,
     csda_range_g_cm2,
     electron_medium,
     electron_table,
     total_stopping_power,
 )
-from DoseCNNLib.materials import MATERIALS
+from DoseCNNLib.physics.materials import MATERIALS
 
 WATER = electron_medium({"H": 0.111894, "O": 0.888106}, 1.0)
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from DoseCNNLib.decay import load_decay_data
-from DoseCNNLib.electron_stopping import csda_range_g_cm2, electron_medium
-from DoseCNNLib.electron_transport import electron_tables, transport_electrons, transport_mean_free_path_g_cm2
-from DoseCNNLib.kernels import voxel_s_values
-from DoseCNNLib.materials import MATERIALS
-from DoseCNNLib.photon_transport import isotropic_directions, uniform_grid
+from DoseCNNLib.physics.decay import load_decay_data
+from DoseCNNLib.physics.electron_stopping import csda_range_g_cm2, electron_medium
+from DoseCNNLib.physics.electron_transport import electron_tables, transport_electrons, transport_mean_free_path_g_cm2
+from DoseCNNLib.physics.kernels import voxel_s_values
+from DoseCNNLib.physics.materials import MATERIALS
+from DoseCNNLib.physics.photon_transport import isotropic_directions, uniform_grid
 
 SOFT = [m.name for m in MATERIALS].index("soft tissue")
 SOFT_COMPOSITION = MATERIALS[SOFT].composition

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.files import atomic_output, file_extension
+from ImagingBasics.errors import UserError
+from ImagingBasics.files import atomic_output, file_extension
 
 
 def test_success_renames_and_failure_keeps_the_old_file(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of CTPerfusionMappingLib.imageio: reading/writing volumes, DICOM series, Interfile, geometry, errors, CLI."""
+"""Tests of ImagingBasics.imageio: reading/writing volumes, DICOM series, Interfile, geometry, errors, CLI."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.imageio import read_interfile, read_volume, write_volume
-from CTPerfusionMappingLib.volume import Volume, from_sitk, ijk_to_ras_matrix, to_sitk, volume_from_ijk_to_ras
+from ImagingBasics.errors import UserError
+from ImagingBasics.imageio import read_interfile, read_volume, write_volume
+from ImagingBasics.volume import Volume, from_sitk, ijk_to_ras_matrix, to_sitk, volume_from_ijk_to_ras
 
 
 # --- helpers --------------------------------------------------------------------------------------

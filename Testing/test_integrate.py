@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.imageio import read_volume, write_volume
-from CTPerfusionMappingLib.volume import Volume
 from DoseCNNLib.cli import main as dosecnn
-from DoseCNNLib.integrate import read_time_manifest, register_ct_to_ct, to_reference_frame
+from DoseCNNLib.dosimetry.integrate import read_time_manifest, register_ct_to_ct, to_reference_frame
+from ImagingBasics.errors import UserError
+from ImagingBasics.imageio import read_volume, write_volume
+from ImagingBasics.volume import Volume
 
 SPACING = (4.0, 4.0, 4.0)
 SHAPE = (12, 24, 24)  # z, y, x
@@ -31,7 +31,7 @@ BODY = ((36.0, 30.0, 18.0), 0.02, 20.0)  # semi-axes mm, MBq/mL at t = 0, T_eff 
 
 @pytest.fixture(scope="module")
 def small_kernels():
-    from DoseCNNLib.kernels import voxel_s_values
+    from DoseCNNLib.physics.kernels import voxel_s_values
 
     k = voxel_s_values("Lu-177", SPACING, size=5, n_decays=5000, photon_size=9)
     return k.electron.astype(np.float32), k.photon.astype(np.float32)
@@ -40,7 +40,7 @@ def small_kernels():
 @pytest.fixture
 def fast_kernels(monkeypatch, small_kernels):
     """kernel_pair_for (read by pipeline.dose_rate_map at call time) returns the small test kernels."""
-    monkeypatch.setattr("DoseCNNLib.kernels.kernel_pair_for", lambda *args, **kwargs: small_kernels)
+    monkeypatch.setattr("DoseCNNLib.physics.kernel_library.kernel_pair_for", lambda *args, **kwargs: small_kernels)
     return small_kernels
 
 
@@ -94,7 +94,7 @@ def _write_rows(rows, path: Path) -> None:
 
 
 def test_integrate_recovers_the_time_integrated_activity_and_dose(tmp_path, fast_kernels, capsys):
-    from DoseCNNLib.vdk import vdk_dose_rate
+    from DoseCNNLib.physics.vdk import vdk_dose_rate
 
     manifest = write_case(tmp_path)
     out = tmp_path / "out"

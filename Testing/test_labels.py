@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.imageio import read_volume
 from CTPerfusionMappingLib.labels import (
     REGION_LONG_NAMES,
     REGION_NAMES,
@@ -17,9 +15,11 @@ from CTPerfusionMappingLib.labels import (
     normalise_labels,
     region_kind,
     region_side,
-    resample_labels_to,
 )
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.imageio import read_volume
+from ImagingBasics.resample import resample_labels
+from ImagingBasics.volume import Volume
 
 # --- a constructed chest: right lung at low x index, left lung at high x index, superior = high k ---------------------
 SHAPE = (24, 12, 30)  # z, y, x
@@ -291,13 +291,13 @@ def test_lung_thirds_empty_and_one_lung():
 
 
 # --- resampling -----------------------------------------------------------------------------------------
-def test_resample_labels_to_other_grid():
+def test_resample_labels_to_another_grid():
     lobes = _lobes()
     labels = Volume(lobes, spacing=(2.0, 2.0, 3.0), origin=(-30.0, -12.0, -40.0))
     # a finer, flipped-x reference grid covering the label map
     ref = Volume(np.zeros((36, 24, 60), np.int16), spacing=(1.0, 1.0, 2.0), origin=(28.5, -12.0, -40.0),
                  direction=np.diag([-1.0, 1.0, 1.0]))
-    out = resample_labels_to(labels, ref)
+    out = resample_labels(labels, ref)
     assert out.same_geometry(ref) and out.array.dtype == lobes.dtype
     # check each output voxel against the label at its physical point (nearest neighbour)
     kk, jj, ii = np.nonzero(np.ones(ref.shape, bool))
@@ -310,17 +310,17 @@ def test_resample_labels_to_other_grid():
     assert np.mean(out.array[~on_edge] == expected[~on_edge]) == 1.0
     labels_out = normalise_labels(out, "cip")
     assert labels_out.kind == "lobes" and set(labels_out.region_ids) == {4, 5, 6, 7, 8}
-    assert resample_labels_to(labels, labels) is labels
+    assert resample_labels(labels, labels) is labels
 
 
-def test_resample_labels_to_refuses_disjoint_grids():
+def test_resample_labels_refuses_disjoint_grids():
     labels = Volume(_lobes(), spacing=(2.0, 2.0, 3.0))
     far = Volume(np.zeros((10, 10, 10), np.int16), origin=(500.0, 500.0, 500.0))
     with pytest.raises(UserError, match="do not overlap"):
-        resample_labels_to(labels, far)
+        resample_labels(labels, far)
     corner = Volume(np.zeros((2, 2, 2), np.int16), origin=(0.0, 0.0, 0.0))  # overlaps only background
     with pytest.raises(UserError, match="none of the labels"):
-        resample_labels_to(labels, corner)
+        resample_labels(labels, corner)
 
 
 # --- real label maps --------------------------------------------------------------------------------------
@@ -393,6 +393,6 @@ def test_real_totalsegmentator(shared_data):
     origin = lo.min(axis=0)
     size = np.ceil((lo.max(axis=0) - origin) / 4.0).astype(int) + 1
     ref = Volume(np.zeros(tuple(size[::-1]), np.int16), spacing=(4.0, 4.0, 4.0), origin=tuple(origin))
-    moved = normalise_labels(resample_labels_to(volume, ref), "totalsegmentator")
+    moved = normalise_labels(resample_labels(volume, ref), "totalsegmentator")
     assert moved.lungs.same_geometry(ref) and {6, 7, 8} <= set(moved.region_ids)
     _assert_right_is_patient_right(moved)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.imageio import read_volume
 from CTPerfusionMappingLib.lungseg import segment_lungs
 from CTPerfusionMappingLib.synthetic import cohort
-from CTPerfusionMappingLib.volume import Volume, from_sitk, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.imageio import read_volume
+from ImagingBasics.volume import Volume, from_sitk, to_sitk
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.materials import AIR_DENSITY_G_CM3, MATERIALS, DensityCalibration, density_from_hu_004, material_index
+from DoseCNNLib.physics.materials import (
+    AIR_DENSITY_G_CM3,
+    MATERIALS,
+    DensityCalibration,
+    density_from_hu_004,
+    material_index,
+)
+from ImagingBasics.errors import UserError
 
 
 def test_density_follows_the_papers_bilinear_calibration():
@@ -40,7 +46,7 @@ def test_material_classes_and_compositions():
 
 
 def test_real_lu177_patient_ct_has_lung_soft_tissue_and_bone(shared_data):
-    from CTPerfusionMappingLib.imageio import read_volume
+    from ImagingBasics.imageio import read_volume
 
     ct = read_volume(shared_data / "real" / "lu177_dotatate_patient15" / "patient15_LuDOTATATE_attn.h33")
     hu = ct.array.astype(np.float64) - 1000.0  # stored as HU + 1000

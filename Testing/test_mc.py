@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume
-from DoseCNNLib.decay import MEV_TO_J, load_decay_data
-from DoseCNNLib.materials import density_from_hu_004
-from DoseCNNLib.mc import run_mc, sample_decay_positions
+from DoseCNNLib.physics.constants import MEV_TO_J
+from DoseCNNLib.physics.decay import load_decay_data
+from DoseCNNLib.physics.materials import density_from_hu_004
+from DoseCNNLib.physics.monte_carlo import run_mc, sample_decay_positions
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def _uniform_case(shape=(20, 20, 20), spacing=2.0, total_bq=1e6):
@@ -71,7 +72,7 @@ def test_slab_phantom_shows_what_density_scaled_kernels_miss():
     """Soft tissue (activity) | bone | lung: Monte Carlo against 004's density-scaled soft-tissue kernel."""
     from scipy import signal
 
-    from DoseCNNLib.kernels import voxel_s_values
+    from DoseCNNLib.physics.kernels import voxel_s_values
 
     shape = (12, 12, 44)
     hu = np.zeros(shape, np.int16)

@@ -11,7 +11,6 @@ import pytest
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from CTPerfusionMappingLib.errors import UserError
 from CTPerfusionMappingLib.labels import lung_thirds, normalise_labels
 from CTPerfusionMappingLib.metrics import (
     dice,
@@ -25,7 +24,8 @@ from CTPerfusionMappingLib.metrics import (
     ssim,
     write_region_csv,
 )
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 @pytest.fixture()

@@ -11,21 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from CTPerfusionMappingLib.errors import UserError  # noqa: E402
-from CTPerfusionMappingLib.inference import (  # noqa: E402
-    _run_with_oom_fallback,
-    describe_device,
-    predict,
-    select_device,
-)
-from CTPerfusionMappingLib.network import (  # noqa: E402
-    NetworkConfig,
-    _classes,
-    build_model,
-    count_parameters,
-    kaiming_bound,
-)
+from CTPerfusionMappingLib.inference import predict
+from CTPerfusionMappingLib.network import NetworkConfig, _classes, build_model, count_parameters, kaiming_bound
 from CTPerfusionMappingLib.weights import load_weights, save_weights  # noqa: E402
+from ImagingBasics.devices import describe_device, run_with_oom_fallback, select_device
+from ImagingBasics.errors import UserError  # noqa: E402
 
 TINY = NetworkConfig(base_channels=4, max_channels=16, input_shape=(32, 16, 16))
 SHAPE = (2, 1, 32, 16, 16)
@@ -291,7 +281,7 @@ def test_oom_fallback_warns_and_runs_on_cpu():
         return "done"
 
     with pytest.warns(RuntimeWarning, match="out of GPU memory"):
-        assert _run_with_oom_fallback(fn, "cuda") == "done"
+        assert run_with_oom_fallback(fn, "cuda") == "done"
     assert seen == ["cuda", "cpu"]
 
 
@@ -302,7 +292,7 @@ def test_other_errors_are_not_swallowed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError):
-            _run_with_oom_fallback(fn, "cuda")
+            run_with_oom_fallback(fn, "cuda")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

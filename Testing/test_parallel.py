@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from CTPerfusionMappingLib import dataset
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.parallel import default_workers, map_in_processes
+from CTPerfusionMappingLib.training import dataset
+from ImagingBasics.errors import UserError
+from ImagingBasics.parallel import default_workers, map_in_processes
 
 
 def test_results_in_input_order_in_and_out_of_process():

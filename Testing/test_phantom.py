@@ -12,7 +12,6 @@ import SimpleITK as sitk
 from scipy import stats
 
 from CTPerfusionMappingLib.cli import main as ctpm
-from CTPerfusionMappingLib.imageio import read_volume
 from CTPerfusionMappingLib.synthetic import cohort, validation
 from CTPerfusionMappingLib.synthetic.anatomy import LOBE_NAMES
 from CTPerfusionMappingLib.synthetic.spect import (
@@ -21,6 +20,7 @@ from CTPerfusionMappingLib.synthetic.spect import (
     transform_from_meta,
     transform_matrix,
 )
+from ImagingBasics.imageio import read_volume
 
 FILES = ["ct.nrrd", "spect.nrrd", "perfusion_truth.nrrd", "lungs.nrrd", "lobes.nrrd", "pathology_labels.nrrd", "meta.json"]
 

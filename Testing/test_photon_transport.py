@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from DoseCNNLib.materials import MATERIALS
-from DoseCNNLib.photon_transport import (
+from DoseCNNLib.physics.materials import MATERIALS
+from DoseCNNLib.physics.photon_transport import (
     isotropic_directions,
     rotate_direction,
     sample_klein_nishina,
     transport_photons,
     uniform_grid,
 )
-from DoseCNNLib.photon_xs import photon_table
+from DoseCNNLib.physics.photon_xs import photon_table
 
 SOFT = [m.name for m in MATERIALS].index("soft tissue")
 BONE = [m.name for m in MATERIALS].index("cortical bone")

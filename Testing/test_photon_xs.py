@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.materials import MATERIALS, Material
-from DoseCNNLib.photon_xs import build_photon_table, mass_attenuation_cm2_g, photon_table
+from DoseCNNLib.physics.materials import MATERIALS, Material
+from DoseCNNLib.physics.photon_xs import build_photon_table, mass_attenuation_cm2_g, photon_table
+from ImagingBasics.errors import UserError
 
 WATER = {"H": 0.111894, "O": 0.888106}
 

@@ -12,10 +12,10 @@ import pytest
 import SimpleITK as sitk
 
 from CTPerfusionMappingLib.cli import main as ctpm
-from CTPerfusionMappingLib.imageio import read_volume, write_volume
 from CTPerfusionMappingLib.pipeline import RunOptions, run_pipeline
 from CTPerfusionMappingLib.synthetic import cohort
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.imageio import read_volume, write_volume
+from ImagingBasics.volume import Volume
 
 torch = pytest.importorskip("torch")
 

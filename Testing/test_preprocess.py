@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from CTPerfusionMappingLib.errors import UserError
 from CTPerfusionMappingLib.preprocess import (
     PreprocessParams,
     combine_lungs,
@@ -21,7 +20,8 @@ from CTPerfusionMappingLib.preprocess import (
 )
 from CTPerfusionMappingLib.synthetic import cohort
 from CTPerfusionMappingLib.synthetic.spect import resample_to_reference, transform_from_meta
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def test_histogram_equalisation_is_equation_1():

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from CTPerfusionMappingLib import process
 from CTPerfusionMappingLib.cli import build_parser
-from CTPerfusionMappingLib.errors import UserError
+from CTPerfusionMappingLib.slicer_glue import commands
 from CTPerfusionMappingLib.synthetic.cohort import generate_case, write_case
+from ImagingBasics import process
+from ImagingBasics.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +33,25 @@ def test_protocol_lines_round_trip_and_other_lines_are_text():
 
 
 def test_run_command_is_a_valid_ctpm_run(tmp_path):
-    cmd = process.run_command("ct.nrrd", tmp_path, spect="s.nrrd", lobes="l.nrrd", device="cpu", register=False,
+    cmd = commands.run_command("ct.nrrd", tmp_path, spect="s.nrrd", lobes="l.nrrd", device="cpu", register=False,
                               threshold=0.7, mc_dropout=3, baseline=True)
     assert cmd[:4] == [sys.executable, "-m", "CTPerfusionMappingLib.cli", "run"]
     args = build_parser().parse_args(cmd[3:])
     assert (args.ct, args.spect, args.lobes, args.lungs) == ("ct.nrrd", "s.nrrd", "l.nrrd", None)
     assert args.no_register and args.baseline and args.progress_lines and args.mc_dropout == 3
     assert args.threshold == 0.7 and args.device == "cpu" and args.out == tmp_path
-    env = process.child_environment({"PYTHONPATH": "/elsewhere"})
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(process.LIB_PARENT), "/elsewhere"]
+    env = commands.child_environment({"PYTHONPATH": "/elsewhere"})
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(process.LIB_PARENT), str(commands.CTPM_LIB_PARENT), "/elsewhere"]
+    assert (process.LIB_PARENT / "ImagingBasics" / "process.py").is_file()
+    assert (commands.CTPM_LIB_PARENT / "CTPerfusionMappingLib" / "cli.py").is_file()
 
 
 def test_blocking_run_reports_progress_and_its_output_folder(case, tmp_path):
     seen = []
-    out = process.run_blocking(process.run_command(case / "ct.nrrd", tmp_path / "out", spect=case / "spect.nrrd",
-                                                   device="cpu"),
-                               on_progress=lambda f, step: seen.append((f, step)), timeout_s=300)
+    out = process.run_blocking(commands.run_command(case / "ct.nrrd", tmp_path / "out", spect=case / "spect.nrrd",
+                                                    device="cpu"),
+                               on_progress=lambda f, step: seen.append((f, step)), timeout_s=300,
+                               env=commands.child_environment())
     assert Path(out) == (tmp_path / "out").resolve()
     assert (Path(out) / "perfusion.nrrd").is_file() and (Path(out) / "metrics.json").is_file()
     fractions = [f for f, _ in seen]
@@ -57,7 +61,8 @@ def test_blocking_run_reports_progress_and_its_output_folder(case, tmp_path):
 
 
 def test_a_user_error_in_the_child_surfaces_its_message(tmp_path):
-    proc = process.PipelineProcess(process.run_command(tmp_path / "missing.nrrd", tmp_path / "out", baseline=True)).start()
+    proc = process.PipelineProcess(commands.run_command(tmp_path / "missing.nrrd", tmp_path / "out", baseline=True),
+                                   env=commands.child_environment()).start()
     assert proc.wait(timeout_s=120) == 2
     with pytest.raises(UserError, match=r"^.*missing\.nrrd.*not found|not found.*missing\.nrrd"):
         proc.check()

@@ -5,18 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.registration import (
-    RegistrationResult,
-    assess_registration,
-    mean_displacement_mm,
-    register_spect_to_ct,
-    resample_spect_to_ct,
-    transform_to_matrix,
-)
+from CTPerfusionMappingLib.registration import RegistrationResult, assess_registration, register_spect_to_ct, resample_spect_to_ct
 from CTPerfusionMappingLib.synthetic.cohort import generate_case
 from CTPerfusionMappingLib.synthetic.spect import resample_to_reference, transform_from_meta
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.rigid import mean_displacement_mm, transform_to_matrix
+from ImagingBasics.volume import Volume
 
 SEEDS = (0, 1, 2)
 

@@ -1,12 +1,11 @@
 """Static contracts of the Slicer extension that can be checked without Slicer.
 
 * each module's CMakeLists.txt lists every Python file of its Lib package and every file of its Resources folder
-  (else Slicer does not install it),
-  and every listed file exists (a missing one is a configure error); the module's own ``X.py`` may be absent
-  only while the top-level CMakeLists adds a module just when that file exists;
-* nothing in the Lib packages imports Slicer, Qt, CTK or (at import time) torch;
+  (else Slicer does not install it), each shared package's CMakeLists.txt every file of the package, both modules
+  add the shared packages, and every listed file exists (a missing one is a configure error);
+* nothing in the Lib packages or the foundation imports Slicer, Qt, CTK or (at import time) torch;
 * everything Slicer imports parses as Python 3.9 (Slicer 5.8);
-* pyproject.toml packages every Lib sub-package.
+* pyproject.toml packages every Lib sub-package and every shared package.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"CTPerfusionMapping": "CTPerfusionMappingLib", "DoseCNN": "DoseCNNLib"}
+SHARED_PACKAGES = ("ImagingBasics",)
 SLICER_ONLY = {"slicer", "qt", "ctk", "vtk.qt", "SimpleITK.sitkUtils", "sitkUtils"}
 
 
@@ -44,16 +44,25 @@ def test_module_cmake_lists_every_script(module):
     assert sorted(resources) == on_disk_resources, "run scripts/update_cmake_lists.py"
     assert f"{module}.py" in scripts
     for rel in scripts + resources:
-        if rel == f"{module}.py" and not (folder / rel).exists():
-            continue  # allowed: the top-level CMakeLists skips modules without their Slicer file
         assert (folder / rel).is_file(), f"{module}/CMakeLists.txt lists a missing file: {rel}"
+    shared = re.search(r"foreach\(shared_package\s+([^)]*)\)", text)
+    assert shared and sorted(shared.group(1).split()) == sorted(SHARED_PACKAGES), "the module must add every shared package"
+    assert "add_subdirectory(${CMAKE_CURRENT_SOURCE_DIR}/../${shared_package}" in text
 
 
-def test_top_level_cmake_adds_only_existing_modules():
+@pytest.mark.parametrize("package", SHARED_PACKAGES)
+def test_shared_package_cmake_lists_every_file(package):
+    text = (ROOT / package / "CMakeLists.txt").read_text()
+    listed = _cmake_list(text, "PACKAGE_PYTHON_SCRIPTS")
+    on_disk = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py"))
+    assert sorted(listed) == on_disk, "run scripts/update_cmake_lists.py"
+    assert f"TARGET_NAME {package}" in text and "NO_INSTALL_SUBDIR" in text
+
+
+def test_top_level_cmake_adds_both_modules():
     text = (ROOT / "CMakeLists.txt").read_text()
     assert "find_package(Slicer REQUIRED)" in text and "Slicer_EXTENSION_CPACK" in text
-    assert re.search(r'foreach\(module_name\s+CTPerfusionMapping\s+DoseCNN\)', text)
-    assert 'if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${module_name}/${module_name}.py")' in text
+    assert re.findall(r"^add_subdirectory\((\w+)\)", text, re.M) == ["CTPerfusionMapping", "DoseCNN"]
     icon = re.search(r'EXTENSION_ICONURL "[^"]*/(Resources/[^"]+)"', text).group(1)
     assert (ROOT / icon).is_file()
 
@@ -61,6 +70,8 @@ def test_top_level_cmake_adds_only_existing_modules():
 def _lib_files():
     for module, lib in MODULES.items():
         yield from sorted((ROOT / module / lib).rglob("*.py"))
+    for package in SHARED_PACKAGES:
+        yield from sorted((ROOT / package).rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", list(_lib_files()), ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -92,6 +103,10 @@ def test_pyproject_packages_every_lib_subpackage():
     for module, lib in MODULES.items():
         for init in (ROOT / module / lib).rglob("__init__.py"):
             dotted = ".".join(init.parent.relative_to(ROOT / module).parts)
+            assert dotted in packages, f"{dotted} missing from pyproject packages"
+    for package in SHARED_PACKAGES:
+        for init in (ROOT / package).rglob("__init__.py"):
+            dotted = ".".join(init.parent.relative_to(ROOT).parts)
             assert dotted in packages, f"{dotted} missing from pyproject packages"
     assert cfg["project"]["requires-python"] == ">=3.9"
     assert "torch>=2.1" in cfg["project"]["dependencies"]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from slicer_double import ScalarVolumeNodeDouble, SegmentationNodeDouble, make_slicer_double
 
-from CTPerfusionMappingLib import slicer_nodes
-from CTPerfusionMappingLib.errors import UserError
 from CTPerfusionMappingLib.network import NetworkConfig, build_model
 from CTPerfusionMappingLib.synthetic.cohort import generate_case
 from CTPerfusionMappingLib.weights import save_weights
+from ImagingBasics import slicer_nodes
+from ImagingBasics.errors import UserError
 
 MODULE = Path(__file__).resolve().parents[1] / "CTPerfusionMapping" / "CTPerfusionMapping.py"
 
@@ -180,7 +180,7 @@ def test_brainsfit_registers_the_spect_in_slicer_when_installed(monkeypatch, tmp
     assert fit["useRigid"] and fit["costMetric"] == "MMI"
     assert resample_name == "brainsresample" and resample["referenceVolume"] is p.inputCT
     assert resample["warpTransform"] is fit["linearTransform"]
-    from CTPerfusionMappingLib.imageio import read_volume
+    from ImagingBasics.imageio import read_volume
 
     assert files["spectRegistered"] and read_volume(files["spect"]).same_geometry(case.ct)  # on the CT grid
     assert not slicer.mrmlScene.nodes  # temporary transform and volume removed
@@ -195,7 +195,7 @@ def test_brainsfit_registers_the_spect_in_slicer_when_installed(monkeypatch, tmp
 
 
 def test_device_line_comes_from_a_child_process(module):
-    from CTPerfusionMappingLib.process import PipelineProcess
+    from ImagingBasics.process import PipelineProcess
 
     mod, _, _ = module
     logic = mod.CTPerfusionMappingLogic()
@@ -238,7 +238,7 @@ def test_totalsegmentator_lobes_are_used_when_installed(monkeypatch, tmp_path, c
     logic, p = _parameters(mod, case, tiny_weights, inputSPECT=None)
     files = logic.exportInputs(p, str(tmp_path))
     assert calls == ["total"] and files["labelsSource"] == "cip"
-    from CTPerfusionMappingLib.imageio import read_volume
+    from ImagingBasics.imageio import read_volume
 
     np.testing.assert_array_equal(read_volume(files["lobes"]).array, case.lobes.array)
     assert not doubles["slicer"].mrmlScene.nodes  # the temporary segmentation is removed

@@ -9,9 +9,10 @@ import SimpleITK as sitk
 import vtk
 from slicer_double import LinearTransformDouble, TableNodeDouble, VolumeNodeDouble, WarpTransformDouble
 
-from CTPerfusionMappingLib import slicer_nodes
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume, to_sitk
+from CTPerfusionMappingLib.slicer_glue import segments
+from ImagingBasics import slicer_nodes
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume, to_sitk
 
 
 def _rotated_volume() -> Volume:
@@ -128,7 +129,7 @@ def test_table_from_a_real_run_output(tmp_path):
     assert all(-1.0 <= v <= 1.0 for v in spearman)
     shares = [table.GetColumnByName("perfusion_share_percent").GetValue(i) for i in range(5)]
     assert sum(shares) == pytest.approx(100.0, abs=0.01)
-    assert slicer_nodes.region_segments([4, 5, 6, 7, 8])[4][0] == "RUL"
+    assert segments.region_segments([4, 5, 6, 7, 8])[4][0] == "RUL"
     assert sitk.ReadImage(str(tmp_path / "out" / "perfusion.nrrd")).GetSize() == \
         sitk.ReadImage(str(case / "ct.nrrd")).GetSize()
 
@@ -139,10 +140,10 @@ def test_segmentations_become_lobe_or_lung_labels():
     rul[:, :, 0] = True
     lll[:, :, 3] = True
     airway[:, :, 1] = True
-    kind, labels = slicer_nodes.labels_from_segments([("lung_upper_lobe_right", "right upper lobe", rul),
+    kind, labels = segments.labels_from_segments([("lung_upper_lobe_right", "right upper lobe", rul),
                                                       ("Segment_2", "LLL", lll), ("trachea", "trachea", airway)])
     assert kind == "lobes" and labels[0, 0].tolist() == [4, 0, 0, 8]
-    kind, labels = slicer_nodes.labels_from_segments([("Segment_1", "Right lung", rul), ("Segment_2", "left-lung", lll)])
+    kind, labels = segments.labels_from_segments([("Segment_1", "Right lung", rul), ("Segment_2", "left-lung", lll)])
     assert kind == "lungs" and labels[0, 0].tolist() == [1, 0, 0, 2]
     with pytest.raises(UserError, match="no lung or lobe segments recognised.*trachea"):
-        slicer_nodes.labels_from_segments([("trachea", "trachea", airway)])
+        segments.labels_from_segments([("trachea", "trachea", airway)])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from DoseCNNLib.spect_projection import Projector, osem, simulate_projections_and_reconstruct, system_fwhm_mm
-from DoseCNNLib.spect_sim import SpectModel, simulate_spect
+from DoseCNNLib.phantoms.spect_projection import Projector, osem, simulate_projections_and_reconstruct, system_fwhm_mm
+from DoseCNNLib.phantoms.spect_sim import SpectModel, simulate_spect
 
 N, NZ, VOXEL = 48, 8, 4.8
 
@@ -110,7 +110,7 @@ def test_noisy_reconstruction_is_calibrated_in_counts():
 
 
 def test_spect_model_chooses_osem_and_needs_the_ct():
-    from CTPerfusionMappingLib.volume import Volume
+    from ImagingBasics.volume import Volume
 
     hu = np.full((10, 40, 40), -1000, np.int16)
     yy, xx = np.mgrid[:40, :40] - 19.5

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from DoseCNNLib.photon_transport import sample_klein_nishina
-from DoseCNNLib.sphere_model import (
+from DoseCNNLib.physics.photon_transport import sample_klein_nishina
+from DoseCNNLib.physics.sphere_model import (
     LU177_SOFT_TISSUE_SPHERES,
     SPHERE_DENSITY_G_CM3,
     compare_with_reference,

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from DoseCNNLib.time_integration import (
+from DoseCNNLib.dosimetry.time_integration import (
     MGY_S_H_TO_GY,
     absorbed_dose_gy,
     bi_exponential_batch,
@@ -21,6 +20,7 @@ from DoseCNNLib.time_integration import (
     physical_decay_constant_per_h,
     trapezoid_integral,
 )
+from ImagingBasics.errors import UserError
 
 LAM_P = physical_decay_constant_per_h("Lu-177")
 TIMES = np.array([4.0, 24.0, 96.0, 168.0])  # a clinical Lu-177 schedule (h)

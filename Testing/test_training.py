@@ -13,11 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from CTPerfusionMappingLib import dataset  # noqa: E402
 from CTPerfusionMappingLib.cli import main as ctpm  # noqa: E402
-from CTPerfusionMappingLib.errors import UserError  # noqa: E402
 from CTPerfusionMappingLib.network import NetworkConfig  # noqa: E402
-from CTPerfusionMappingLib.training import ENCODER_PREFIXES, TrainConfig, masked_bce_with_logits, train  # noqa: E402
+from CTPerfusionMappingLib.training import dataset
+from CTPerfusionMappingLib.training.trainer import ENCODER_PREFIXES, TrainConfig, masked_bce_with_logits, train
+from ImagingBasics.errors import UserError  # noqa: E402
 
 TINY = NetworkConfig(base_channels=2, max_channels=4)
 FAST = TrainConfig(epochs=2, batch_size=2, seed=3, device="cpu", amp=False)
@@ -148,7 +148,7 @@ def test_distributed_data_parallel_with_two_cpu_processes(cohort_csv, samples, t
 
 
 def test_patient_folds_and_scores_with_known_answers(samples):
-    from CTPerfusionMappingLib.crossval import paired_test, patient_folds, score_samples, summarise
+    from CTPerfusionMappingLib.training.crossval import paired_test, patient_folds, score_samples, summarise
 
     folds = patient_folds(samples, 3, seed=1)
     assert sorted(sum(folds, [])) == sorted({s.case_id for s in samples}) and all(len(f) == 1 for f in folds)
@@ -198,7 +198,7 @@ def test_ctpm_ablate_writes_the_table(cohort_csv, tmp_path, capsys):
 
 
 def test_linear_input_is_the_scaled_hu_window(samples):
-    from CTPerfusionMappingLib.dataset import linear_ct_input
+    from CTPerfusionMappingLib.training.dataset import linear_ct_input
 
     hu = np.array([[[-1200.0, -1000.0, -650.0, -300.0, 40.0]]])
     mask = np.array([[[True, True, True, True, False]]])

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume
-from DoseCNNLib.kernels import voxel_s_values
-from DoseCNNLib.mc import run_mc
-from DoseCNNLib.vdk import activity_from_counts, bundled_kernel_pair, fft_convolve_same, vdk_dose_rate
+from DoseCNNLib.physics.kernel_library import bundled_kernel_pair
+from DoseCNNLib.physics.kernels import voxel_s_values
+from DoseCNNLib.physics.monte_carlo import run_mc
+from DoseCNNLib.physics.vdk import activity_from_counts, fft_convolve_same, vdk_dose_rate
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def test_fft_convolution_equals_direct_convolution():
@@ -71,7 +72,7 @@ def test_the_bundled_kernel_pair_is_found_by_voxel_size():
 
 
 def test_combined_kernel_is_the_sum_with_centres_aligned():
-    from DoseCNNLib.vdk import combined_kernel
+    from DoseCNNLib.physics.vdk import combined_kernel
 
     e = np.zeros((3, 3, 3))
     e[1, 1, 1] = 5.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from CTPerfusionMappingLib.errors import UserError
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 
 def test_rejects_non_3d_bad_spacing_and_sheared_direction():

@@ -2,7 +2,7 @@
 
     python bench/bench_dose_cnn.py [--repeats 3] [--device cpu|cuda] [--weights W]
 
-Times :func:`DoseCNNLib.cnn_inference.cnn_dose_rate` (the CNN correction of a whole volume in slabs, after the VDK,
+Times :func:`DoseCNNLib.cnn.inference.cnn_dose_rate` (the CNN correction of a whole volume in slabs, after the VDK,
 which bench_vdk.py times): the median of the repeats after one warm-up run. Without --weights a default-size network
 with random weights (the speed does not depend on the values) is saved to a temporary file and used.
 """
@@ -28,11 +28,11 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from CTPerfusionMappingLib.volume import Volume
-    from DoseCNNLib.cnn_data import Normalisation
-    from DoseCNNLib.cnn_inference import cnn_dose_rate
-    from DoseCNNLib.cnn_network import DoseNetConfig, build_dose_network
-    from DoseCNNLib.cnn_weights import save_dose_weights
+    from DoseCNNLib.cnn.data import Normalisation
+    from DoseCNNLib.cnn.inference import cnn_dose_rate
+    from DoseCNNLib.cnn.network import DoseNetConfig, build_dose_network
+    from DoseCNNLib.cnn.weights import save_dose_weights
+    from ImagingBasics.volume import Volume
 
     spacing = (0.98, 0.98, 3.0)
     shape = (130, 512, 512)

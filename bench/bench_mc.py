@@ -25,8 +25,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from CTPerfusionMappingLib.volume import Volume
-    from DoseCNNLib.mc import run_mc
+    from DoseCNNLib.physics.monte_carlo import run_mc
+    from ImagingBasics.volume import Volume
 
     shape = (130, 512, 512)
     hu = np.zeros(shape, np.int16)

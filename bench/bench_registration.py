@@ -27,9 +27,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from CTPerfusionMappingLib.registration import mean_displacement_mm, register_spect_to_ct
+from CTPerfusionMappingLib.registration import register_spect_to_ct
 from CTPerfusionMappingLib.synthetic.cohort import GENERATOR_VERSION, case_seed, generate_case
 from CTPerfusionMappingLib.synthetic.spect import transform_from_meta
+from ImagingBasics.rigid import mean_displacement_mm
 
 HERE = Path(__file__).resolve().parent
 MEAN_TARGET_MM = 3.0

@@ -64,7 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     case, weights = ensure_inputs(args.seed)
     meta = json.loads((case / "meta.json").read_text())
-    from CTPerfusionMappingLib.inference import describe_device, select_device
+    from ImagingBasics.devices import describe_device, select_device
 
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; device: "
           f"{describe_device(select_device(args.device))}")

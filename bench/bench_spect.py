@@ -1,5 +1,5 @@
 """Benchmark: one simulated Lu-177 SPECT of a dose phantom (`dosecnn phantom`), image-domain Gaussian model vs
-projections + OSEM (DoseCNNLib.spect_sim / spect_projection), in-process, median of several runs.
+projections + OSEM (DoseCNNLib.phantoms.spect_sim / spect_projection), in-process, median of several runs.
 
     .venv/bin/python bench/bench_spect.py [--runs 3] [--size small] [--device cpu]
 
@@ -20,8 +20,8 @@ import numpy as np
 
 
 def lesion_recovery(spect, activity, labels, model) -> float:
-    from DoseCNNLib.spect_sim import sample_on_grid
-    from DoseCNNLib.torso_phantom import LESION_LABEL_START
+    from DoseCNNLib.phantoms.spect_sim import sample_on_grid
+    from DoseCNNLib.phantoms.torso import LESION_LABEL_START
 
     truth = sample_on_grid(activity, spect).array / model.bq_per_count
     lesion = labels.with_array((labels.array >= LESION_LABEL_START).astype(np.float32))
@@ -31,8 +31,8 @@ def lesion_recovery(spect, activity, labels, model) -> float:
 
 
 def main() -> None:
-    from DoseCNNLib.phantom_case import generate_case
-    from DoseCNNLib.spect_sim import SpectModel, simulate_spect
+    from DoseCNNLib.phantoms.case import generate_case
+    from DoseCNNLib.phantoms.spect_sim import SpectModel, simulate_spect
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)

@@ -24,8 +24,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from CTPerfusionMappingLib.volume import Volume
-    from DoseCNNLib.vdk import bundled_kernel_pair, vdk_dose_rate
+    from DoseCNNLib.physics.kernel_library import bundled_kernel_pair
+    from DoseCNNLib.physics.vdk import vdk_dose_rate
+    from ImagingBasics.volume import Volume
 
     electron, photon = bundled_kernel_pair((0.98, 0.98, 3.0))
     shape = (130, 512, 512)

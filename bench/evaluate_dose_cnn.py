@@ -5,11 +5,11 @@
     python bench/evaluate_dose_cnn.py COHORT_DIR --spect-model osem --out bench/results/dose_cnn_osem
 
 ``--spect-model osem`` replaces each case's SPECT by one simulated anew from its true activity with projections and
-OSEM (DoseCNNLib.spect_projection; same camera calibration, seeded per case and time point): how a CNN trained on
+OSEM (DoseCNNLib.phantoms.spect_projection; same camera calibration, seeded per case and time point): how a CNN trained on
 the image-domain SPECT model fares on a projected and reconstructed one.
 
 COHORT_DIR holds phantoms written by ``dosecnn phantom`` (cohort.csv, one folder per case) that the network never
-saw. For every case and time point: the SPECT -> dose rate by VDK and by VDK + CNN (:func:`DoseCNNLib.pipeline.
+saw. For every case and time point: the SPECT -> dose rate by VDK and by VDK + CNN (:func:`DoseCNNLib.dosimetry.pipeline.
 dose_rate_map`), each compared per organ and lesion with the Monte Carlo dose rate of the TRUE activity: 004's mean
 dose error (MDE) and NRMSE, the NRMSE also corrected for the truth's own Monte Carlo noise (its batch standard
 error). Writes per-region rows (``rows.csv``), a summary per region kind (lesions, kidneys, liver, spleen) with mean
@@ -36,9 +36,9 @@ KINDS = {"lesions": lambda name: name.startswith("lesion"), "kidneys": lambda na
 def osem_spect(cohort: Path, row, ct, seed: int, cache: Path):
     """A SPECT of the row's true activity, simulated by projections + OSEM with the cohort's camera (kept in
     ``cache`` and reused: the simulation takes tens of seconds)."""
-    from CTPerfusionMappingLib.imageio import read_volume, write_volume
-    from DoseCNNLib.phantom_case import load_meta
-    from DoseCNNLib.spect_sim import SpectModel, simulate_spect
+    from DoseCNNLib.phantoms.case import load_meta
+    from DoseCNNLib.phantoms.spect_sim import SpectModel, simulate_spect
+    from ImagingBasics.imageio import read_volume, write_volume
 
     camera = load_meta(cohort / row["case"])["spect_model"]
     model = SpectModel(reconstruction="osem", voxel_mm=camera["voxel_mm"], matrix=camera["matrix"],
@@ -54,10 +54,10 @@ def osem_spect(cohort: Path, row, ct, seed: int, cache: Path):
 
 
 def evaluate(cohort: Path, weights, device: str, spect_model: str = "file", cache: Path = Path("spect_cache")):
-    from CTPerfusionMappingLib.imageio import read_volume
-    from DoseCNNLib.dose_metrics import compare_methods
-    from DoseCNNLib.phantom_case import load_meta
-    from DoseCNNLib.pipeline import dose_rate_map
+    from DoseCNNLib.dosimetry.metrics import compare_methods
+    from DoseCNNLib.dosimetry.pipeline import dose_rate_map
+    from DoseCNNLib.phantoms.case import load_meta
+    from ImagingBasics.imageio import read_volume
 
     rows = []
     with open(cohort / "cohort.csv", newline="") as f:
@@ -117,7 +117,7 @@ def write_outputs(rows, summary, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure, write_csv
+    from ImagingBasics.files import save_figure, write_csv
 
     write_csv(rows, out / "rows.csv")
     write_csv(summary, out / "summary.csv")

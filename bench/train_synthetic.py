@@ -30,7 +30,7 @@ def make_cohort(out: Path, prefix: str, n: int, seed: int, size: str, workers: i
 
 
 def preprocess(manifest: Path, cache: Path, workers: int):
-    from CTPerfusionMappingLib.dataset import load_samples
+    from CTPerfusionMappingLib.training.dataset import load_samples
 
     return load_samples(manifest, cache, workers=workers)
 
@@ -68,10 +68,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--out", type=Path, default=Path("/tmp/train_synthetic"))
     args = ap.parse_args()
-    from CTPerfusionMappingLib.dataset import split_by_patient
-    from CTPerfusionMappingLib.inference import describe_device, select_device
     from CTPerfusionMappingLib.network import NetworkConfig
-    from CTPerfusionMappingLib.training import TrainConfig, train
+    from CTPerfusionMappingLib.training.dataset import split_by_patient
+    from CTPerfusionMappingLib.training.trainer import TrainConfig, train
+    from ImagingBasics.devices import describe_device, select_device
 
     device = select_device(args.device)
     print(f"machine: {platform.node()}, {os.cpu_count()} cores; device: {describe_device(device)}", flush=True)

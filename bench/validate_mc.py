@@ -10,7 +10,7 @@ Writes ``mc_validation.md`` and figures to --out:
 3. A heterogeneous slab phantom (soft tissue | cortical bone | lung, 1 mm voxels), the activity uniform in the soft
    tissue: Monte Carlo dose against the density-scaled voxel-kernel estimate of 004 (soft-tissue kernel convolved with
    the activity, x 1.04 / local density), showing the interface effects the kernel method misses.
-4. Spheres (DoseCNNLib.sphere_model): Lu-177 uniform in soft-tissue spheres of 1-60 mm radius against the published
+4. Spheres (DoseCNNLib.physics.sphere_model): Lu-177 uniform in soft-tissue spheres of 1-60 mm radius against the published
    sphere S values (absorbed energy per decay), and photon absorbed fractions of 113 and 208 keV photons in spheres of
    1-300 mm radius against their analytic bounds (first-flight escape probability; first-interaction energy).
 """
@@ -36,10 +36,10 @@ def lanconelli(voxel: str) -> dict:
 
 
 def energy_balance(n: int) -> dict:
-    from DoseCNNLib.decay import load_decay_data
-    from DoseCNNLib.electron_transport import electron_tables, transport_electrons
-    from DoseCNNLib.kernels import sample_emissions
-    from DoseCNNLib.photon_transport import isotropic_directions, uniform_grid
+    from DoseCNNLib.physics.decay import load_decay_data
+    from DoseCNNLib.physics.electron_transport import electron_tables, transport_electrons
+    from DoseCNNLib.physics.kernels import sample_emissions
+    from DoseCNNLib.physics.photon_transport import isotropic_directions, uniform_grid
 
     lu = load_decay_data("Lu-177")
     rng = np.random.default_rng(1)
@@ -58,8 +58,8 @@ def kernel_comparison(n: int, out: Path) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure
-    from DoseCNNLib.kernels import voxel_s_values
+    from DoseCNNLib.physics.kernels import voxel_s_values
+    from ImagingBasics.files import save_figure
 
     rows = []
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
@@ -97,11 +97,11 @@ def slab_phantom(n: int, out: Path) -> dict:
     import matplotlib.pyplot as plt
     from scipy import signal
 
-    from CTPerfusionMappingLib.files import save_figure
-    from CTPerfusionMappingLib.volume import Volume
-    from DoseCNNLib.kernels import voxel_s_values
-    from DoseCNNLib.materials import density_from_hu_004
-    from DoseCNNLib.mc import run_mc
+    from DoseCNNLib.physics.kernels import voxel_s_values
+    from DoseCNNLib.physics.materials import density_from_hu_004
+    from DoseCNNLib.physics.monte_carlo import run_mc
+    from ImagingBasics.files import save_figure
+    from ImagingBasics.volume import Volume
 
     shape = (24, 24, 60)
     hu = np.zeros(shape, np.int16)
@@ -144,13 +144,13 @@ def spheres(n: int, out: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure
-    from DoseCNNLib.sphere_model import (
+    from DoseCNNLib.physics.sphere_model import (
         LU177_SOFT_TISSUE_SPHERES,
         compare_with_reference,
         mc_photon_absorbed_fraction,
         photon_absorbed_fraction_bounds,
     )
+    from ImagingBasics.files import save_figure
 
     lu = [compare_with_reference(r, n_decays=n, seed=7) for r, _, _ in LU177_SOFT_TISSUE_SPHERES]
     radii = np.geomspace(1.0, 300.0, 12)

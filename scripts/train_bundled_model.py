@@ -67,8 +67,8 @@ def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dic
 
 def truth_manifest(test_manifest: Path) -> Path:
     """The test manifest with each patient's truth perfusion in place of the SPECT (already on the CT grid)."""
-    from CTPerfusionMappingLib.files import write_csv
-    from CTPerfusionMappingLib.manifest import read_manifest
+    from ImagingBasics.files import write_csv
+    from ImagingBasics.manifest import read_manifest
 
     rows = read_manifest(test_manifest, required=("id", "ct", "spect"))
     base = test_manifest.parent
@@ -82,8 +82,8 @@ def truth_manifest(test_manifest: Path) -> Path:
 
 def train_stage(name: str, out: Path, network, config, samples, init=None) -> dict:
     """Train (or reuse a finished) stage; return its summary."""
-    from CTPerfusionMappingLib.dataset import split_by_patient
-    from CTPerfusionMappingLib.training import train
+    from CTPerfusionMappingLib.training.dataset import split_by_patient
+    from CTPerfusionMappingLib.training.trainer import train
     from CTPerfusionMappingLib.weights import load_weights, save_weights
 
     folder = out / name
@@ -110,8 +110,8 @@ def train_stage(name: str, out: Path, network, config, samples, init=None) -> di
 
 def score_all(weights: dict, test, test_truth, device: str) -> list:
     """Per-hemi-lung and per-patient rows for every predictor, against the SPECT (and Spearman vs the truth)."""
-    from CTPerfusionMappingLib.crossval import predict_samples, score_samples
     from CTPerfusionMappingLib.metrics import spearman_r
+    from CTPerfusionMappingLib.training.crossval import predict_samples, score_samples
     from CTPerfusionMappingLib.weights import load_weights
 
     rows = []
@@ -137,9 +137,9 @@ def score_all(weights: dict, test, test_truth, device: str) -> list:
 def transfer_cv(out: Path, args, pretrained: Path, fine_cfg, network) -> dict:
     """001's design: the pre-trained model fine-tuned in k-fold cross-validation over all tumour patients (the
     fine-tuning and test cohorts pooled); per held-out patient, fine-tuned vs pre-trained-only (Wilcoxon)."""
-    from CTPerfusionMappingLib.crossval import cross_validate
-    from CTPerfusionMappingLib.dataset import load_samples
     from CTPerfusionMappingLib.synthetic.cohort import write_manifest
+    from CTPerfusionMappingLib.training.crossval import cross_validate
+    from CTPerfusionMappingLib.training.dataset import load_samples
 
     manifests = make_cohorts(out, args, ("finetune", "test"))
     folders = []
@@ -188,7 +188,7 @@ def held_out_figure(rows, path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure
+    from ImagingBasics.files import save_figure
 
     patients = sorted({r["patient"] for r in rows if r["scope"] == "patient"})
     order = ["hu_baseline", "arnn_pretrained", "unet", "arnn"]
@@ -229,13 +229,13 @@ def main() -> int:
     ap.add_argument("--install", action="store_true", help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models")
     args = ap.parse_args()
 
-    from CTPerfusionMappingLib.crossval import paired_test
-    from CTPerfusionMappingLib.dataset import load_samples
-    from CTPerfusionMappingLib.files import write_csv
-    from CTPerfusionMappingLib.inference import describe_device, select_device
     from CTPerfusionMappingLib.network import NetworkConfig
-    from CTPerfusionMappingLib.training import TrainConfig
+    from CTPerfusionMappingLib.training.crossval import paired_test
+    from CTPerfusionMappingLib.training.dataset import load_samples
+    from CTPerfusionMappingLib.training.trainer import TrainConfig
     from CTPerfusionMappingLib.weights import load_weights, save_weights
+    from ImagingBasics.devices import describe_device, select_device
+    from ImagingBasics.files import write_csv
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

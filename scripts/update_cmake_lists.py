@@ -1,7 +1,8 @@
-"""Rewrite MODULE_PYTHON_SCRIPTS and MODULE_PYTHON_RESOURCES in each module's CMakeLists.txt from the files on disk.
+"""Rewrite the file lists of the CMakeLists.txt files from the files on disk: MODULE_PYTHON_SCRIPTS and
+MODULE_PYTHON_RESOURCES of each module, PACKAGE_PYTHON_SCRIPTS of each shared package (ImagingBasics).
 
-Run after adding or removing a file in CTPerfusionMappingLib/, DoseCNNLib/ or a module's Resources/ folder
-(Testing/test_slicer_contract.py fails until the lists match).
+Run after adding or removing a file in CTPerfusionMappingLib/, DoseCNNLib/, a shared package or a module's
+Resources/ folder (Testing/test_slicer_contract.py fails until the lists match).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"CTPerfusionMapping": "CTPerfusionMappingLib", "DoseCNN": "DoseCNNLib"}
+#: the packages shared by both modules: top-level folders, each the package itself
+SHARED_PACKAGES = ("ImagingBasics",)
 
 
 def main() -> None:
@@ -25,6 +28,14 @@ def main() -> None:
         text = re.sub(r"set\(MODULE_PYTHON_RESOURCES\n.*?  \)", f"set(MODULE_PYTHON_RESOURCES\n{body}  )", text, flags=re.S)
         cmake.write_text(text)
         print(f"{cmake.relative_to(ROOT)}: {len(files)} library files, {len(resources)} resources")
+    for package in SHARED_PACKAGES:
+        cmake = ROOT / package / "CMakeLists.txt"
+        files = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py"))
+        body = "".join(f"  {f}\n" for f in files)
+        text = re.sub(r"set\(PACKAGE_PYTHON_SCRIPTS\n.*?  \)", f"set(PACKAGE_PYTHON_SCRIPTS\n{body}  )",
+                      cmake.read_text(), flags=re.S)
+        cmake.write_text(text)
+        print(f"{cmake.relative_to(ROOT)}: {len(files)} package files")
 
 
 def resource_files(module_dir: Path) -> list:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
+from ImagingBasics.cli_common import add_convert_command, add_devices_command, add_info_command, run_main
+
 from . import __version__
-from .cli_common import add_convert_command, add_info_command, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .phantom_cli import add_demo_command, add_phantom_command
-    from .run_cli import add_batch_command, add_devices_command, add_evaluate_command, add_run_command
+    from .run_cli import add_batch_command, add_evaluate_command, add_run_command
     from .train_cli import add_ablate_command, add_cv_command, add_train_command
 
     add_run_command(sub)

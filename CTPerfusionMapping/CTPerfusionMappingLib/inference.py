@@ -1,107 +1,28 @@
-"""Running a trained network: device choice, batched prediction, mixed precision, Monte-Carlo dropout, OOM fallback.
+"""Running a trained perfusion network: batched prediction, mixed precision, Monte-Carlo dropout, OOM fallback.
 
 numpy in, numpy out: :func:`predict` takes pre-processed lungs ``(N, 1, D, H, W)`` float32 and returns the
-predicted maps ``(N, D, H, W)``. On a GPU that runs out of memory it warns and finishes on the CPU.
+predicted maps ``(N, D, H, W)``. On a GPU that runs out of memory it warns and finishes on the CPU. Device choice,
+mixed precision and the out-of-memory fallback are the foundation's (:mod:`ImagingBasics.devices`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from .errors import UserError
+from ImagingBasics.devices import autocast_context, run_with_oom_fallback, select_device
+from ImagingBasics.errors import UserError
 
 #: Signature of the progress callback: ``progress(done_steps, total_steps)``; a step is one batch of one pass.
 ProgressFn = Callable[[int, int], None]
 
 
-def select_device(requested: str = "auto") -> str:
-    """Resolve "auto" / "cpu" / "cuda" / "cuda:N" / "gpu" / "mps" to an available torch device string.
-
-    "auto" picks CUDA, then Apple MPS, then the CPU. An unavailable GPU that was asked for raises UserError.
-    """
-    import torch
-
-    req = str(requested or "auto").strip().lower()
-    if req == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if _mps_available() else "cpu"
-    if req == "cpu":
-        return "cpu"
-    if req in ("gpu", "cuda") or req.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {requested!r} was requested but no CUDA GPU is available to torch; use 'cpu' or 'auto'")
-        if req.startswith("cuda:"):
-            index = req.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise UserError(f"no CUDA device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s)")
-            return req
-        return "cuda"
-    if req == "mps":
-        if not _mps_available():
-            raise UserError("device 'mps' was requested but Apple MPS is not available; use 'cpu' or 'auto'")
-        return "mps"
-    raise UserError(f"unknown device {requested!r}; use 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps'")
 
 
-def _mps_available() -> bool:
-    """True when torch has a usable Apple-silicon (MPS) backend."""
-    import torch
-
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
 
 
-def describe_device(device: str) -> str:
-    """Human-readable device, e.g. "CUDA: NVIDIA H100 80GB HBM3 (79 GB)", "Apple MPS", "CPU (2 threads)"."""
-    import torch
-
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev.index or 0)
-        return f"CUDA: {props.name} ({props.total_memory / 1024**3:.0f} GB)"
-    if dev.type == "mps":
-        return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def device_report() -> Dict[str, Any]:
-    """What torch can compute on here: torch and CUDA versions, every CUDA GPU, and what "auto" picks.
-
-    For ``ctpm devices`` and the Slicer module's device line ("GPU not detected" is the most common question).
-    """
-    import torch
-
-    gpus = [describe_device(f"cuda:{i}") for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"torch": torch.__version__, "cuda_build": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-            "gpus": gpus, "mps_available": _mps_available(), "auto": describe_device(select_device("auto"))}
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """True for a GPU out-of-memory error (CUDA's own class, or MPS's RuntimeError message)."""
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-def _run_with_oom_fallback(fn: Callable[[str], Any], device: str) -> Any:
-    """Return ``fn(device)``; if a GPU device runs out of memory, warn once and return ``fn("cpu")``."""
-    import torch
-
-    try:
-        return fn(device)
-    except Exception as exc:
-        if device == "cpu" or not _is_oom(exc):
-            raise
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    warnings.warn(f"out of GPU memory on {device}; running on the CPU instead (slower)", RuntimeWarning, stacklevel=2)
-    return fn("cpu")
 
 
 def _check_inputs(inputs: np.ndarray) -> np.ndarray:
@@ -127,15 +48,6 @@ def _set_mc_dropout(model, enabled: bool) -> None:
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.train()
 
-
-def autocast_context(device: str, amp: bool):
-    """Mixed-precision context: bfloat16 (or float16) autocast on CUDA when ``amp``, else a no-op."""
-    import torch
-
-    if not (amp and device.startswith("cuda")):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -204,7 +116,7 @@ def predict(model, inputs: np.ndarray, device: str = "cpu", amp: bool = True, mc
         result["device"] = dev
         return result
 
-    res = _run_with_oom_fallback(run, select_device(device))
+    res = run_with_oom_fallback(run, select_device(device))
     mean = res["sum"] / passes
     std = np.sqrt(np.maximum(res["sum2"] / passes - mean * mean, 0.0)) if passes > 1 else None
     if mean.shape[1] == 1:

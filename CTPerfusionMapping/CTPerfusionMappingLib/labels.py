@@ -34,8 +34,9 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import UserError
-from .volume import Volume, from_sitk, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.resample import resample_labels
+from ImagingBasics.volume import Volume
 
 # --- conventions --------------------------------------------------------------------------------
 RIGHT_LUNG = 1
@@ -462,35 +463,6 @@ def lung_thirds(lungs: Volume) -> Volume:
 
 
 # --- geometry ---------------------------------------------------------------------------------------
-def resample_labels_to(labels_volume: Volume, reference_volume: Volume, name: str = "the label map") -> Volume:
-    """The label map on the grid of ``reference_volume`` (nearest neighbour, 0 outside; voxel type kept).
-
-    Returns the input itself when the geometries already match. Label maps from other tools (TotalSegmentator
-    in particular) often come on a different grid than the CT.
-
-    Raises:
-        UserError: the label map and the reference do not overlap at all, or no label falls inside the reference.
-    """
-    if labels_volume.same_geometry(reference_volume):
-        return labels_volume
-    import SimpleITK as sitk
-
-    ref_image = to_sitk(reference_volume.with_array(np.zeros(reference_volume.shape, dtype=np.uint8)))
-
-    def _resample(vol: Volume) -> np.ndarray:
-        return from_sitk(sitk.Resample(to_sitk(vol), ref_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).array
-
-    a = np.asarray(labels_volume.array)
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8)
-    inside = _resample(labels_volume.with_array(np.ones(a.shape, dtype=np.uint8)))
-    if not inside.any():
-        raise UserError(f"{name} and the CT do not overlap in space; check that the label map belongs to this CT")
-    out = _resample(labels_volume.with_array(a))
-    if a.any() and not out.any():
-        raise UserError(f"none of the labels of {name} fall inside the CT; check that the label map belongs to this CT")
-    return reference_volume.with_array(out.astype(a.dtype, copy=False))
-
 
 def load_lung_labels(
     path,
@@ -499,10 +471,10 @@ def load_lung_labels(
     mapping: Optional[Mapping[Union[int, str], Union[int, str]]] = None,
 ) -> LungLabels:
     """Read a label map file, bring it onto ``reference``'s grid when given, and normalise it (see :func:`normalise_labels`)."""
-    from .imageio import read_volume
+    from ImagingBasics.imageio import read_volume
 
     volume = read_volume(path)
     name = str(path)
     if reference is not None:
-        volume = resample_labels_to(volume, reference, name=name)
+        volume = resample_labels(volume, reference, name=name)
     return normalise_labels(volume, source=source, mapping=mapping, name=name)

@@ -35,8 +35,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import UserError
-from .volume import Volume, from_sitk, require_finite, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.resample import resample
+from ImagingBasics.volume import Volume, from_sitk, require_finite, to_sitk
 
 RIGHT, LEFT = 1, 2
 
@@ -306,15 +307,11 @@ def fill_vessels(work: Volume, labels: np.ndarray, closing_mm: float) -> np.ndar
 
 def to_ct_grid(work: Volume, labels: np.ndarray, ct: Volume) -> np.ndarray:
     """Each lung's mask interpolated linearly onto the CT grid and thresholded at 0.5."""
-    import SimpleITK as sitk
-
     if work.same_geometry(ct):
         return labels.astype(np.uint8)
     out = np.zeros(ct.shape, np.uint8)
-    ref = to_sitk(ct.with_array(np.zeros(ct.shape, np.uint8)))
     for side in (RIGHT, LEFT):
-        img = to_sitk(work.with_array((labels == side).astype(np.float32)))
-        frac = sitk.GetArrayFromImage(sitk.Resample(img, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        frac = resample(work.with_array((labels == side).astype(np.float32)), ct).array
         out[(frac >= 0.5) & (out == 0)] = side
     return out
 

@@ -24,10 +24,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import UserError
-from .files import atomic_output
+from ImagingBasics.errors import UserError
+from ImagingBasics.files import atomic_output
+from ImagingBasics.volume import Volume
+
 from .labels import LOBE_IDS, REGION_NAMES, THIRD_IDS, LungLabels, region_kind, region_side
-from .volume import Volume
 
 ArrayLike = Union[np.ndarray, Volume]
 

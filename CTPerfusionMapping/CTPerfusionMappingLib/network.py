@@ -7,7 +7,7 @@ Input and output
     One pre-processed hemi-lung per sample: a float32 tensor ``(N, 1, D, H, W)`` = ``(N, 1, z, y, x)``, by default
     128 x 64 x 64 (the paper's crop size), values in [0, 1] after the CT enhancement. The networks are fully
     convolutional: any D, H, W divisible by ``2 ** (levels - 1)`` (8 by default) works; other sizes raise
-    :class:`~CTPerfusionMappingLib.errors.UserError`. Output: the same shape, values in (0, 1) after a sigmoid
+    :class:`~ImagingBasics.errors.UserError`. Output: the same shape, values in (0, 1) after a sigmoid
     (the normalised perfusion). ``model.forward_logits(x)`` gives the values before the sigmoid, for training with
     ``BCEWithLogitsLoss`` (numerically stable and allowed under mixed precision, unlike BCE on probabilities).
 
@@ -87,7 +87,7 @@ import types
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Tuple
 
-from .errors import UserError
+from ImagingBasics.errors import UserError
 
 ARCHITECTURES = ("arnn", "unet")
 

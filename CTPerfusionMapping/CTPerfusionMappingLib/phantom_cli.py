@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from .errors import UserError
-from .parallel import default_workers
+from ImagingBasics.errors import UserError
+from ImagingBasics.parallel import default_workers
 
 
 def parse_pathology_overrides(items: List[str]) -> Dict[str, float]:

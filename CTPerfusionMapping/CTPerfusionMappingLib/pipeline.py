@@ -21,8 +21,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import UserError
-from .labels import LungLabels, lung_thirds, normalise_labels, resample_labels_to
+from ImagingBasics.errors import UserError
+from ImagingBasics.resample import resample_labels
+from ImagingBasics.volume import Volume, require_finite
+
+from .labels import LungLabels, lung_thirds, normalise_labels
 from .lungseg import check_ct, segment_lungs
 from .metrics import evaluate, functional_volumes, percentile_functional_volumes, region_table
 from .preprocess import (
@@ -33,7 +36,6 @@ from .preprocess import (
     preprocess_case,
     sample_to_ct,
 )
-from .volume import Volume, require_finite
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -85,17 +87,17 @@ def resolve_labels(ct: Volume, lungs: Optional[Volume] = None, lobes: Optional[V
     nothing given runs :func:`~.lungseg.segment_lungs` and uses lung thirds.
     """
     if lobes is not None:
-        lab = normalise_labels(resample_labels_to(lobes, ct, name="the lobe labels"), source=source, name="the lobe labels")
+        lab = normalise_labels(resample_labels(lobes, ct, name="the lobe labels"), source=source, name="the lobe labels")
         info = {"lungs": "given (lobe labels)", "regions": lab.kind}
         if lungs is not None:
-            given = normalise_labels(resample_labels_to(lungs, ct, name="the lung labels"), source=source,
+            given = normalise_labels(resample_labels(lungs, ct, name="the lung labels"), source=source,
                                      name="the lung labels")
             regions = lab.regions.with_array(np.where(given.lungs.array > 0, lab.regions.array, 0).astype(np.uint8))
             lab = LungLabels(given.lungs, regions, lab.kind)
             info["lungs"] = "given"
         return lab, info
     if lungs is not None:
-        lab = normalise_labels(resample_labels_to(lungs, ct, name="the lung labels"), source=source, name="the lung labels")
+        lab = normalise_labels(resample_labels(lungs, ct, name="the lung labels"), source=source, name="the lung labels")
         return lab, {"lungs": "given", "regions": lab.kind}
     seg = segment_lungs(ct)
     return LungLabels(seg.lungs, lung_thirds(seg.lungs), "thirds"), {"lungs": "built-in segmentation",

@@ -28,8 +28,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .errors import UserError
-from .volume import Volume, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.resample import resample
+from ImagingBasics.volume import Volume
 
 SAMPLE_SHAPE = (128, 64, 64)  # z, y, x
 SIDES = {1: "right", 2: "left"}
@@ -95,12 +96,7 @@ def _box_corners(idx_kji: np.ndarray) -> np.ndarray:
 
 def resample_to_sample(volume: Volume, grid: Volume, linear: bool = True, default: float = 0.0) -> np.ndarray:
     """``volume`` resampled onto the sample grid (float32)."""
-    import SimpleITK as sitk
-
-    img = sitk.Cast(to_sitk(volume), sitk.sitkFloat32)
-    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(img, to_sitk(grid), sitk.Transform(), interp, float(default), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    return resample(volume, grid, interpolation="linear" if linear else "nearest", default=default).array
 
 
 def mask_to_sample(mask: np.ndarray, like: Volume, grid: Volume) -> np.ndarray:
@@ -212,8 +208,6 @@ def sample_to_ct(values: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
 
     Only the CT voxels inside the sample's box are computed (the rest of a 512 x 512 x 300 CT stays 0).
     """
-    import SimpleITK as sitk
-
     out = np.zeros(ct.shape, np.float32)
     corners = grid.index_to_lps(np.array([[a, b, c] for a in (-0.5, grid.size[0] - 0.5) for b in (-0.5, grid.size[1] - 0.5)
                                           for c in (-0.5, grid.size[2] - 0.5)], float))
@@ -224,9 +218,7 @@ def sample_to_ct(values: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
         return out
     sub = Volume(np.zeros(tuple((hi - lo)[::-1]), np.uint8), ct.spacing, tuple(ct.index_to_lps(lo.astype(float))),
                  ct.direction)
-    img = to_sitk(grid.with_array(values.astype(np.float32)))
-    res = sitk.Resample(img, to_sitk(sub), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = sitk.GetArrayFromImage(res)
+    out[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] = resample(grid.with_array(values.astype(np.float32)), sub).array
     return out
 
 

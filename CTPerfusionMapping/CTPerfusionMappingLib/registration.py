@@ -36,9 +36,12 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserError
-from .imageio import sitk_reason
-from .volume import Volume, from_sitk, require_finite, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.gaussian import FWHM_PER_SIGMA
+from ImagingBasics.imageio import sitk_reason
+from ImagingBasics.resample import resample, resample_image
+from ImagingBasics.rigid import apply_transform, block_average, itk_seed, rotation_angle_deg, shrink_factors, transform_to_matrix
+from ImagingBasics.volume import Volume, from_sitk, require_finite, to_sitk
 
 Progress = Optional[Callable[[str], None]]
 
@@ -51,7 +54,6 @@ MIN_FRACTION_IN_LUNGS = 0.5
 #: Corrections larger than these are flagged: a SPECT/CT pair is rarely off by more.
 LARGE_SHIFT_MM = 40.0
 LARGE_ROTATION_DEG = 15.0
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 @dataclass
@@ -127,71 +129,19 @@ def _lung_array(ct: Volume, lung_mask: Optional[Volume]) -> Optional[np.ndarray]
     if lung_mask.same_geometry(ct):
         mask = lung_mask.array > 0
     else:
-        import SimpleITK as sitk
-
-        img = to_sitk(lung_mask.with_array((lung_mask.array > 0).astype(np.uint8)))
-        out = sitk.Resample(img, ct.size, sitk.Transform(), sitk.sitkNearestNeighbor, ct.origin, ct.spacing,
-                            tuple(ct.direction.reshape(-1)), 0, sitk.sitkUInt8)
-        mask = sitk.GetArrayFromImage(out) > 0
+        binary = lung_mask.with_array((lung_mask.array > 0).astype(np.uint8))
+        mask = resample(binary, ct, interpolation="nearest", dtype=np.uint8).array > 0
     if not mask.any():
         raise UserError("the lung mask is empty on the CT grid; segment the lungs again or register without a mask")
     return mask
 
 
 # --- transforms -------------------------------------------------------------------------------------
-def transform_to_matrix(transform) -> np.ndarray:
-    """4x4 homogeneous LPS matrix of a rigid/affine SimpleITK transform (fixed point -> moving point).
-
-    ``None`` is the identity. Matrix transforms are read exactly; others (composite, generic) are sampled at the
-    origin and the unit vectors, which is exact for any affine map.
-    """
-    m = np.eye(4)
-    if transform is None:
-        return m
-    t = transform
-    if t.GetName() == "CompositeTransform" and t.GetNumberOfTransforms() == 1:
-        t = t.GetNthTransform(0)
-    if t.GetDimension() == 3 and all(hasattr(t, name) for name in ("GetMatrix", "GetCenter", "GetTranslation")):
-        a = np.array(t.GetMatrix(), dtype=float).reshape(3, 3)
-        c = np.array(t.GetCenter(), dtype=float)
-        m[:3, :3] = a
-        m[:3, 3] = np.array(t.GetTranslation(), dtype=float) + c - a @ c
-        return m
-    pts = np.vstack([np.zeros(3), np.eye(3)])
-    mapped = np.array([t.TransformPoint(tuple(float(v) for v in p)) for p in pts])
-    m[:3, 3] = mapped[0]
-    m[:3, :3] = (mapped[1:] - mapped[0]).T
-    return m
 
 
-def _apply(transform, points: np.ndarray) -> np.ndarray:
-    m = transform_to_matrix(transform)
-    return points @ m[:3, :3].T + m[:3, 3]
-
-
-def mean_displacement_mm(transform_a, transform_b, points_lps: np.ndarray) -> Tuple[float, float]:
-    """Mean and maximum distance (mm) between where two rigid/affine transforms send the points ``(n, 3)``."""
-    pts = np.asarray(points_lps, dtype=float).reshape(-1, 3)
-    if pts.shape[0] == 0:
-        raise UserError("no points given to measure the displacement")
-    d = np.linalg.norm(_apply(transform_a, pts) - _apply(transform_b, pts), axis=1)
-    return float(d.mean()), float(d.max())
-
-
-def _rotation_deg(matrix: np.ndarray) -> float:
-    cos = (np.trace(matrix[:3, :3]) - 1.0) / 2.0
-    return float(np.rad2deg(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 # --- resampling ---------------------------------------------------------------------------------------
-def _resample_onto(moving_img, reference: Volume, transform, pixel_type=None):
-    import SimpleITK as sitk
-
-    t = transform if transform is not None else sitk.Transform()
-    return sitk.Resample(moving_img, list(reference.size), t, sitk.sitkLinear, reference.origin, reference.spacing,
-                         tuple(float(v) for v in reference.direction.reshape(-1)), 0.0,
-                         sitk.sitkFloat32 if pixel_type is None else pixel_type)
-
 
 def _spect_image(spect: Volume):
     import SimpleITK as sitk
@@ -218,16 +168,13 @@ def resample_spect_to_ct(ct: Volume, spect: Volume, transform=None) -> Volume:
 
     require_finite(spect, "SPECT")
     try:
-        out = _resample_onto(_spect_image(spect), ct, transform)
+        out = resample_image(_spect_image(spect), ct, transform)
     except RuntimeError as exc:
         raise UserError(f"could not resample the SPECT onto the CT grid: {sitk_reason(exc)}") from None
     return from_sitk(out) if out.GetPixelID() == sitk.sitkFloat32 else from_sitk(sitk.Cast(out, sitk.sitkFloat32))
 
 
 # --- registration ---------------------------------------------------------------------------------------
-def _shrink_factors(spacing: Sequence[float], target_mm: float) -> List[int]:
-    return [max(1, int(round(target_mm / s))) for s in spacing]
-
 
 def _crude_lungs(hu_small) -> Optional[object]:
     """A crude lung mask on the working CT: air inside the body (HU < -400, not connected to the image's x/y
@@ -249,11 +196,6 @@ def _crude_lungs(hu_small) -> Optional[object]:
     mask.CopyInformation(hu_small)
     return mask
 
-
-def _block_average(image, factors: Sequence[int]):
-    import SimpleITK as sitk
-
-    return sitk.BinShrink(image, [int(f) for f in factors]) if any(f > 1 for f in factors) else image
 
 
 def _local_max_normalised(moving, radius_mm: float, floor: float):
@@ -310,10 +252,10 @@ def _prepare(ct: Volume, spect_img, lungs: Optional[np.ndarray], *, fixed_image:
     """
     import SimpleITK as sitk
 
-    factors = _shrink_factors(ct.spacing, working_spacing_mm)
-    hu = sitk.Cast(_block_average(to_sitk(ct), factors), sitk.sitkFloat32)
+    factors = shrink_factors(ct.spacing, working_spacing_mm)
+    hu = sitk.Cast(block_average(to_sitk(ct), factors), sitk.sitkFloat32)
     if lungs is not None:
-        pct = _block_average(to_sitk(ct.with_array(lungs.astype(np.uint8) * np.uint8(100))), factors)
+        pct = block_average(to_sitk(ct.with_array(lungs.astype(np.uint8) * np.uint8(100))), factors)
         lung_fraction = sitk.Cast(sitk.Cast(pct, sitk.sitkFloat32) / 100.0, sitk.sitkFloat32)
         lung_small = sitk.Cast(lung_fraction >= 0.5, sitk.sitkUInt8)
         if not sitk.GetArrayViewFromImage(lung_small).any():
@@ -342,10 +284,6 @@ def _prepare(ct: Volume, spect_img, lungs: Optional[np.ndarray], *, fixed_image:
         moving = _local_max_normalised(moving, normalise_radius_mm, 0.1 * hi)
     return sitk.Cast(fixed, sitk.sitkFloat32), fixed_mask, sitk.Cast(moving, sitk.sitkFloat32), lung_centre
 
-
-def _itk_seed(seed: int) -> int:
-    """SimpleITK seed for ``seed``: never 0, which SimpleITK reads as "seed from the wall clock" (not reproducible)."""
-    return int(seed) % 2147483646 + 1
 
 
 def _count_centroid(spect_img) -> Optional[np.ndarray]:
@@ -496,7 +434,7 @@ def register_spect_to_ct(
     reg.SetMetricUseFixedImageGradientFilter(False)
     reg.SetMetricUseMovingImageGradientFilter(False)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(float(sampling_percentage), _itk_seed(seed))
+    reg.SetMetricSamplingPercentage(float(sampling_percentage), itk_seed(seed))
     if fixed_mask is not None:
         reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -538,14 +476,14 @@ def register_spect_to_ct(
 
     # --- SPECT on the CT grid and quality ---------------------------------------------------------------------
     say("resampling the SPECT onto the CT")
-    spect_on_ct = from_sitk(_resample_onto(spect_img, ct, transform))
+    spect_on_ct = from_sitk(resample_image(spect_img, ct, transform))
     before = after = None
     if lungs is not None:
         after = _fraction_in(spect_on_ct.array, lungs)
-        before = _fraction_in(sitk.GetArrayFromImage(_resample_onto(spect_img, ct, None)), lungs)
+        before = _fraction_in(sitk.GetArrayFromImage(resample_image(spect_img, ct, None)), lungs)
     matrix = transform_to_matrix(transform)
-    shift = float(np.linalg.norm(_apply(transform, centre[None, :])[0] - centre))
-    rotation = _rotation_deg(matrix)
+    shift = float(np.linalg.norm(apply_transform(transform, centre[None, :])[0] - centre))
+    rotation = rotation_angle_deg(matrix)
     suspicious, warnings = assess_registration(before, after, shift, rotation, metric_value)
     return RegistrationResult(
         transform=transform,

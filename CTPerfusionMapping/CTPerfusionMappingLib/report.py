@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .files import atomic_output, save_figure
-from .imageio import write_volume
+from ImagingBasics.files import save_figure, write_json
+from ImagingBasics.imageio import write_volume
+
 from .metrics import write_region_csv
 
 OUTPUT_FILES = {
@@ -24,26 +24,6 @@ OUTPUT_FILES = {
     "table": "lobes.csv",
     "figure": "overview.png",
 }
-
-
-def write_json(data: Dict[str, Any], path: Path) -> None:
-    """JSON (NaN written as null) to a temporary name, then renamed."""
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_clean(data), f, indent=2, allow_nan=False)
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not math.isfinite(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def write_run_outputs(result, out_dir: Path, ct=None) -> Dict[str, Path]:

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .errors import UserError
+from ImagingBasics.errors import UserError
 
 
 def load_model(weights: Optional[str], baseline: bool, device: str):
@@ -65,33 +65,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def add_devices_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("devices", help="show what torch can compute on (CUDA GPUs, Apple MPS, CPU) and what 'auto' picks")
-    p.add_argument("--json", action="store_true", help="one JSON line instead of text")
-    p.set_defaults(func=_devices)
-
-
-def _devices(args: argparse.Namespace) -> int:
-    try:
-        from .inference import device_report
-
-        report = device_report()
-    except ImportError:
-        raise UserError("PyTorch is not installed: pip install torch (or, in Slicer, the PyTorch extension)") from None
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    cuda = f"CUDA {report['cuda_build']}" if report["cuda_build"] else "CPU-only build"
-    print(f"torch {report['torch']} ({cuda})")
-    for i, gpu in enumerate(report["gpus"]):
-        print(f"  cuda:{i}  {gpu}")
-    if not report["gpus"]:
-        print("  no CUDA GPU visible" + (" (the installed torch has no CUDA support)" if not report["cuda_build"] else
-                                         " (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)"))
-    print(f"auto -> {report['auto']}")
-    return 0
-
-
 def add_run_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="synthesize a perfusion map from a chest CT (and score it against a SPECT)",
                        description="CT (+ SPECT, + lung/lobe labels) -> perfusion.nrrd, functional.nrrd, lungs.nrrd, "
@@ -128,7 +101,8 @@ def _options(args: argparse.Namespace):
 def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_info: Dict[str, Any],
              spect: Optional[str] = None, lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
     """Read the inputs, run the pipeline and write every output into ``out``; returns the RunResult."""
-    from .imageio import read_volume
+    from ImagingBasics.imageio import read_volume
+
     from .pipeline import run_pipeline
     from .report import write_run_outputs
 
@@ -141,7 +115,7 @@ def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_inf
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .process import progress_line
+    from ImagingBasics.process import progress_line
 
     options = _options(args)
     if args.progress_lines:
@@ -213,10 +187,18 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .imageio import read_volume
+    from ImagingBasics.files import write_json
+    from ImagingBasics.imageio import read_volume
+
     from .metrics import region_table, write_region_csv
-    from .pipeline import PreprocessParams, RunOptions, align_spect, evaluate_against_spect, normalised_spect, resolve_labels
-    from .report import write_json
+    from .pipeline import (
+        PreprocessParams,
+        RunOptions,
+        align_spect,
+        evaluate_against_spect,
+        normalised_spect,
+        resolve_labels,
+    )
 
     ct = read_volume(args.ct)
     perfusion = read_volume(args.perfusion)
@@ -256,7 +238,8 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .manifest import read_manifest
+    from ImagingBasics.manifest import read_manifest
+
     from .report import OUTPUT_FILES
 
     rows = read_manifest(args.manifest)
@@ -292,7 +275,7 @@ def _batch(args: argparse.Namespace) -> int:
         summary.append(entry)
     if bar is not None:
         bar.close()
-    from .files import write_csv
+    from ImagingBasics.files import write_csv
 
     write_csv(summary, args.out / "summary.csv")
     failed = [e for e in summary if e["status"] == "failed"]

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .parallel import default_workers
+from ImagingBasics.errors import UserError
+from ImagingBasics.parallel import default_workers
 
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def add_cv_command(sub: argparse._SubParsersAction) -> None:
 
 
 def add_ablate_command(sub: argparse._SubParsersAction) -> None:
-    from .crossval import ABLATIONS
+    from .training.crossval import ABLATIONS
 
     p = sub.add_parser(
         "ablate", help="the ablation study of 000: each ARNN component removed, the 3D U-Net and the HU-only baseline",
@@ -51,9 +51,10 @@ def add_ablate_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from .crossval import ablation_study
-    from .dataset import load_samples
-    from .report import write_json
+    from ImagingBasics.files import write_json
+
+    from .training.crossval import ablation_study
+    from .training.dataset import load_samples
 
     network, config = _network_and_config(args)
     samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
@@ -100,7 +101,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 def _network_and_config(args: argparse.Namespace):
     from .network import NetworkConfig
-    from .training import TrainConfig
+    from .training.trainer import TrainConfig
 
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
         raise UserError("--epochs, --batch-size and --workers must be at least 1")
@@ -116,9 +117,10 @@ def _network_and_config(args: argparse.Namespace):
 
 
 def _cv(args: argparse.Namespace) -> int:
-    from .crossval import cross_validate
-    from .dataset import load_samples
-    from .report import write_json
+    from ImagingBasics.files import write_json
+
+    from .training.crossval import cross_validate
+    from .training.dataset import load_samples
 
     network, config = _network_and_config(args)
     samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
@@ -142,8 +144,8 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .dataset import load_samples, split_by_patient
-    from .training import train
+    from .training.dataset import load_samples, split_by_patient
+    from .training.trainer import train
 
     network, config = _network_and_config(args)
     import os

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from CTPerfusionMappingLib.cli_common import add_convert_command, add_info_command, run_main
+from ImagingBasics.cli_common import add_convert_command, add_devices_command, add_info_command, run_main
 
 from . import __version__
 from .demo import add_demo_command
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_integrate_command(sub)
     add_phantom_command(sub)
     add_demo_command(sub)
+    add_devices_command(sub)
     add_info_command(sub)
     add_convert_command(sub)
     return parser
@@ -43,7 +44,7 @@ def add_decay_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _decay(args: argparse.Namespace) -> int:
-    from .decay import load_decay_data
+    from .physics.decay import load_decay_data
 
     d = load_decay_data(args.nuclide)
     s = d.summary()
@@ -70,7 +71,7 @@ def decay_figure(d, path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure
+    from ImagingBasics.files import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     if d.beta_minus is not None:
@@ -115,9 +116,9 @@ def add_kernel_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _kernel(args: argparse.Namespace) -> int:
-    from CTPerfusionMappingLib.errors import UserError
+    from ImagingBasics.errors import UserError
 
-    from .kernels import kernel_parameters, read_kernel_folder, voxel_s_values, write_kernel_folder
+    from .physics.kernels import kernel_parameters, read_kernel_folder, voxel_s_values, write_kernel_folder
 
     photon_size = args.photon_size or args.size
     for name, value in (("--size", args.size), ("--photon-size", photon_size)):
@@ -148,7 +149,7 @@ def kernel_figure(k, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from CTPerfusionMappingLib.files import save_figure
+    from ImagingBasics.files import save_figure
 
     c = k.electron.shape[0] // 2
     x = (np.arange(k.electron.shape[2]) - c) * k.spacing_mm[0]
@@ -185,11 +186,11 @@ def _mc(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.imageio import read_volume, write_volume
-    from CTPerfusionMappingLib.report import write_json
+    from ImagingBasics.errors import UserError
+    from ImagingBasics.files import write_json
+    from ImagingBasics.imageio import read_volume, write_volume
 
-    from .mc import run_mc
+    from .physics.monte_carlo import run_mc
 
     if args.activity_scale <= 0:
         raise UserError("--activity-scale must be positive")
@@ -256,12 +257,12 @@ def _run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.files import write_csv
-    from CTPerfusionMappingLib.imageio import read_volume, write_volume
-    from CTPerfusionMappingLib.report import write_json
+    from ImagingBasics.errors import UserError
+    from ImagingBasics.files import write_csv, write_json
+    from ImagingBasics.imageio import read_volume, write_volume
 
-    from .pipeline import check_calibration, dose_rate_map, label_names_from_args, label_table
+    from .dosimetry.pipeline import dose_rate_map, label_names_from_args, label_table
+    from .physics.vdk import check_calibration
 
     check_calibration(args.calibration, args.activity_mbq)
     say = _progress_lines(args)
@@ -307,7 +308,7 @@ def dose_figure(ct, dose, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from CTPerfusionMappingLib.files import save_figure
+    from ImagingBasics.files import save_figure
 
     k, j, i = np.unravel_index(int(np.argmax(dose.array)), dose.shape)
     d = np.ma.masked_less_equal(dose.array, dose.array.max() * 1e-3)
@@ -366,8 +367,8 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
 def _integrate(args: argparse.Namespace) -> int:
     import sys
 
-    from .integrate import run_integrate
-    from .pipeline import label_names_from_args
+    from .dosimetry.integrate import run_integrate
+    from .dosimetry.pipeline import label_names_from_args
 
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
@@ -400,9 +401,9 @@ def _integrate(args: argparse.Namespace) -> int:
 
 
 def _progress_lines(args: argparse.Namespace):
-    """``say(fraction, step, out=None)``: with --progress-lines, the protocol lines of ``CTPerfusionMappingLib.process``
+    """``say(fraction, step, out=None)``: with --progress-lines, the protocol lines of ``ImagingBasics.process``
     on stdout (``out``: the done line with the output folder, as ``ctpm run`` prints it); otherwise nothing."""
-    from CTPerfusionMappingLib.process import progress_line
+    from ImagingBasics.process import progress_line
 
     def say(fraction: float, step: str, out: Optional[Path] = None) -> None:
         if not getattr(args, "progress_lines", False):
@@ -418,7 +419,7 @@ def _device(requested: str) -> str:
     """``auto``: a CUDA GPU when torch sees one, else the CPU (as ``ctpm``); any other device name unchanged."""
     if str(requested).strip().lower() != "auto":
         return requested
-    from CTPerfusionMappingLib.inference import select_device
+    from ImagingBasics.devices import select_device
 
     return select_device("auto")
 
@@ -464,10 +465,10 @@ def _train(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from CTPerfusionMappingLib.errors import UserError
+    from ImagingBasics.errors import UserError
 
-    from .cnn_network import DoseNetConfig
-    from .cnn_training import DoseTrainConfig, train_from_manifest
+    from .cnn.network import DoseNetConfig
+    from .cnn.training import DoseTrainConfig, train_from_manifest
 
     try:
         network = DoseNetConfig(base_filters=args.base_filters, levels=args.levels,

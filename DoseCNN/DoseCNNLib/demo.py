@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from CTPerfusionMappingLib.volume import Volume
+from ImagingBasics.volume import Volume
 
 
 def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays: int = 2_000_000,
@@ -28,15 +28,14 @@ def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays
     """Steps 1-4 of the module docstring; returns the summary (also written to ``out/results/demo.json``).
 
     ``grid``: ((nx, ny, nz), spacing mm) instead of the ``small`` phantom (tests)."""
-    from CTPerfusionMappingLib.files import write_csv
-    from CTPerfusionMappingLib.imageio import write_volume
-    from CTPerfusionMappingLib.report import write_json
+    from ImagingBasics.files import write_csv, write_json
+    from ImagingBasics.imageio import write_volume
 
-    from .cnn_weights import bundled_weights
-    from .dose_metrics import compare_methods, comparison_figure
-    from .integrate import run_integrate
-    from .phantom_case import generate_case, write_case
-    from .pipeline import dose_rate_map
+    from .cnn.weights import bundled_weights
+    from .dosimetry.integrate import run_integrate
+    from .dosimetry.metrics import compare_methods, comparison_figure
+    from .dosimetry.pipeline import dose_rate_map
+    from .phantoms.case import generate_case, write_case
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -101,7 +100,7 @@ def overview_figure(case, estimates: Dict[str, Volume], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from CTPerfusionMappingLib.files import save_figure
+    from ImagingBasics.files import save_figure
 
     lab = case.labels.array
     j = int(np.argmax(np.isin(lab, (3, 4)).sum(axis=(0, 2))))
@@ -149,7 +148,7 @@ def add_demo_command(sub) -> None:
 
 
 def _demo(args) -> int:
-    from CTPerfusionMappingLib.errors import UserError
+    from ImagingBasics.errors import UserError
 
     if args.weights is not None and not args.weights.is_file():
         raise UserError(f"weights file not found: {args.weights}")

@@ -40,10 +40,10 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from CTPerfusionMappingLib.errors import UserError
+    from ImagingBasics.errors import UserError
 
-    from .phantom_case import generate_cohort
-    from .spect_sim import SpectModel
+    from .phantoms.case import generate_cohort
+    from .phantoms.spect_sim import SpectModel
 
     if args.mc_decays < 0 or (0 < args.mc_decays < 1000):
         raise UserError("--mc-decays must be 0 (no Monte Carlo) or at least 1000")
@@ -61,15 +61,15 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _gate_case(args: argparse.Namespace, say, spect_model):
-    from CTPerfusionMappingLib.files import write_csv
+    from ImagingBasics.files import write_csv
 
-    from .gate_patient import gate_patient_case
-    from .phantom_case import training_rows, write_case
+    from .phantoms.case import training_rows, write_case
+    from .phantoms.gate_patient import gate_patient_case
 
     attn, src = (Path(p) for p in args.gate_phantom)
     for path in (attn, src):
         if not path.is_file():
-            from CTPerfusionMappingLib.errors import UserError
+            from ImagingBasics.errors import UserError
 
             raise UserError(f"file not found: {path}")
     case = gate_patient_case(attn, src, seed=args.seed, times_h=args.times, mc_decays=int(args.mc_decays),

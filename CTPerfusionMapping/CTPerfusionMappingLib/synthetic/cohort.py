@@ -28,10 +28,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..files import atomic_output
-from ..imageio import write_volume
-from ..volume import Volume, from_sitk, to_sitk
+from ImagingBasics.errors import UserError
+from ImagingBasics.files import atomic_output
+from ImagingBasics.imageio import write_volume
+from ImagingBasics.resample import resample
+from ImagingBasics.volume import Volume, from_sitk
+
 from . import anatomy as A
 from . import ct as C
 from . import pathology as PA
@@ -75,21 +77,12 @@ def case_seed(cohort_seed: int, index: int) -> int:
 
 def _upsample(values: np.ndarray, src: Volume, dst: Volume) -> np.ndarray:
     """Linear interpolation of a model-grid field onto the CT grid (edge values held outside)."""
-    import SimpleITK as sitk
-
-    img = to_sitk(src.with_array(values.astype(np.float32)))
-    out = sitk.Resample(img, to_sitk(dst), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32,
-                        useNearestNeighborExtrapolator=True)
-    return sitk.GetArrayFromImage(out)
+    return resample(src.with_array(values.astype(np.float32)), dst, extrapolate=True).array
 
 
 def _upsample_nearest(labels: np.ndarray, src: Volume, dst: Volume) -> np.ndarray:
     """Nearest-neighbour resampling of a model-grid label map onto the CT grid."""
-    import SimpleITK as sitk
-
-    out = sitk.Resample(to_sitk(src.with_array(labels)), to_sitk(dst), sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                        sitk.sitkUInt8, useNearestNeighborExtrapolator=True)
-    return sitk.GetArrayFromImage(out)
+    return resample(src.with_array(labels), dst, interpolation="nearest", dtype=np.uint8, extrapolate=True).array
 
 
 def _defect_codes(tree, pathologies: Dict) -> np.ndarray:
@@ -355,7 +348,7 @@ def write_case(case: SyntheticCase, folder: Path) -> Path:
 
 
 def _generate_and_write(job) -> Path:
-    """One cohort case (a picklable job for :func:`~CTPerfusionMappingLib.parallel.map_in_processes`)."""
+    """One cohort case (a picklable job for :func:`~ImagingBasics.parallel.map_in_processes`)."""
     seed, size, spect_grid_name, probabilities, case_id, folder, preview = job
     case = generate_case(seed, size, spect_grid_name, probabilities, case_id)
     write_case(case, folder)
@@ -383,7 +376,7 @@ def generate_cohort(
     ``workers`` > 1 generates cases in that many single-threaded processes (the cases are the same: each has its
     own seed). ``prefix`` names the case folders and ids (``prefix000``...), so that cohorts can be pooled.
     """
-    from ..parallel import map_in_processes
+    from ImagingBasics.parallel import map_in_processes
 
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
@@ -431,7 +424,7 @@ def write_manifest(path: Path, folders: Sequence[Path]) -> None:
 
 def load_case(folder: Path) -> SyntheticCase:
     """Read a case folder written by :func:`write_case`."""
-    from ..imageio import read_volume
+    from ImagingBasics.imageio import read_volume
 
     folder = Path(folder)
     meta_path = folder / "meta.json"

@@ -17,8 +17,8 @@ from typing import Tuple
 
 import numpy as np
 
-from ..errors import UserError
-from ..volume import Volume
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
 
 CT_SIZES = {"small": (128, 3.90625), "full": (512, 0.9765625)}
 SPECT_GRIDS = {"standard": ((128, 128, 128), (4.42, 4.42, 4.42)), "fine": ((128, 128, 60), (2.76, 2.76, 5.0))}

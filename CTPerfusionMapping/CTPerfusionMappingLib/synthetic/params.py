@@ -26,7 +26,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from ..errors import UserError
+from ImagingBasics.errors import UserError
 
 DEFAULT_PATHOLOGY_PROBABILITIES: Dict[str, float] = {
     "emphysema": 0.35,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import save_figure
+from ImagingBasics.files import save_figure
+
 from .spect import resample_to_reference
 
 

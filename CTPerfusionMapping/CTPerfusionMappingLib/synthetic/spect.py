@@ -19,9 +19,9 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from ..volume import Volume, from_sitk, to_sitk
-
-FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+from ImagingBasics.gaussian import SIGMA_PER_FWHM
+from ImagingBasics.resample import resample, resample_image
+from ImagingBasics.volume import Volume, to_sitk
 
 
 def misalignment_transform(rotation_deg: Sequence[float], translation_mm: Sequence[float], centre_mm: Sequence[float]):
@@ -63,9 +63,8 @@ def simulate_spect(
     import SimpleITK as sitk
 
     img = sitk.Cast(to_sitk(activity_ct), sitk.sitkFloat32)
-    blurred = sitk.SmoothingRecursiveGaussian(img, float(fwhm_mm * FWHM_TO_SIGMA))
-    ref = to_sitk(spect_reference)
-    sampled = sitk.Resample(blurred, ref, transform.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    blurred = sitk.SmoothingRecursiveGaussian(img, float(fwhm_mm * SIGMA_PER_FWHM))
+    sampled = resample_image(blurred, spect_reference, transform.GetInverse())
     expected = np.clip(sitk.GetArrayFromImage(sampled).astype(np.float64), 0.0, None)
     total = expected.sum()
     if total > 0:
@@ -77,13 +76,9 @@ def simulate_spect(
 
 
 def resample_to_reference(moving: Volume, reference: Volume, transform=None, linear: bool = True) -> Volume:
-    """``moving`` resampled onto ``reference``'s grid through ``transform`` (reference point -> moving point)."""
-    import SimpleITK as sitk
-
-    t = transform if transform is not None else sitk.Transform()
-    interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    out = sitk.Resample(to_sitk(moving), to_sitk(reference), t, interp, 0.0)
-    return from_sitk(out)
+    """``moving`` resampled onto ``reference``'s grid through ``transform`` (reference point -> moving point), voxel
+    type kept."""
+    return resample(moving, reference, transform, "linear" if linear else "nearest", dtype=None)
 
 
 def partial_volume_normalised(spect_on_ct: Volume, lung_mask: np.ndarray, fwhm_mm: float) -> np.ndarray:
@@ -96,6 +91,6 @@ def partial_volume_normalised(spect_on_ct: Volume, lung_mask: np.ndarray, fwhm_m
     import SimpleITK as sitk
 
     mask = spect_on_ct.with_array(lung_mask.astype(np.float32))
-    blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(to_sitk(mask), float(fwhm_mm * FWHM_TO_SIGMA)))
+    blurred = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(to_sitk(mask), float(fwhm_mm * SIGMA_PER_FWHM)))
     out = spect_on_ct.array.astype(np.float32) / np.maximum(blurred, 0.05)
     return np.where(lung_mask, out, 0.0).astype(np.float32)

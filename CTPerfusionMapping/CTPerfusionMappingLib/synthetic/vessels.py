@@ -23,7 +23,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..volume import Volume
+from ImagingBasics.volume import Volume
+
 from .anatomy import LOBE_NAMES, RLL, RML, RUL, Thorax, distance_to_segment
 
 LOBAR_RADIUS_MM = 5.5

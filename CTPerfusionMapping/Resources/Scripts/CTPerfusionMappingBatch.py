@@ -61,8 +61,8 @@ def run_case(logic, request, case):
 def main(argv):
     import slicer
 
-    from CTPerfusionMappingLib.errors import UserError
-    from CTPerfusionMappingLib.slicer_batch import parse_batch_arguments
+    from CTPerfusionMappingLib.slicer_glue.batch import parse_batch_arguments
+    from ImagingBasics.errors import UserError
 
     try:
         request = parse_batch_arguments(argv)

@@ -46,7 +46,7 @@ def run(logic, request):
     import slicer
 
     import DoseCNN  # the module file: its parameter pack and choices
-    from DoseCNNLib import slicer_commands as commands
+    from DoseCNNLib.slicer_glue import commands
 
     def label(choices, value):  # the GUI label of a command-line value
         return next(text for text, v in choices.items() if v == value)
@@ -102,8 +102,8 @@ def run(logic, request):
 def main(argv):
     import slicer
 
-    from CTPerfusionMappingLib.errors import UserError
-    from DoseCNNLib.slicer_batch import parse_batch_arguments
+    from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
+    from ImagingBasics.errors import UserError
 
     try:
         request = parse_batch_arguments(argv)

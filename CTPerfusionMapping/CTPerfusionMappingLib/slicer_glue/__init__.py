@@ -1,0 +1,2 @@
+"""The CTPerfusionMapping Slicer module's pure-Python half: the child's command line, batch arguments, and the lung
+segments of the results. Nothing here imports Slicer (the module file passes its nodes in)."""

@@ -1,0 +1,1 @@
+"""The residual dose CNN that learns Monte Carlo minus VDK: network, training data, training, weights, inference."""

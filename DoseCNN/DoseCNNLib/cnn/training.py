@@ -1,0 +1,290 @@
+"""Training the residual dose CNN (004): weighted MSE against Monte Carlo dose rates, Adam, a checkpoint every epoch.
+
+004's settings are the defaults (:class:`DoseTrainConfig`): Adam with lr 1e-3 and ReduceLROnPlateau (on the validation
+loss; factor 0.5 after 10 epochs without improvement: the paper names the strategy, not its parameters), MSE, batch 32,
+200 epochs, 20 % of the slices for validation (004 holds out random slices; ``val_by="patient"`` holds out whole
+patients, the stricter test, since neighbouring slices of one patient are nearly alike).
+
+* Loss (the public follow-up, DblurDoseNet): 0.7 x mean squared error over the body's voxels + 0.3 x over the voxels
+  outside it, divided by the weights of the parts present in the batch (a crop inside the body has no outside part);
+  padding added to batch slices of different sizes is left out. Training uses the network's raw output (VDK +
+  correction, unclamped, so that no voxel loses its gradient); validation scores what users get
+  (:func:`.cnn_network.physical_dose`: clamped at >= 0, zero in air) and also the VDK map alone, the baseline that the
+  correction should beat, and both NRMSE over the body (004 equation 2, normalised units).
+* Best weights by validation loss (``best.pt``, loadable by ``dosecnn run --method cnn --weights``); optional early
+  stopping after ``patience`` epochs without a better validation loss (off by default: 004 trains 200 epochs).
+* Reproducible and resumable: torch and numpy are reseeded from ``(seed, epoch)`` at every epoch (shuffling, crops,
+  augmentation), and ``checkpoint.pt`` (written every epoch) holds the model, the optimiser, the scheduler and the
+  history, so that a killed run resumed with ``resume=True`` ends with the same weights as an uninterrupted one (CPU).
+* Mixed precision (bfloat16 autocast) on CUDA only; the loss is computed in float32.
+* Outputs in ``out_dir``: ``checkpoint.pt``, ``best.pt``, ``log.csv``, ``learning_curve.png``, ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ImagingBasics.errors import UserError
+
+from .data import DoseCase, Normalisation, SliceRef, check_common_spacing, make_batch
+
+VAL_BY = ("slice", "patient")
+
+
+@dataclass(frozen=True)
+class DoseTrainConfig:
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    patience: int = 0  # early stopping after this many epochs without a better validation loss; 0: never
+    val_fraction: float = 0.2
+    val_by: str = "slice"
+    crop: Optional[int] = None  # random in-plane crops of this size (pixels) for training; None: whole slices
+    augment: bool = True
+    body_weight: float = 0.7
+    seed: int = 0
+    amp: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserError("epochs and batch size must be at least 1")
+        if not (self.lr > 0 and 0.0 < self.val_fraction < 1.0 and 0.0 <= self.body_weight <= 1.0):
+            raise UserError("the learning rate must be positive and the validation fraction between 0 and 1")
+        if self.val_by not in VAL_BY:
+            raise UserError(f"unknown validation split {self.val_by!r}; use 'slice' or 'patient'")
+        if self.crop is not None and self.crop < 16:
+            raise UserError("crops must be at least 16 pixels")
+        if self.patience < 0:
+            raise UserError("the early-stopping patience must be 0 (off) or positive")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def weighted_mse(pred, target, body, valid, body_weight: float = 0.7):
+    """``body_weight`` x MSE inside the body + (1 - ``body_weight``) x MSE outside it (valid voxels only), divided by
+    the weights of the parts that have voxels."""
+    err = (pred - target) ** 2
+    inside = (body & valid).to(err.dtype)
+    outside = (~body & valid).to(err.dtype)
+    n_in, n_out = inside.sum(), outside.sum()
+    num = body_weight * (err * inside).sum() / n_in.clamp_min(1.0) + \
+        (1.0 - body_weight) * (err * outside).sum() / n_out.clamp_min(1.0)
+    den = body_weight * (n_in > 0).to(err.dtype) + (1.0 - body_weight) * (n_out > 0).to(err.dtype)
+    return num / den.clamp_min(1e-12)
+
+
+def _to_device(batch, device: str) -> Dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(getattr(batch, k)).to(device) for k in ("pack", "vdk", "reference", "body", "air", "valid")}
+
+
+def _validation_batches(refs: Sequence[SliceRef], batch_size: int) -> List[List[SliceRef]]:
+    """Validation slices in order, in batches that never mix cases (whole slices of one case have one size)."""
+    batches: List[List[SliceRef]] = []
+    for ref in sorted(refs):
+        if batches and len(batches[-1]) < batch_size and batches[-1][0][0] == ref[0]:
+            batches[-1].append(ref)
+        else:
+            batches.append([ref])
+    return batches
+
+
+def validate(model, cases: Sequence[DoseCase], refs: Sequence[SliceRef], norm: Normalisation, device: str,
+             batch_size: int, body_weight: float = 0.7, amp: bool = False) -> Dict[str, float]:
+    """Validation loss and body NRMSE of the CNN (as users get it) and of the VDK map alone, whole slices."""
+    import torch
+
+    from ImagingBasics.devices import autocast_context
+
+    from .network import physical_dose
+
+    model.eval()
+    half = model.config.half_window
+    sums = {"loss": 0.0, "loss_vdk": 0.0, "err": 0.0, "err_vdk": 0.0, "ref": 0.0}
+    n = 0
+    with torch.inference_mode():
+        for group in _validation_batches(refs, batch_size):
+            b = _to_device(make_batch(cases, group, norm, half), device)
+            with autocast_context(device, amp):
+                raw = model(b["pack"], b["vdk"])
+            pred = physical_dose(raw.float(), b["air"])
+            inside = (b["body"] & b["valid"]).float()
+            sums["loss"] += float(weighted_mse(pred, b["reference"], b["body"], b["valid"], body_weight)) * len(group)
+            sums["loss_vdk"] += float(weighted_mse(b["vdk"], b["reference"], b["body"], b["valid"], body_weight)) * len(group)
+            sums["err"] += float((((pred - b["reference"]) ** 2) * inside).sum())
+            sums["err_vdk"] += float((((b["vdk"] - b["reference"]) ** 2) * inside).sum())
+            sums["ref"] += float(((b["reference"] ** 2) * inside).sum())
+            n += len(group)
+    ref = max(sums["ref"], 1e-30)
+    return {"val_loss": sums["loss"] / max(n, 1), "val_loss_vdk": sums["loss_vdk"] / max(n, 1),
+            "val_nrmse": math.sqrt(sums["err"] / ref), "val_nrmse_vdk": math.sqrt(sums["err_vdk"] / ref)}
+
+
+def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, Any], network, config: DoseTrainConfig,
+                     norm: Normalisation, spacing) -> None:
+    import torch
+
+    from ImagingBasics.files import atomic_output
+
+    payload = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+               "state": dict(state, best_val_loss=float(state["best_val_loss"])), "network": network.to_dict(),
+               "train": config.to_dict(), "normalisation": norm.to_dict(), "spacing_mm": list(spacing)}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path: Path, network, device: str) -> Dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception:
+        raise UserError(f"{path} is not a readable checkpoint (corrupt, or written by another program)") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "network" not in ckpt:
+        raise UserError(f"{path} is not a dosecnn train checkpoint")
+    if ckpt["network"] != network.to_dict():
+        raise UserError(f"--resume: {path} holds another network configuration than the one requested")
+    return ckpt
+
+
+def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], val_refs: Sequence[SliceRef],
+          out_dir: Path, config: DoseTrainConfig = DoseTrainConfig(), resume: bool = False,
+          progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
+          step_progress: Optional[Callable[[int, int], None]] = None, metadata: Optional[dict] = None) -> Dict[str, Any]:
+    """Train a :class:`.cnn_network.ResidualDoseNet` of configuration ``network``; returns the summary.
+
+    ``progress(epoch, epochs, log row)`` after every epoch; ``step_progress(step, steps per epoch)`` after every
+    optimiser step; ``metadata`` is stored in ``best.pt`` (with the epoch, metrics and training settings).
+    """
+    import torch
+
+    from ImagingBasics.devices import autocast_context, select_device
+    from ImagingBasics.files import write_csv
+    from ImagingBasics.training_support import seed_epoch
+
+    from .network import build_dose_network
+    from .weights import save_dose_weights
+
+    if not train_refs or not val_refs:
+        raise UserError("training needs at least one training and one validation slice")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = select_device(config.device)
+    spacing = check_common_spacing(cases)
+    norm = Normalisation.for_spacing(spacing)
+    torch.manual_seed(config.seed)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # one crop size: let cuDNN pick the fastest convolutions
+    model = build_dose_network(network).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=config.lr_factor,
+                                                           patience=config.lr_patience)
+    amp = bool(config.amp and device.startswith("cuda"))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())  # float16 needs scaling
+    state: Dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
+                             "steps": 0, "history": []}
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no checkpoint in {out_dir}")
+        ckpt = _load_checkpoint(ckpt_path, network, device)
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state.update({k: ckpt["state"][k] for k in state})
+    half = network.slices // 2
+    train_list = list(train_refs)
+    steps = math.ceil(len(train_list) / config.batch_size)
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        rng = seed_epoch(config.seed, epoch)
+        model.train()
+        order = rng.permutation(len(train_list))
+        t0 = time.perf_counter()
+        losses = []
+        for s in range(steps):
+            refs = [train_list[i] for i in order[s * config.batch_size:(s + 1) * config.batch_size]]
+            b = _to_device(make_batch(cases, refs, norm, half, rng, config.crop, config.augment), device)
+            optimiser.zero_grad(set_to_none=True)
+            with autocast_context(device, amp):
+                raw = model(b["pack"], b["vdk"])
+            loss = weighted_mse(raw.float(), b["reference"], b["body"], b["valid"], config.body_weight)
+            if not torch.isfinite(loss):
+                raise UserError(f"the training loss became {float(loss)} in epoch {epoch}: lower the learning rate")
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(float(loss.detach()))
+            state["steps"] += 1
+            if step_progress is not None:
+                step_progress(s + 1, steps)
+        seconds = time.perf_counter() - t0
+        val = validate(model, cases, val_refs, norm, device, config.batch_size, config.body_weight, amp)
+        improved = val["val_loss"] < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=val["val_loss"], best_epoch=epoch, epochs_without_improvement=0)
+            save_dose_weights(model, network, norm, spacing, out_dir / "best.pt",
+                              metadata={**(metadata or {}), "epoch": epoch, **val, "train": config.to_dict()})
+        else:
+            state["epochs_without_improvement"] += 1
+        scheduler.step(val["val_loss"])
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **val, "lr": optimiser.param_groups[0]["lr"],
+               "seconds": seconds, "slices_per_second": len(train_list) / max(seconds, 1e-9)}
+        state["epoch"] = epoch
+        state["history"] = state["history"] + [row]
+        _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config, norm, spacing)
+        write_csv(state["history"], out_dir / "log.csv")  # rewritten from the checkpoint's history: never disagree
+        if progress is not None:
+            progress(epoch, config.epochs, row)
+        if config.patience and state["epochs_without_improvement"] >= config.patience:
+            break
+    plot_dose_learning_curve(out_dir)
+    last = state["history"][-1] if state["history"] else {}
+    return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"], "epochs": state["epoch"],
+            "last": last, "weights": str(out_dir / "best.pt"), "device": device, "training_spacing_mm": list(spacing),
+            "normalisation": norm.to_dict()}
+
+
+def plot_dose_learning_curve(out_dir: Path) -> None:
+    """``learning_curve.png`` from ``log.csv``: losses (with the VDK-only validation loss) and validation NRMSE."""
+    from ImagingBasics.training_support import plot_learning_curve
+
+    plot_learning_curve(out_dir / "log.csv", out_dir / "learning_curve.png",
+                        loss_label="weighted MSE (0.7 body, 0.3 outside)", metrics=("val_nrmse", "val_nrmse_vdk"),
+                        metric_label="validation NRMSE in the body", losses=("train_loss", "val_loss", "val_loss_vdk"),
+                        labels={"val_loss_vdk": "validation, VDK alone", "val_nrmse": "CNN", "val_nrmse_vdk": "VDK alone"})
+
+
+def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: DoseTrainConfig = DoseTrainConfig(),
+                        cache_dir: Optional[Path] = None, kernel_cache: Optional[Path] = None, nuclide: str = "Lu-177",
+                        resume: bool = False, prep_progress: Optional[Callable[[int, int, str], None]] = None,
+                        progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None) -> Dict[str, Any]:
+    """``dosecnn train``: prepare (or read from the cache) every case of ``manifest``, split, train; the summary is
+    also written to ``out_dir/train_summary.json``."""
+    from ImagingBasics.files import write_json
+
+    from .data import load_cases, split_slices
+    from .network import DoseNetConfig
+
+    network = network or DoseNetConfig()
+    out_dir = Path(out_dir)
+    cases = load_cases(manifest, cache_dir or out_dir / "cache", nuclide, kernel_cache, progress=prep_progress)
+    train_refs, val_refs = split_slices(cases, config.val_fraction, config.seed, config.val_by)
+    metadata = {"manifest": str(manifest), "cases": [c.case_id for c in cases], "nuclide": nuclide,
+                "note": "residual dose CNN (004) trained with dosecnn train; research use only"}
+    summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, metadata=metadata)
+    summary.update(cases=len(cases), training_slices=len(train_refs), validation_slices=len(val_refs),
+                   validation_by=config.val_by,
+                   validation_cases=sorted({cases[c].case_id for c, _ in val_refs}) if config.val_by == "patient" else None)
+    write_json(summary, out_dir / "train_summary.json")
+    return summary

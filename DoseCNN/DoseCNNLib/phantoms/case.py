@@ -1,0 +1,308 @@
+"""``dosecnn phantom``: synthetic Lu-177 DOTATATE patients with SPECTs at several time points and Monte Carlo truth.
+
+One case (:func:`generate_case`):
+
+1. a torso CT with organ/lesion labels and uptake compartments (:mod:`.torso_phantom`);
+2. known kinetics per compartment (:mod:`.phantom_kinetics`) -> the TRUE activity (Bq per voxel) at each time point
+   (default 4, 24, 96 and 168 h: 004's four scans within 7 days) and the true time-integrated activity (TIA);
+3. a SPECT (counts, own grid) of each time point's true activity (:mod:`.spect_sim`);
+4. ground truth (004: "MC dose rate of the TRUE activity"): the Monte Carlo engine (:mod:`.mc`) run once per
+   compartment with unit activity. Dose rate is linear in activity, so the dose rate at any time point is
+   ``sum_c A_c(t) D_c`` and the absorbed dose is ``sum_c TIA_c D_c`` exactly, with batch uncertainties combined
+   the same way (``sd^2 = sum_c A_c(t)^2 sd_c^2``). Decays are shared among the compartments in proportion to their
+   time-integrated activity (at least ``MIN_DECAYS_PER_COMPARTMENT`` each, or half an equal share when the
+   total is small).
+
+:func:`write_case` writes a folder per case; :func:`generate_cohort` writes ``cohort.csv`` (the training manifest
+of ``dosecnn train``: one row per case and time point) and each case's ``timepoints.csv`` (the manifest of
+``dosecnn integrate``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ImagingBasics.errors import UserError
+from ImagingBasics.volume import Volume
+
+from . import kinetics as K
+from . import torso as T
+from .spect_sim import SpectModel, simulate_spect
+
+DEFAULT_TIMES_H = (4.0, 24.0, 96.0, 168.0)
+MIN_DECAYS_PER_COMPARTMENT = 20_000
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass
+class PhantomCase:
+    ct: Volume  # HU, int16
+    labels: Volume  # uint8, T.LABELS and lesions
+    times_h: List[float]
+    activity_bq: List[Volume]  # true activity per time point (Bq per voxel, CT grid)
+    spect: List[Volume]  # counts per time point (SPECT grid)
+    tia_mbq_h: Volume  # true time-integrated activity per voxel (MBq h)
+    dose_rate_mgy_s: List[Volume] = field(default_factory=list)  # MC truth per time point (empty without MC)
+    dose_rate_sd_mgy_s: List[Volume] = field(default_factory=list)  # its standard error
+    absorbed_dose_gy: Optional[Volume] = None  # MC truth of the absorbed dose
+    meta: Dict = field(default_factory=dict)
+
+
+def time_tag(t_h: float) -> str:
+    """File tag of a time point: 4 h -> ``t004h``, 24.5 h -> ``t024.5h``."""
+    return f"t{t_h:03.0f}h" if float(t_h).is_integer() else f"t{t_h:05.1f}h"
+
+
+def compartment_activity(mask: np.ndarray, voxel_ml: float, concentration_mbq_ml: float) -> np.ndarray:
+    """Bq per voxel of a uniform concentration (MBq/mL) in ``mask``."""
+    return mask.astype(np.float32) * np.float32(concentration_mbq_ml * voxel_ml * 1e6)
+
+
+def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H, mc_decays: int = 2_000_000,
+                  mc_batches: int = 5, device: str = "cpu", spect_model: Optional[SpectModel] = None,
+                  grid_override: Optional[tuple] = None, progress: Optional[Callable[[str], None]] = None
+                  ) -> PhantomCase:
+    """One synthetic patient (see the module docstring). ``mc_decays=0`` skips the Monte Carlo truth.
+
+    ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids).
+    """
+    say = progress or (lambda msg: None)
+    if grid_override is None and size not in T.GRIDS:
+        raise UserError(f"unknown phantom size {size!r}; choose one of {', '.join(T.GRIDS)}")
+    size_xyz, spacing = grid_override or T.GRIDS[size]
+    rng = np.random.default_rng(seed)
+    params = T.draw_torso(rng)
+    grid = T.centred_grid(size_xyz, spacing)
+    say("anatomy")
+    hu, labels, compartments = T.torso_on_grid(params, grid, rng)
+    ct = grid.with_array(np.round(hu).astype(np.int16))
+    names = label_names(len(params.lesions), params)
+    extra = {"generator": "DoseCNNLib.phantoms.case", "size": size if grid_override is None else "custom",
+             "torso": params.to_dict()}
+    return simulate_case(ct, grid.with_array(labels), compartments, names, rng, seed, times_h, mc_decays, mc_batches,
+                         device, spect_model, extra, say)
+
+
+def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray], names: Dict[int, str],
+                  rng: np.random.Generator, seed: int, times_h: Sequence[float] = DEFAULT_TIMES_H,
+                  mc_decays: int = 2_000_000, mc_batches: int = 5, device: str = "cpu",
+                  spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
+                  say: Callable[[str], None] = lambda msg: None) -> PhantomCase:
+    """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
+    in :mod:`.phantom_kinetics`): steps 2-4 of the module docstring."""
+    times = sorted(float(t) for t in times_h)
+    if not times or times[0] <= 0 or len(set(times)) != len(times):
+        raise UserError("time points must be distinct positive hours after administration")
+    compartments = {name: m for name, m in compartments.items() if m.any()}
+    kinetics = K.draw_kinetics(rng, list(compartments))
+    voxel_ml = ct.voxel_volume_ml
+    activity = [ct.with_array(_activity_at(compartments, kinetics, voxel_ml, t)) for t in times]
+    tia = np.zeros(ct.shape, np.float32)
+    for name, mask in compartments.items():
+        tia += mask.astype(np.float32) * np.float32(kinetics[name].integral() * voxel_ml)  # MBq h
+    model = spect_model or SpectModel()
+    spects, spect_info = [], []
+    for t, a in zip(times, activity):
+        say(f"SPECT at {t:g} h")
+        s, info = simulate_spect(a, model, rng, ct=ct, device=device)
+        spects.append(s)
+        spect_info.append({"time_h": t, **info})
+    case = PhantomCase(ct, labels, times, activity, spects, ct.with_array(tia))
+    if mc_decays > 0:
+        _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, device, seed, say)
+    case.meta = {**(extra_meta or {}), **_meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case,
+                                               mc_decays, mc_batches)}
+    return case
+
+
+def _activity_at(compartments, kinetics, voxel_ml: float, t_h: float) -> np.ndarray:
+    out = None
+    for name, mask in compartments.items():
+        a = compartment_activity(mask, voxel_ml, float(kinetics[name].concentration(t_h)))
+        out = a if out is None else out + a
+    return out
+
+
+def _decay_shares(compartments, kinetics, voxel_ml: float, total: int) -> Dict[str, int]:
+    """Decays per compartment in proportion to its time-integrated activity (at least the minimum each)."""
+    tia = {name: kinetics[name].integral() * float(mask.sum()) * voxel_ml for name, mask in compartments.items()}
+    whole = sum(tia.values())
+    floor = min(MIN_DECAYS_PER_COMPARTMENT, total // (2 * len(tia)))
+    return {name: max(floor, int(round(total * v / whole))) for name, v in tia.items()}
+
+
+def _monte_carlo_truth(case: PhantomCase, compartments, kinetics, voxel_ml, mc_decays, batches, device, seed, say):
+    """Dose rate per time point and absorbed dose from one Monte Carlo run per compartment (unit activity)."""
+    from ..physics.monte_carlo import run_mc
+
+    shape, n_t = case.ct.shape, len(case.times_h)
+    rates = [np.zeros(shape, np.float64) for _ in range(n_t)]
+    variances = [np.zeros(shape, np.float64) for _ in range(n_t)]
+    dose_gy = np.zeros(shape, np.float64)
+    shares = _decay_shares(compartments, kinetics, voxel_ml, mc_decays)
+    for i, (name, mask) in enumerate(compartments.items()):
+        say(f"Monte Carlo {i + 1}/{len(compartments)}: {name} ({shares[name]} decays)")
+        unit = case.ct.with_array(mask.astype(np.float32) * np.float32(1e6 / mask.sum()))  # 1 MBq in total
+        r = run_mc(unit, case.ct, n_decays=shares[name], batches=batches, device=device, seed=seed * 100 + i)
+        per_mbq = r.dose_rate_mgy_s.array.astype(np.float64)  # mGy/s per MBq in the compartment
+        sd = np.nan_to_num(r.relative_uncertainty.array.astype(np.float64)) * per_mbq
+        total_mbq = float(mask.sum()) * voxel_ml  # MBq per (MBq/mL) of concentration
+        for k, t in enumerate(case.times_h):
+            a_mbq = float(kinetics[name].concentration(t)) * total_mbq
+            rates[k] += a_mbq * per_mbq
+            variances[k] += (a_mbq * sd) ** 2
+        dose_gy += kinetics[name].integral() * total_mbq * per_mbq * SECONDS_PER_HOUR / 1000.0  # MBq h -> Gy
+    case.dose_rate_mgy_s = [case.ct.with_array(r.astype(np.float32)) for r in rates]
+    case.dose_rate_sd_mgy_s = [case.ct.with_array(np.sqrt(v).astype(np.float32)) for v in variances]
+    case.absorbed_dose_gy = case.ct.with_array(dose_gy.astype(np.float32))
+
+
+def label_names(n_lesions: int, params: Optional[T.TorsoParams] = None) -> Dict[int, str]:
+    """Label value -> name, lesions named by site (``lesion 10 (liver, necrotic)``)."""
+    names = dict(T.LABELS)
+    for i in range(n_lesions):
+        site = ""
+        if params is not None:
+            lesion = params.lesions[i]
+            site = f" ({lesion.site}{', necrotic' if lesion.necrotic_radius_mm > 0 else ''})"
+        names[T.LESION_LABEL_START + i] = f"lesion {T.LESION_LABEL_START + i}{site}"
+    return names
+
+
+def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case, mc_decays, mc_batches) -> Dict:
+    labels = case.labels.array
+    per_label = []
+    for value, name in names.items():
+        inside = labels == value
+        if not inside.any():
+            continue
+        row = {"label": value, "name": name, "volume_ml": float(inside.sum() * voxel_ml),
+               "tia_mbq_h": float(case.tia_mbq_h.array[inside].sum(dtype=np.float64))}
+        if case.absorbed_dose_gy is not None:
+            row["mean_absorbed_dose_gy"] = float(case.absorbed_dose_gy.array[inside].mean(dtype=np.float64))
+            row["mean_dose_rate_mgy_s"] = [float(d.array[inside].mean(dtype=np.float64)) for d in case.dose_rate_mgy_s]
+        per_label.append(row)
+    return {
+        "seed": seed, "times_h": case.times_h, "spacing_mm": list(case.ct.spacing), "shape_zyx": list(case.ct.shape),
+        "labels": {str(k): v for k, v in names.items()},
+        "kinetics": {name: {"amplitudes_mbq_ml": k.amplitudes_mbq_ml, "half_lives_h": k.half_lives_h,
+                            "volume_ml": float(compartments[name].sum() * voxel_ml),
+                            "tia_mbq_h": k.integral() * float(compartments[name].sum() * voxel_ml)}
+                     for name, k in kinetics.items()},
+        "spect": spect_info, "spect_model": model.to_dict(),
+        "monte_carlo": {"decays": mc_decays, "batches": mc_batches} if mc_decays > 0 else None,
+        "per_label": per_label,
+        "units": {"activity": "Bq per voxel", "spect": "counts", "tia": "MBq h per voxel", "dose_rate": "mGy/s",
+                  "absorbed_dose": "Gy"},
+        "note": "synthetic phantom for research and testing; not patient data",
+    }
+
+
+def write_case(case: PhantomCase, folder: Path, preview: bool = False) -> Path:
+    """Write one case folder (files listed in the README) and return it."""
+    from ImagingBasics.files import write_csv, write_json
+    from ImagingBasics.imageio import write_volume
+
+    folder = Path(folder)
+    write_volume(case.ct, folder / "ct.nrrd")
+    write_volume(case.labels, folder / "labels.nrrd")
+    write_volume(case.tia_mbq_h, folder / "tia_truth.nrrd")
+    rows = []
+    bq_per_count = case.meta["spect_model"]["bq_per_count"]
+    for k, t in enumerate(case.times_h):
+        tag = time_tag(t)
+        write_volume(case.activity_bq[k], folder / f"activity_{tag}.nrrd")
+        write_volume(case.spect[k], folder / f"spect_{tag}.nrrd")
+        if case.dose_rate_mgy_s:
+            write_volume(case.dose_rate_mgy_s[k], folder / f"dose_rate_mc_{tag}.nrrd")
+            write_volume(case.dose_rate_sd_mgy_s[k], folder / f"dose_rate_mc_sd_{tag}.nrrd")
+        rows.append({"time_h": t, "spect": f"spect_{tag}.nrrd", "ct": "ct.nrrd", "bq_per_count": bq_per_count})
+    if case.absorbed_dose_gy is not None:
+        write_volume(case.absorbed_dose_gy, folder / "absorbed_dose_mc.nrrd")
+    write_csv(rows, folder / "timepoints.csv")
+    write_csv([{"label": int(k), "name": v} for k, v in case.meta["labels"].items()], folder / "labels.csv")
+    write_json(case.meta, folder / "meta.json")
+    if preview:
+        write_preview(case, folder / "preview.png")
+    return folder
+
+
+def write_preview(case: PhantomCase, path: Path) -> Path:
+    """Coronal views through the kidneys: CT with labels, true activity, SPECT and Monte Carlo dose rate (first time
+    point), and the per-label truth table."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ImagingBasics.files import save_figure
+    from ImagingBasics.resample import resample_amount
+
+    lab = case.labels.array
+    j = int(np.argmax((np.isin(lab, (3, 4))).sum(axis=(0, 2))))  # the coronal row with most kidney
+    sz, sx = case.ct.spacing[2], case.ct.spacing[0]
+    spect_ct = resample_amount(case.spect[0], case.ct, keep_total=True).array
+    panels = [("CT and labels", case.ct.array[:, j, :], "gray"), ("true activity", case.activity_bq[0].array[:, j, :], "inferno"),
+              ("SPECT (on the CT grid)", spect_ct[:, j, :], "inferno")]
+    if case.dose_rate_mgy_s:
+        panels.append(("Monte Carlo dose rate (mGy/s)", case.dose_rate_mgy_s[0].array[:, j, :], "inferno"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (title, image, cmap) in zip(axes, panels):
+        kw = {"vmin": -250, "vmax": 350} if cmap == "gray" else {}
+        ax.imshow(image, cmap=cmap, origin="lower", aspect=sz / sx, **kw)
+        if cmap == "gray":
+            ax.contour(lab[:, j, :], levels=np.arange(1.5, lab.max() + 1), linewidths=0.4, colors="c", origin="lower")
+        ax.set_title(f"{title}, {case.times_h[0]:g} h", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)
+    return Path(path)
+
+
+def training_rows(folder: Path, case_id: str, meta: Dict) -> List[Dict]:
+    """Rows of ``cohort.csv`` for one written case (one per time point with a Monte Carlo reference)."""
+    rows = []
+    for t in meta["times_h"]:
+        tag = time_tag(t)
+        ref = folder / f"dose_rate_mc_{tag}.nrrd"
+        rows.append({"id": f"{case_id}_{tag}", "case": case_id, "time_h": t, "ct": f"{folder.name}/ct.nrrd",
+                     "spect": f"{folder.name}/spect_{tag}.nrrd",
+                     "reference": f"{folder.name}/{ref.name}" if ref.is_file() else "",
+                     "reference_sd": f"{folder.name}/dose_rate_mc_sd_{tag}.nrrd" if ref.is_file() else "",
+                     "labels": f"{folder.name}/labels.nrrd", "bq_per_count": meta["spect_model"]["bq_per_count"]})
+    return rows
+
+
+def generate_cohort(out: Path, n: int, seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H,
+                    mc_decays: int = 2_000_000, device: str = "cpu", prefix: str = "case", preview: bool = False,
+                    progress: Optional[Callable[[str], None]] = None,
+                    spect_model: Optional[SpectModel] = None) -> List[Path]:
+    """``n`` cases in ``out/<prefix>NNN`` and ``out/cohort.csv`` (case i has seed ``seed * 1000 + i``)."""
+    from ImagingBasics.files import write_csv
+
+    if n < 1:
+        raise UserError("--n must be at least 1")
+    out = Path(out)
+    folders, rows = [], []
+    for i in range(n):
+        case_id = f"{prefix}{i:03d}"
+        say = (lambda msg, cid=case_id: progress(f"{cid}: {msg}")) if progress else None
+        case = generate_case(seed * 1000 + i, size, times_h, mc_decays, device=device, spect_model=spect_model,
+                             progress=say)
+        folder = write_case(case, out / case_id, preview)
+        folders.append(folder)
+        rows += training_rows(folder, case_id, case.meta)
+    write_csv(rows, out / "cohort.csv")
+    return folders
+
+
+def load_meta(folder: Path) -> Dict:
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        raise UserError(f"{folder} is not a phantom case folder (no meta.json)")
+    return json.loads(path.read_text())
