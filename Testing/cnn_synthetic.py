@@ -63,10 +63,10 @@ def learnable_reference(activity: Volume, ct: Volume, vdk: Volume, strength: flo
     lung-like tissue), zero in air. The difference from VDK is a function of the network's inputs: it can be learned."""
     from scipy import ndimage
 
-    from DoseCNNLib.physics.materials import density_from_hu_004
+    from DoseCNNLib.physics.materials import density_from_hu_li2020
 
     voxel_ml = float(np.prod(ct.spacing)) / 1000.0
     blurred = ndimage.gaussian_filter(activity.array.astype(np.float64) / 1e6, (0.0, 1.0, 1.0)) * 0.0228 / voxel_ml
-    extra = strength * blurred * np.where(density_from_hu_004(ct.array) < 0.5, 2.0, 1.0)
+    extra = strength * blurred * np.where(density_from_hu_li2020(ct.array) < 0.5, 2.0, 1.0)
     ref = np.where(ct.array < -950, 0.0, vdk.array + extra)
     return ct.with_array(ref.astype(np.float32))

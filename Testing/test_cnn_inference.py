@@ -1,4 +1,4 @@
-"""Whole-volume inference with the residual dose CNN (004): residual start, scaling, slabs, voxel sizes, weight files."""
+"""Whole-volume inference with the residual dose CNN (Li 2020): residual start, scaling, slabs, voxel sizes, weight files."""
 
 import numpy as np
 import pytest

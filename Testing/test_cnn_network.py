@@ -1,4 +1,4 @@
-"""The residual dose CNN (004): shapes, receptive field, slab = packs, residual start, configuration, BN folding."""
+"""The residual dose CNN (Li 2020): shapes, receptive field, slab = packs, residual start, configuration, BN folding."""
 
 import pytest
 
@@ -63,7 +63,7 @@ def test_slab_equals_one_pack_per_slice():
 
 
 def test_receptive_field_is_five_slices_each_side():
-    """Changing input slice j changes the outputs of slices j-5..j+5 and no others (004's 11-slice packs)."""
+    """Changing input slice j changes the outputs of slices j-5..j+5 and no others (Li 2020's 11-slice packs)."""
     net = _random_network()
     torch.manual_seed(1)
     slab = torch.rand(1, 2, 30, 16, 16)

@@ -1,4 +1,4 @@
-"""Training the residual dose CNN (004): data, loss, learning a correction, resuming, the cache and the CLI."""
+"""Training the residual dose CNN (Li 2020): data, loss, learning a correction, resuming, the cache and the CLI."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""004's metrics (MDE, NRMSE) against hand-computed values, the noise-corrected NRMSE, Dx values, DVHs and the
+"""Li 2020's metrics (MDE, NRMSE) against hand-computed values, the noise-corrected NRMSE, Dx values, DVHs and the
 comparison of methods."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HU -> density (004's calibration or a scanner's own) and HU -> material class with ICRU-44 compositions."""
+"""HU -> density (Li 2020's calibration or a scanner's own) and HU -> material class with ICRU-44 compositions."""
 
 import numpy as np
 import pytest
@@ -7,14 +7,14 @@ from DoseCNNLib.physics.materials import (
     AIR_DENSITY_G_CM3,
     MATERIALS,
     DensityCalibration,
-    density_from_hu_004,
+    density_from_hu_li2020,
     material_index,
 )
 from ImagingBasics.errors import UserError
 
 
 def test_density_follows_the_papers_bilinear_calibration():
-    rho = density_from_hu_004(np.array([-1000.0, -500.0, 0.0, 1.0, 100.0, 1000.0]))
+    rho = density_from_hu_li2020(np.array([-1000.0, -500.0, 0.0, 1.0, 100.0, 1000.0]))
     np.testing.assert_allclose(rho, [AIR_DENSITY_G_CM3, 0.48351, 1.02351, 1.03176, 1.10007, 1.72107], rtol=1e-5)
     assert rho.dtype == np.float32
 
@@ -53,7 +53,7 @@ def test_real_lu177_patient_ct_has_lung_soft_tissue_and_bone(shared_data):
     counts = np.bincount(material_index(hu).ravel(), minlength=len(MATERIALS))
     share = counts / counts.sum()
     assert share[1] > 0.01 and share[3] > 0.2 and share[4] > 0.005  # lung, soft tissue, bone all present
-    rho = density_from_hu_004(hu)
+    rho = density_from_hu_li2020(hu)
     assert 0.9 < np.median(rho[material_index(hu) == 3]) < 1.2
 
 
@@ -61,4 +61,4 @@ def test_density_calibration_is_the_same_for_numpy_and_torch():
     import torch
 
     hu = np.array([-1000.0, -500.0, -1.0, 0.0, 1.0, 100.0, 1000.0])
-    np.testing.assert_allclose(density_from_hu_004(torch.tensor(hu)).numpy(), density_from_hu_004(hu), rtol=1e-6)
+    np.testing.assert_allclose(density_from_hu_li2020(torch.tensor(hu)).numpy(), density_from_hu_li2020(hu), rtol=1e-6)

@@ -5,7 +5,7 @@ import pytest
 
 from DoseCNNLib.physics.constants import MEV_TO_J
 from DoseCNNLib.physics.decay import load_decay_data
-from DoseCNNLib.physics.materials import density_from_hu_004
+from DoseCNNLib.physics.materials import density_from_hu_li2020
 from DoseCNNLib.physics.monte_carlo import run_mc, sample_decay_positions
 from ImagingBasics.errors import UserError
 from ImagingBasics.volume import Volume
@@ -21,7 +21,7 @@ def test_uniform_source_reaches_electron_equilibrium_at_the_centre():
     ct, activity = _uniform_case()
     result = run_mc(activity, ct, n_decays=60_000, batches=4, seed=1)
     lu = load_decay_data("Lu-177")
-    rho = float(density_from_hu_004(np.array([0.0]))[0])
+    rho = float(density_from_hu_li2020(np.array([0.0]))[0])
     concentration = 1e6 / (40 ** 3 / 1000)  # Bq per cm3 over the 4 cm cube
     electron_only = lu.electron_energy_per_decay_mev * MEV_TO_J * concentration / (rho / 1000) * 1e3  # mGy/s
     everything = (lu.electron_energy_per_decay_mev + lu.photon_energy_per_decay_mev) / lu.electron_energy_per_decay_mev
@@ -69,7 +69,7 @@ def test_bad_activity_and_options_are_refused():
 
 
 def test_slab_phantom_shows_what_density_scaled_kernels_miss():
-    """Soft tissue (activity) | bone | lung: Monte Carlo against 004's density-scaled soft-tissue kernel."""
+    """Soft tissue (activity) | bone | lung: Monte Carlo against Li 2020's density-scaled soft-tissue kernel."""
     from scipy import signal
 
     from DoseCNNLib.physics.kernels import voxel_s_values
@@ -85,7 +85,7 @@ def test_slab_phantom_shows_what_density_scaled_kernels_miss():
     mc = run_mc(ct.with_array(activity), ct, n_decays=120_000, batches=4, seed=8).dose_rate_mgy_s.array
     kernel = voxel_s_values("Lu-177", (1.0, 1.0, 1.0), size=31, n_decays=60_000, seed=9).total
     vdk = signal.fftconvolve(activity.astype(np.float64) / 1e6, kernel, mode="same")
-    vdk *= 1.04 / density_from_hu_004(hu.astype(np.float64))
+    vdk *= 1.04 / density_from_hu_li2020(hu.astype(np.float64))
 
     def region(dose, x0, x1):
         return float(dose[2:10, 3:9, x0:x1].mean())

@@ -245,7 +245,7 @@ def test_evaluate_reports_percentile_splits():
 
 
 def test_evaluate_reports_the_agreement_inside_each_region():
-    """Per-lobe agreement (001): a lobe where the prediction follows the SPECT and one where it is inverted."""
+    """Per-lobe agreement (Ren 2022 Front Oncol): a lobe where the prediction follows the SPECT and one where it is inverted."""
     rng = np.random.default_rng(3)
     ref = rng.uniform(0.1, 1.0, (20, 20, 20))
     lungs = np.zeros(ref.shape, np.uint8)

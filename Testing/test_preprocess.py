@@ -1,4 +1,5 @@
-"""Preprocessing of 003/001: hemi-lung samples, equation (1) CT enhancement, equation (2) SPECT standardisation."""
+"""Preprocessing of Ren 2021 IJROBP and Ren 2022 Front Oncol: hemi-lung samples, equation (1) CT enhancement,
+equation (2) SPECT standardisation."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Training (plumbing with tiny networks on small phantoms; nothing here claims accuracy): data caching, the masked
-BCE of 003, resuming bit-identically, transfer learning with a frozen encoder, and `ctpm train` end to end."""
+BCE of Ren 2021 IJROBP, resuming bit-identically, transfer learning with a frozen encoder, and `ctpm train` end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VDK dose rate with density scaling (004): convolution, agreement with Monte Carlo in soft tissue, calibration."""
+"""VDK dose rate with density scaling (Li 2020): convolution, agreement with Monte Carlo in soft tissue, calibration."""
 
 import numpy as np
 import pytest
@@ -40,7 +40,7 @@ def test_density_scaling_is_004s_in_lung_and_bounded_in_gas_pockets():
     shape = (5, 5, 5)
     hu = np.zeros(shape, np.int16)
     hu[2, 2, 1] = -700  # lung, 0.267 g/cm3
-    hu[2, 2, 3] = -949  # gas at the air cut: 004's calibration gives (almost) zero density here
+    hu[2, 2, 3] = -949  # gas at the air cut: Li 2020's calibration gives (almost) zero density here
     ct = Volume(hu, (2.0, 2.0, 2.0))
     act = ct.with_array(np.ones(shape, np.float32))
     delta = np.ones((1, 1, 1), np.float32)  # each voxel keeps its own activity: dose = activity x 1.04 / rho

@@ -1,4 +1,4 @@
-"""Residual dose CNN inference (004's network) on a 512 x 512 x 130 grid at 0.98 x 0.98 x 3 mm.
+"""Residual dose CNN inference (Li 2020's network) on a 512 x 512 x 130 grid at 0.98 x 0.98 x 3 mm.
 
     python bench/bench_dose_cnn.py [--repeats 3] [--device cpu|cuda] [--weights W]
 

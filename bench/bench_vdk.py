@@ -1,4 +1,4 @@
-"""VDK dose rate (004's kernels and density scaling) on a 512 x 512 x 130 grid at 0.98 x 0.98 x 3 mm.
+"""VDK dose rate (Li 2020's kernels and density scaling) on a 512 x 512 x 130 grid at 0.98 x 0.98 x 3 mm.
 
     python bench/bench_vdk.py [--repeats 5] [--device cpu|cuda]
 

@@ -1,4 +1,4 @@
-"""Held-out evaluation of the residual dose CNN against VDK with density scaling (004's Tables I and II).
+"""Held-out evaluation of the residual dose CNN against VDK with density scaling (Li 2020's Tables I and II).
 
     python bench/evaluate_dose_cnn.py COHORT_DIR [--weights W] [--out bench/results/dose_cnn] [--device cpu]
     python bench/evaluate_dose_cnn.py COHORT_DIR --rows bench/results/dose_cnn/rows.csv   # re-summarise only
@@ -10,7 +10,7 @@ the image-domain SPECT model fares on a projected and reconstructed one.
 
 COHORT_DIR holds phantoms written by ``dosecnn phantom`` (cohort.csv, one folder per case) that the network never
 saw. For every case and time point: the SPECT -> dose rate by VDK and by VDK + CNN (:func:`DoseCNNLib.dosimetry.pipeline.
-dose_rate_map`), each compared per organ and lesion with the Monte Carlo dose rate of the TRUE activity: 004's mean
+dose_rate_map`), each compared per organ and lesion with the Monte Carlo dose rate of the TRUE activity: Li 2020's mean
 dose error (MDE) and NRMSE, the NRMSE also corrected for the truth's own Monte Carlo noise (its batch standard
 error). Writes per-region rows (``rows.csv``), a summary per region kind (lesions, kidneys, liver, spleen) with mean
 +- sd over case x time point, the relative improvement of the CNN over VDK and the share of regions improved

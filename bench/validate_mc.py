@@ -8,7 +8,7 @@ Writes ``mc_validation.md`` and figures to --out:
 2. Voxel S values at 3, 4.42 and 4.8 mm against Lanconelli et al. 2012 (../shared/data/reference), voxel by voxel, and
    the self voxel against the second code's 4.795 mm kernel (PyTheranostics).
 3. A heterogeneous slab phantom (soft tissue | cortical bone | lung, 1 mm voxels), the activity uniform in the soft
-   tissue: Monte Carlo dose against the density-scaled voxel-kernel estimate of 004 (soft-tissue kernel convolved with
+   tissue: Monte Carlo dose against the density-scaled voxel-kernel estimate of Li 2020 (soft-tissue kernel convolved with
    the activity, x 1.04 / local density), showing the interface effects the kernel method misses.
 4. Spheres (DoseCNNLib.physics.sphere_model): Lu-177 uniform in soft-tissue spheres of 1-60 mm radius against the published
    sphere S values (absorbed energy per decay), and photon absorbed fractions of 113 and 208 keV photons in spheres of
@@ -98,7 +98,7 @@ def slab_phantom(n: int, out: Path) -> dict:
     from scipy import signal
 
     from DoseCNNLib.physics.kernels import voxel_s_values
-    from DoseCNNLib.physics.materials import density_from_hu_004
+    from DoseCNNLib.physics.materials import density_from_hu_li2020
     from DoseCNNLib.physics.monte_carlo import run_mc
     from ImagingBasics.files import save_figure
     from ImagingBasics.volume import Volume
@@ -114,15 +114,15 @@ def slab_phantom(n: int, out: Path) -> dict:
     activity *= 1e6 / activity.sum()
     mc = run_mc(ct.with_array(activity), ct, n_decays=n, batches=8, seed=5)
     kernel = voxel_s_values("Lu-177", (1.0, 1.0, 1.0), size=41, n_decays=n, photon_size=41, seed=6).total
-    density = density_from_hu_004(hu.astype(np.float64))
+    density = density_from_hu_li2020(hu.astype(np.float64))
     vdk = signal.fftconvolve(activity.astype(np.float64) / 1e6, kernel, mode="same")  # MBq x mGy/(MBq s)
-    vdk = vdk * 1.04 / density  # 004's density scaling
+    vdk = vdk * 1.04 / density  # Li 2020's density scaling
     profile_mc = mc.dose_rate_mgy_s.array[4:20, 4:20, :].mean(axis=(0, 1))
     profile_vdk = vdk[4:20, 4:20, :].mean(axis=(0, 1))
     x = np.arange(shape[2]) + 0.5
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.semilogy(x, profile_mc, label="Monte Carlo")
-    ax.semilogy(x, profile_vdk, "--", label="soft-tissue kernel x 1.04 / density (004)")
+    ax.semilogy(x, profile_vdk, "--", label="soft-tissue kernel x 1.04 / density (Li 2020)")
     for edge, name in ((20, "bone"), (30, "lung"), (45, "soft tissue")):
         ax.axvline(edge, color="grey", lw=0.5)
         ax.text(edge + 0.5, profile_mc.max(), name, fontsize=8, va="top")

@@ -1,4 +1,4 @@
-"""Train the bundled demonstration model and write its model card (the recipe of issue 4, mirroring 001).
+"""Train the bundled demonstration model and write its model card (the recipe of issue 4, mirroring Ren 2022 Front Oncol).
 
     python scripts/train_bundled_model.py --out /tmp/bundled [--install]
 
@@ -135,7 +135,7 @@ def score_all(weights: dict, test, test_truth, device: str) -> list:
 
 
 def transfer_cv(out: Path, args, pretrained: Path, fine_cfg, network) -> dict:
-    """001's design: the pre-trained model fine-tuned in k-fold cross-validation over all tumour patients (the
+    """Ren 2022 Front Oncol's design: the pre-trained model fine-tuned in k-fold cross-validation over all tumour patients (the
     fine-tuning and test cohorts pooled); per held-out patient, fine-tuned vs pre-trained-only (Wilcoxon)."""
     from CTPerfusionMappingLib.synthetic.cohort import write_manifest
     from CTPerfusionMappingLib.training.crossval import cross_validate
@@ -330,12 +330,12 @@ def render_card(card: dict) -> str:
         "starting point for fine-tuning on a real SPECT/CT cohort (`ctpm train --init ctpm_arnn.pt`).",
         "",
         "## Model",
-        f"Attention residual network (ARNN, 003; architecture in `CTPerfusionMappingLib/network.py`): "
+        f"Attention residual network (ARNN, Ren 2021 IJROBP; architecture in `CTPerfusionMappingLib/network.py`): "
         f"{json.dumps(r['network'])}. Stored as float16 (loaded as float32). Input: one 128 x 64 x 64 hemi-lung sample "
         "of the enhanced CT (equation 1); output: relative perfusion 0..1 (the P75-normalised, discretised SPECT "
         "of equation 2).",
         "",
-        "## Training data and recipe (mirrors 001's transfer learning)",
+        "## Training data and recipe (mirrors Ren 2022 Front Oncol's transfer learning)",
         f"- Pre-training: {r['cohorts']['pretrain']} synthetic patients without tumours (`ctpm phantom --pathology "
         "tumour=0`), half small (3.9 mm pixels, 5 mm slices), half full-size (0.98 mm, 1.25-3.75 mm slices).",
         f"- Fine-tuning: {r['cohorts']['finetune']} synthetic patients each with a lung tumour (`--pathology tumour=1`), "
@@ -346,7 +346,7 @@ def render_card(card: dict) -> str:
         f"- Fine-tuning: {r['finetune']['epochs']} epochs, lr {r['finetune']['lr']}, encoder frozen for the first "
         f"{r['finetune']['freeze_encoder_epochs']} epochs.",
         "- Budget: far below the papers' 500 epochs on 137 + 33 patients (time on one GPU for one session); the fine-",
-        "  tuning learning rate and the frozen epochs are our choices (001 does not give them).",
+        "  tuning learning rate and the frozen epochs are our choices (Ren 2022 Front Oncol does not give them).",
         f"- Trained on: {card['machine']}. Reproduce: `python scripts/train_bundled_model.py --out DIR --seed "
         f"{r['seed']}` (same cohort sizes and epochs as above; GPU recommended).",
         "",
@@ -369,7 +369,7 @@ def render_card(card: dict) -> str:
     if "transfer_cv" in card:
         t = card["transfer_cv"]
         sp = t["spearman"]
-        lines += ["", f"## Transfer learning in {t['folds']}-fold cross-validation (001's design)", "",
+        lines += ["", f"## Transfer learning in {t['folds']}-fold cross-validation (Ren 2022 Front Oncol's design)", "",
                   f"The pre-trained model fine-tuned on the other folds' tumour patients ({t['fine_tune_epochs']} epochs, "
                   f"lr {t['lr']}, encoder frozen {t['freeze_encoder_epochs']} epochs), scored on each held-out fold; "
                   f"{t['patients']} tumour patients (the fine-tuning and held-out cohorts pooled):", "",

@@ -1,6 +1,6 @@
 """Agreement between a synthetic perfusion map and SPECT, functional volumes and per-region tables.
 
-The evaluation follows the CT-to-perfusion papers (Ren et al. 2021 and 2022, see docs/SCIENCE.md):
+The evaluation follows the CT-to-perfusion papers (Ren 2021 IJROBP, Ren 2022 Front Oncol; docs/REFERENCES.md):
 
 * **Spearman R** is the true rank correlation (:func:`scipy.stats.spearmanr`) over the lung voxels of the mask
   the caller passes (the lung mask with tumour and vessels removed); **Pearson r** is reported beside it.
@@ -400,7 +400,8 @@ def evaluate(
         ref: the reference perfusion (normalised SPECT) on the same grid.
         lungs: 1 right lung, 2 left lung (or a :class:`~.labels.LungLabels`, whose regions are then used too).
         regions: CIP region ids for the per-region table (optional).
-        hu: the CT in HU; when given only voxels within ``hu_window`` count (tumour and vessels removed, as in 001).
+        hu: the CT in HU; when given only voxels within ``hu_window`` count (tumour and vessels removed, as in
+            Ren 2022 Front Oncol).
         hu_window: inclusive HU range of lung parenchyma.
         threshold: the high/low split of the functional volumes.
 
@@ -456,7 +457,7 @@ def evaluate(
             result["regions"] = []
         present = [int(k) for k in np.unique(masked) if k]
         lung_ids = {2: [k for k in present if region_side(k) == "right"], 3: [k for k in present if region_side(k) == "left"]}
-        for row in result["regions"]:  # the agreement inside each region (001 reported per-lobe correlations)
+        for row in result["regions"]:  # the agreement inside each region (Ren 2022 Front Oncol reported per-lobe correlations)
             rid = row["region_id"]
             if rid == 1:
                 sel = masked > 0

@@ -66,15 +66,15 @@ Plain 3D U-Net baseline (``arch="unet"``; the comparison in the ablation study)
     convolution (with bias, no BN) up; concatenation skips; the same number of levels and the same channel rule
     as the ARNN; 1x1x1 head + sigmoid. Kernel 3x3x3 always (``kernel_size`` applies to the ARNN only). It keeps the
     configured dropout so both networks are regularised alike and Monte-Carlo dropout works on both; set
-    ``dropout=0`` for the textbook U-Net. Kaiming-uniform init with ``a=0`` (ReLU). The comparison U-Net measured
-    in ``docs/MEASURED.md`` is ``NetworkConfig(arch="unet", base_channels=32, max_channels=256)``.
+    ``dropout=0`` for the textbook U-Net. Kaiming-uniform init with ``a=0`` (ReLU). The comparison U-Net of the
+    timing below is ``NetworkConfig(arch="unet", base_channels=32, max_channels=256)``.
 
 Size and speed (one 1x1x128x64x64 forward pass in eval mode; parameter counts checked by Testing/test_network.py)
     Default ARNN: 7,627,971 parameters; 2.5-3.4 s on 2 CPU threads (torch 2.13, on a shared machine with load
-    average 3-4; MEASURED.md's unloaded prototype took 1.0-1.2 s); on an H100 (torch 2.11) two lungs in one batch
+    average 3-4; an unloaded prototype took 1.0-1.2 s); on an H100 (torch 2.11) two lungs in one batch
     take 25-30 ms including transfers, with or without autocast. Without residual blocks 7,616,947, without ROI
     attention 7,619,971, without skip attention 7,620,193 parameters.
-    U-Net 16-128: 1,401,265 parameters; U-Net 32-256: 5,601,121 parameters (MEASURED.md: 5.6 M).
+    U-Net 16-128: 1,401,265 parameters; U-Net 32-256: 5,601,121 parameters.
 
 torch is imported inside functions only, so this module can be imported where torch is absent; the nn.Module
 classes are built on first use by :func:`_classes`.

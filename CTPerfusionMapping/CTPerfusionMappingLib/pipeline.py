@@ -4,7 +4,7 @@ synthetic perfusion map, functional volumes, per-region table and, with a SPECT,
 The command line (``ctpm run``, ``ctpm batch``), the Slicer Logic and the tests all call :func:`run_pipeline`.
 
 Steps: check the CT -> lungs and regions (given labels normalised to CIP regions, or the built-in segmentation and
-lung thirds) -> SPECT onto the CT (rigid registration, or as it is) -> hemi-lung samples (003 preprocessing) ->
+lung thirds) -> SPECT onto the CT (rigid registration, or as it is) -> hemi-lung samples (Ren 2021 IJROBP preprocessing) ->
 network on both lungs in one batch (or the HU-only baseline) -> back onto the CT grid -> functional volumes ->
 region table -> evaluation against the SPECT (network and HU-only baseline side by side).
 
@@ -51,7 +51,7 @@ class RunOptions:
     labels_source: str = "auto"
     preprocess: PreprocessParams = PreprocessParams()
     seed: int = 0
-    evaluation_spacing_mm: Optional[float] = None  # None: the SPECT's voxel size (as 003); 0: the CT grid
+    evaluation_spacing_mm: Optional[float] = None  # None: the SPECT's voxel size (as Ren 2021 IJROBP); 0: the CT grid
 
     def to_dict(self) -> Dict[str, Any]:
         return {"register": self.register, "device": self.device, "amp": self.amp,
@@ -170,7 +170,7 @@ def evaluate_against_spect(ct: Volume, lungs: Volume, maps: Dict[str, Volume], r
                            spacing_mm: Optional[float], regions: Optional[Volume] = None) -> Dict[str, Any]:
     """:func:`~.metrics.evaluate` of each map against the normalised SPECT, on an evaluation grid.
 
-    003 compared its maps with the SPECT at the SPECT's resolution ("upsampled to the original SPECT resolution"):
+    Ren 2021 IJROBP compared its maps with the SPECT at the SPECT's resolution ("upsampled to the original SPECT resolution"):
     by default the maps, the reference, the HU and the lungs are resampled onto an isotropic grid of the SPECT's
     voxel size over the lungs (linear; lungs nearest). ``spacing_mm=0`` evaluates on the CT grid itself. With
     ``regions`` (CIP ids on the CT grid, resampled nearest) each map's result also has the per-region rows.
@@ -200,7 +200,8 @@ def evaluate_against_spect(ct: Volume, lungs: Volume, maps: Dict[str, Volume], r
 
 
 def functional_split(perfusion: np.ndarray, lung_mask: np.ndarray, options: RunOptions) -> np.ndarray:
-    """The functional-volume map (1 low, 2 high): at ``threshold`` x the maximum (003, 001: 0.66), or, with
+    """The functional-volume map (1 low, 2 high): at ``threshold`` x the maximum (Ren 2021 IJROBP, Ren 2022 Front
+    Oncol: 0.66), or, with
     ``high_percentile`` P, high = the voxels at or above the P-th percentile of the lungs' perfusion (50: the
     better-perfused half), as planners who spare a fixed share of the lung prefer. The evaluation against a SPECT
     keeps the papers' fraction-of-maximum split either way."""

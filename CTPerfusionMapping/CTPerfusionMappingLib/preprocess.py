@@ -1,5 +1,5 @@
-"""Preprocessing of 003/001: hemi-lung samples of 128 x 64 x 64 voxels, CT enhancement (equation 1) and SPECT
-standardisation (equation 2).
+"""Preprocessing of Ren 2021 IJROBP and Ren 2022 Front Oncol: hemi-lung samples of 128 x 64 x 64 voxels, CT
+enhancement (equation 1) and SPECT standardisation (equation 2).
 
 One sample per lung (right, left), as in the papers:
 
@@ -7,14 +7,15 @@ One sample per lung (right, left), as in the papers:
    works) resampled to ``SAMPLE_SHAPE`` = 128 x 64 x 64 voxels (z, y, x: 128 along the cranio-caudal axis).
    The left lung is not mirrored (the papers do not mention it).
 2. :func:`resample_to_sample`: CT and SPECT linearly, masks by linear interpolation thresholded at 0.5.
-3. :func:`parenchyma_mask`: the lung minus tumour and vessels, i.e. voxels outside the -1000..-300 HU window (001).
-4. :func:`ct_enhancement`, equation (1) of 003: histogram equalisation of the window through the cumulative
+3. :func:`parenchyma_mask`: the lung minus tumour and vessels, i.e. voxels outside the -1000..-300 HU window
+   (Ren 2022 Front Oncol).
+4. :func:`ct_enhancement`, equation (1) of Ren 2021 IJROBP: histogram equalisation of the window through the cumulative
    histogram of the sample's parenchyma, (chf(HU) - chf(-1000)) / (chf(-300) - chf(-1000)), outliers clipped to the
    window; then a median filter of 10 voxels and a uniform filter of 5 voxels. Choices where the paper is silent:
    the filters use parenchyma voxels only (a masked median on 256 grey levels, exact up to that quantisation; a
    normalised uniform average), so the lung border is not dragged towards the zero background; the result is 0
    outside the parenchyma.
-5. :func:`spect_standardisation`, equation (2) of 003: SPECT / HIR with HIR = P75 of the SPECT inside the lungs,
+5. :func:`spect_standardisation`, equation (2) of Ren 2021 IJROBP: SPECT / HIR with HIR = P75 of the SPECT inside the lungs,
    clipped to 0..1 (the evaluation ground truth), then discretised to 11 levels 0, 0.1, ..., 1 (training targets).
    HIR is taken over both lungs of the patient by default (``hir_scope="patient"``), which keeps the left/right
    balance; ``"hemilung"`` computes it per lung.
@@ -105,12 +106,12 @@ def mask_to_sample(mask: np.ndarray, like: Volume, grid: Volume) -> np.ndarray:
 
 
 def parenchyma_mask(ct_hu: np.ndarray, lung: np.ndarray, hu_window=(-1000.0, -300.0)) -> np.ndarray:
-    """Lung voxels inside the HU window: tumour and vessels (above -300 HU) removed, as in 001."""
+    """Lung voxels inside the HU window: tumour and vessels (above -300 HU) removed, as in Ren 2022 Front Oncol."""
     return lung & (ct_hu >= hu_window[0]) & (ct_hu <= hu_window[1])
 
 
 def histogram_equalise(ct_hu: np.ndarray, mask: np.ndarray, hu_window=(-1000.0, -300.0)) -> np.ndarray:
-    """Equation (1) of 003 without the filtering: (chf(HU) - chf(lo)) / (chf(hi) - chf(lo)) on the window.
+    """Equation (1) of Ren 2021 IJROBP without the filtering: (chf(HU) - chf(lo)) / (chf(hi) - chf(lo)) on the window.
 
     chf is the cumulative histogram (1 HU bins) of the clipped HU of the voxels in ``mask``; values outside the
     window are replaced by the window's ends first. Returns float32 in 0..1 (0 outside ``mask``).
@@ -147,7 +148,7 @@ def masked_uniform(values: np.ndarray, mask: np.ndarray, size: int) -> np.ndarra
 
 
 def ct_enhancement(ct_hu: np.ndarray, parenchyma: np.ndarray, params: PreprocessParams = PreprocessParams()) -> np.ndarray:
-    """Equation (1) of 003: histogram equalisation on the HU window, median filter 10, uniform filter 5."""
+    """Equation (1) of Ren 2021 IJROBP: histogram equalisation on the HU window, median filter 10, uniform filter 5."""
     eq = histogram_equalise(ct_hu, parenchyma, params.hu_window)
     if params.median_size > 1:
         eq = masked_median(eq, parenchyma, params.median_size)
@@ -168,7 +169,7 @@ def high_intensity_region(spect: np.ndarray, mask: np.ndarray, percentile: float
 
 
 def spect_standardisation(spect: np.ndarray, hir: float, levels: int = 11) -> Tuple[np.ndarray, np.ndarray]:
-    """Equation (2) of 003: (SPECT / HIR clipped to 0..1, and the same discretised to ``levels`` values 0..1)."""
+    """Equation (2) of Ren 2021 IJROBP: (SPECT / HIR clipped to 0..1, and the same discretised to ``levels`` values 0..1)."""
     normalised = np.clip(spect / hir, 0.0, 1.0).astype(np.float32)
     steps = levels - 1
     return normalised, (np.round(normalised * steps) / steps).astype(np.float32)

@@ -22,7 +22,7 @@ Method (:func:`register_spect_to_ct`), chosen on the synthetic phantoms (bench/b
   to the count centroid of the SPECT), by geometry (the centres of the two fields of view) or as the identity;
 * Mattes mutual information, random sampling with a fixed seed (reproducible), three resolution levels,
   regular-step gradient descent with scales from physical shifts, and the metric's image-gradient filters OFF
-  (with SimpleITK's default moving-image gradient filter, prototype runs landed ~5 cm off; see MEASURED.md).
+  (with SimpleITK's default moving-image gradient filter, prototype runs landed ~5 cm off).
 
 The SPECT is then resampled onto the full CT grid and the share of its counts inside the lungs before and after
 registration is reported; a drop flags the result as suspicious.

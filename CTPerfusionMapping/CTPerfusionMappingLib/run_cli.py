@@ -61,7 +61,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--eval-spacing", type=float, default=None, metavar="MM",
                    help="voxel size of the grid on which maps are compared with the SPECT (default: the SPECT's, as in "
-                        "003; 0: the CT grid)")
+                        "Ren 2021 IJROBP; 0: the CT grid)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

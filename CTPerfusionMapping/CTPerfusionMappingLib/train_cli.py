@@ -39,7 +39,8 @@ def add_ablate_command(sub: argparse._SubParsersAction) -> None:
     from .training.crossval import ABLATIONS
 
     p = sub.add_parser(
-        "ablate", help="the ablation study of 000: each ARNN component removed, the 3D U-Net and the HU-only baseline",
+        "ablate", help="the ablation study of Ren 2021 Front Oncol: each ARNN component removed, the 3D U-Net and the "
+                       "HU-only baseline",
         description="Cross-validate (same folds for all) the full ARNN, the ARNN without CT enhancement, without the "
                     "residual module, without ROI attention, without skip attention, the 3D U-Net, and score the HU-only "
                     "baseline. Writes ablation.csv (mean and sd per patient of Spearman R, Pearson r, SSIM, DSC high and "
@@ -82,7 +83,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-channels", type=int, default=128)
     for name in ("residual", "roi-attention", "skip-attention"):
         p.add_argument(f"--no-{name}", action="store_true", help=f"ablation: ARNN without {name.replace('-', ' ')}")
-    p.add_argument("--epochs", type=int, default=500, help="at most this many epochs (003: 500)")
+    p.add_argument("--epochs", type=int, default=500, help="at most this many epochs (Ren 2021 IJROBP: 500)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=50, help="early stopping: epochs without a better validation Spearman")
@@ -91,7 +92,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, 001)")
+    p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, Ren 2022 Front Oncol)")
     p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="with --init: keep the encoder fixed this long")
     p.add_argument("--no-register", action="store_true", help="use each SPECT where it lies")
     p.add_argument("--workers", type=int, default=default_workers(),

@@ -224,7 +224,7 @@ def _mc(args: argparse.Namespace) -> int:
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, or the "
-                                   "residual CNN, 004)",
+                                   "residual CNN, Li 2020)",
                        description="Resample the SPECT onto the CT grid, calibrate it to Bq (--activity-mbq: the total "
                                    "activity in the field of view; or --calibration: Bq per count), convolve with the "
                                    "electron and photon kernels of the CT's voxel size (bundled, cached, or computed "
@@ -238,7 +238,7 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--names", nargs="+", metavar="VALUE=NAME",
                    help="label names: pairs such as 1=liver 2=kidney, or a CSV file with columns label,name")
     p.add_argument("--method", choices=["vdk", "cnn"], default="vdk",
-                   help="vdk: kernel convolution with density scaling (default); cnn: VDK + the residual CNN (004)")
+                   help="vdk: kernel convolution with density scaling (default); cnn: VDK + the residual CNN (Li 2020)")
     p.add_argument("--weights", help="CNN weights for --method cnn (best.pt of dosecnn train; default: the bundled model)")
     cal = p.add_mutually_exclusive_group(required=True)
     cal.add_argument("--activity-mbq", type=float, help="total activity in the SPECT's field of view (MBq)")
@@ -286,8 +286,8 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(rows, args.out / "table.csv")
     summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
                "labels": rows,
-               "note": "research use only; " + ("VDK with density scaling (004) ignores heterogeneity effects"
-                                                if args.method == "vdk" else "VDK plus a residual CNN correction (004); "
+               "note": "research use only; " + ("VDK with density scaling (Li 2020) ignores heterogeneity effects"
+                                                if args.method == "vdk" else "VDK plus a residual CNN correction (Li 2020); "
                                                 "the CNN is only as good as its training data")}
     write_json(summary, args.out / "run.json")
     dose_figure(ct, dose, args.out / "overview.png")
@@ -426,24 +426,24 @@ def _device(requested: str) -> str:
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train the residual dose CNN (004) on SPECT/CT cases with Monte Carlo reference dose rates",
+        "train", help="train the residual dose CNN (Li 2020) on SPECT/CT cases with Monte Carlo reference dose rates",
         description="Train on MANIFEST.csv (columns id, ct, spect, reference and one of activity_mbq, bq_per_count; "
                     "optional group; paths relative to the manifest; reference: the Monte Carlo dose rate of the true "
                     "activity in mGy/s on the CT grid). Each case's activity, density and VDK dose rate are computed as "
                     "by dosecnn run and cached. Writes checkpoint.pt (every epoch; --resume continues), best.pt (the "
                     "best validation epoch: dosecnn run --method cnn --weights OUT/best.pt), log.csv, "
-                    "learning_curve.png and train_summary.json to --out. Defaults are 004's settings.")
+                    "learning_curve.png and train_summary.json to --out. Defaults are Li 2020's settings.")
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--epochs", type=int, default=200, help="epochs (004: 200)")
-    p.add_argument("--batch-size", type=int, default=32, help="slices per batch (004: 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, lowered on plateaus (004: 1e-3)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation (004: 0.2)")
+    p.add_argument("--epochs", type=int, default=200, help="epochs (Li 2020: 200)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per batch (Li 2020: 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, lowered on plateaus (Li 2020: 1e-3)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation (Li 2020: 0.2)")
     p.add_argument("--val-by", choices=["slice", "patient"], default="slice",
-                   help="hold out random slices (default, as 004) or whole patients (stricter: neighbouring slices of "
+                   help="hold out random slices (default, as Li 2020) or whole patients (stricter: neighbouring slices of "
                         "one patient are nearly alike)")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better validation "
-                                                            "loss (default 0: never, as 004)")
+                                                            "loss (default 0: never, as Li 2020)")
     p.add_argument("--crop", type=int, help="train on random in-plane crops of this many pixels (e.g. 128; faster)")
     p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
     p.add_argument("--seed", type=int, default=0)
@@ -453,8 +453,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, help="folder of prepared cases (default: OUT/cache)")
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
     p.add_argument("--nuclide", default="Lu-177")
-    p.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution (004: 16)")
-    p.add_argument("--levels", type=int, default=4, help="U-Net down/up-sampling levels (004: 4)")
+    p.add_argument("--base-filters", type=int, default=16, help="U-Net filters at full resolution (Li 2020: 16)")
+    p.add_argument("--levels", type=int, default=4, help="U-Net down/up-sampling levels (Li 2020: 4)")
     p.add_argument("--depth-channels", type=int, nargs=3, default=[8, 16, 16], metavar=("C1", "C2", "C3"),
                    help="channels of the three 3D convolutions (default 8 16 16)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -3,7 +3,7 @@
 1. :func:`.phantom_case.generate_case`: a torso with known kinetics, SPECTs at 4, 24, 96 and 168 h and the Monte
    Carlo dose rate of the true activity (``out/patient``).
 2. First time point: dose rate by VDK with density scaling and by the residual CNN (the bundled demonstration model,
-   or ``--weights``), each compared with the Monte Carlo truth per organ and lesion: 004's mean dose error (MDE) and
+   or ``--weights``), each compared with the Monte Carlo truth per organ and lesion: Li 2020's mean dose error (MDE) and
    NRMSE (noise-corrected for the truth's Monte Carlo noise) -> ``comparison.csv``, ``comparison.png``.
 3. :func:`.integrate.run_integrate` over the four time points -> absorbed dose (Gy), organ table, DVH
    (``out/results/integrate``), and the organs' mean absorbed dose against the truth.

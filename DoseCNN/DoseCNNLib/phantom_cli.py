@@ -20,7 +20,7 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1, help="number of cases (default 1)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed: case i uses seed*1000+i")
     p.add_argument("--size", choices=["small", "full"], default="small",
-                   help="small: 256x256x64 at 1.96x1.96x3 mm (default); full: 512x512x130 at 0.98x0.98x3 mm (004)")
+                   help="small: 256x256x64 at 1.96x1.96x3 mm (default); full: 512x512x130 at 0.98x0.98x3 mm (Li 2020)")
     p.add_argument("--times", type=float, nargs="+", default=[4.0, 24.0, 96.0, 168.0], metavar="H",
                    help="acquisition times in hours after administration (default 4 24 96 168)")
     p.add_argument("--mc-decays", type=float, default=2e6,
@@ -33,7 +33,7 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spect", choices=["gaussian", "osem"], default="gaussian",
                    help="SPECT model: gaussian (image-domain resolution and noise; fast, default) or osem (projections "
                         "with attenuation, collimator response and Poisson noise, reconstructed by OSEM 16x4 as in "
-                        "004; tens of seconds per SPECT on a CPU)")
+                        "Li 2020; tens of seconds per SPECT on a CPU)")
     p.add_argument("--preview", action="store_true", help="write preview.png per case")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_phantom)

@@ -1,10 +1,10 @@
 """The CT, model and SPECT grids of a synthetic case.
 
-* CT ``full``: 512 x 512 at 0.977 x 0.977 mm in plane (as in 003), slices 1.25, 2.5 or 3.75 mm.
+* CT ``full``: 512 x 512 at 0.977 x 0.977 mm in plane (as in Ren 2021 IJROBP), slices 1.25, 2.5 or 3.75 mm.
 * CT ``small``: 128 x 128 at 3.906 mm in plane (the same 500 mm field of view), 5 mm slices, for fast tests.
 * model grid: isotropic 4 mm over the same field of view; the smooth fields (perfusion, arterial territories,
   mosaic attenuation) are computed there and interpolated onto the CT grid.
-* SPECT ``standard``: 128^3 at 4.42 mm (as in 003). SPECT ``fine``: 128 x 128 in plane at 2.76 mm with
+* SPECT ``standard``: 128^3 at 4.42 mm (as in Ren 2021 IJROBP). SPECT ``fine``: 128 x 128 in plane at 2.76 mm with
   60 slices of 5 mm (the slice spacing is our choice: 60 slices of 1 mm would cover only 6 cm of a lung).
 
 All grids have identity direction (axial, LPS) and are centred in x and y on the body axis; in z the CT

@@ -3,7 +3,7 @@
 The distributions below are this project's choices (the papers describe real patients, not phantoms).
 They aim at adult chest anatomy as seen on CT: lung volumes of about 3-7 L, parenchyma near -850 HU,
 lobes in their usual proportions, and the pathologies that change perfusion in the papers' cohorts
-(000-003: emphysema, lung cancer, pulmonary embolism, pneumonia).
+(Ren 2021 Front Oncol, Ren 2022 Front Oncol, Ren 2021 IJROBP: emphysema, lung cancer, pulmonary embolism, pneumonia).
 
 Default pathology probabilities per case (each drawn independently; override them with
 ``pathology_probabilities``):

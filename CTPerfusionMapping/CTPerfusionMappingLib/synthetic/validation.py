@@ -1,12 +1,12 @@
 """Checks that a synthetic case is learnable but not trivial (used by the tests and bench/validate_phantom.py).
 
 * :func:`spect_truth_spearman`: the SPECT, resampled onto the CT through the recorded misalignment (which undoes
-  it), normalised for partial volume at the lung border and by its 75th percentile (equation 2 of 003), against
+  it), normalised for partial volume at the lung border and by its 75th percentile (equation 2 of Ren 2021 IJROBP), against
   the truth perfusion: how much of the truth a SPECT carries.
 * :func:`hu_truth_spearman`: |Spearman R| of Gaussian-smoothed HU against the truth; since Spearman R is
   invariant under monotone maps, this is what the best monotone function of smoothed HU can reach.
 
-Both use the papers' evaluation voxels: lung voxels within the -1000..-300 HU window (001), where vessels and
+Both use the papers' evaluation voxels: lung voxels within the -1000..-300 HU window (Ren 2022 Front Oncol), where vessels and
 tumour are removed.
 """
 

@@ -1,4 +1,5 @@
-"""k-fold cross-validation by patient (001), transfer-learning comparison, and the ablation study (000).
+"""k-fold cross-validation by patient (Ren 2022 Front Oncol), transfer-learning comparison, and the ablation study
+(Ren 2021 Front Oncol).
 
 * :func:`patient_folds`: patients (both lungs together) dealt into k folds after a seeded shuffle.
 * :func:`score_samples`: per hemi-lung and per patient (voxels of both lungs together; SSIM as the voxel-weighted
@@ -8,8 +9,9 @@
   papers evaluated hemi-lungs.
 * :func:`cross_validate`: for each fold, train on the other folds (a share of their patients validates for early
   stopping) and score the held-out fold; the held-out scores of all folds together are the cross-validated result.
-  With ``init_weights`` (transfer learning, 001) each fold fine-tunes from the pre-trained model, which is scored on
-  the same held-out patients, and the per-patient Spearman R of both are compared with a Wilcoxon signed-rank test.
+  With ``init_weights`` (transfer learning, Ren 2022 Front Oncol) each fold fine-tunes from the pre-trained model,
+  which is scored on the same held-out patients, and the per-patient Spearman R of both are compared with a Wilcoxon
+  signed-rank test.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ def cross_validate(samples: Sequence[TrainSample], folds: int, network: NetworkC
 
 
 def paired_figure(rows: Sequence[Dict[str, Any]], a: str, b: str, path: Path, metric: str = "spearman") -> None:
-    """Per-patient ``metric`` of two predictors joined by lines (as 001 figure 2A)."""
+    """Per-patient ``metric`` of two predictors joined by lines (as Ren 2022 Front Oncol figure 2A)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -184,7 +186,7 @@ def paired_figure(rows: Sequence[Dict[str, Any]], a: str, b: str, path: Path, me
     save_figure(fig, path, dpi=80)
 
 
-#: The ablation study of 000: the full ARNN, each component removed, the 3D U-Net, and the HU-only baseline.
+#: The ablation study of Ren 2021 Front Oncol: the full ARNN, each component removed, the 3D U-Net, and the HU-only baseline.
 ABLATIONS = {
     "arnn": {},
     "arnn_without_ct_enhancement": {"input": "linear"},

@@ -92,7 +92,7 @@ def preprocess_row(row: Dict[str, str], params: PreprocessParams, register: bool
 
 
 def linear_ct_input(ct_hu: np.ndarray, parenchyma: np.ndarray, hu_window=(-1000.0, -300.0)) -> np.ndarray:
-    """The HU window scaled linearly to 0..1 inside the parenchyma: the input "without CT enhancement" (000)."""
+    """The HU window scaled linearly to 0..1 inside the parenchyma: the input "without CT enhancement" (Ren 2021 Front Oncol)."""
     lo, hi = hu_window
     return np.where(parenchyma, np.clip((ct_hu - lo) / (hi - lo), 0.0, 1.0), 0.0).astype(np.float32)
 

@@ -1,11 +1,12 @@
-"""Training the CT-to-perfusion networks (003/001): BCE over lung voxels against the discretised SPECT, Adam,
-validation Spearman for the learning-rate schedule and early stopping, a checkpoint every epoch, resumable.
+"""Training the CT-to-perfusion networks (Ren 2021 IJROBP and Ren 2022 Front Oncol): BCE over lung voxels against the
+discretised SPECT, Adam, validation Spearman for the learning-rate schedule and early stopping, a checkpoint every
+epoch, resumable.
 
-* Loss (003 equation 3): binary cross-entropy between the network output and the 11-level SPECT target over the
+* Loss (Ren 2021 IJROBP equation 3): binary cross-entropy between the network output and the 11-level SPECT target over the
   lung parenchyma voxels only (:func:`masked_bce_with_logits`; computed on logits, which is the numerically stable
   form and allowed under mixed precision).
 * Optimiser: Adam (lr 1e-3 by default); ReduceLROnPlateau (x0.5 after ``lr_patience`` epochs without a better
-  validation Spearman); early stopping after ``patience`` such epochs; at most ``epochs`` epochs (500 in 003).
+  validation Spearman); early stopping after ``patience`` such epochs; at most ``epochs`` epochs (500 in Ren 2021 IJROBP).
 * Validation metric: the mean over validation hemi-lungs of the voxel Spearman R between prediction and the
   normalised SPECT inside the parenchyma (the papers' headline metric).
 * Reproducible and resumable: every epoch reseeds torch and numpy from ``(seed, epoch)``, so an interrupted run
@@ -13,7 +14,7 @@ validation Spearman for the learning-rate schedule and early stopping, a checkpo
 * Several GPUs or nodes: started under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in
   DistributedDataParallel (NCCL on CUDA, gloo on the CPU); each process trains on its share of every epoch's shuffled
   samples, rank 0 validates (its result is broadcast so all ranks schedule and stop alike) and writes every file.
-* Transfer learning (001): ``init_weights`` starts from a pre-trained model; ``freeze_encoder_epochs`` keeps the
+* Transfer learning (Ren 2022 Front Oncol): ``init_weights`` starts from a pre-trained model; ``freeze_encoder_epochs`` keeps the
   encoder (the ``enc`` and ``down`` blocks) fixed for the first epochs.
 * Light augmentation that respects anatomy (our choice; the papers do not describe any): a random shift of up to
   ``shift_voxels`` voxels along each axis (the lung box moves a little, as segmentations differ) and a random gamma
@@ -63,7 +64,7 @@ class TrainConfig:
 
 
 def masked_bce_with_logits(logits, target, mask):
-    """Equation (3) of 003 restricted to lung voxels: mean BCE over the voxels where ``mask`` is true."""
+    """Equation (3) of Ren 2021 IJROBP restricted to lung voxels: mean BCE over the voxels where ``mask`` is true."""
     import torch.nn.functional as F
 
     loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")

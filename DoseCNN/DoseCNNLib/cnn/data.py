@@ -1,6 +1,6 @@
-"""Data for the residual dose CNN (004): normalisation, training cases from a manifest (cached), slice packs, batches.
+"""Data for the residual dose CNN (Li 2020): normalisation, training cases from a manifest (cached), slice packs, batches.
 
-**Normalisation** (004 "Implementation details": each SPECT activity map divided by its sum, then the normalised SPECT,
+**Normalisation** (Li 2020 "Implementation details": each SPECT activity map divided by its sum, then the normalised SPECT,
 the VDK and the ground-truth dose-rate maps scaled by constants "so that they have similar range with the density
 maps"). With A the activity per voxel, A_tot its total over the volume (MBq) and V the voxel volume:
 
@@ -18,7 +18,7 @@ doubles the output exactly (the output is scaled back by A_tot). The constants a
 **Training manifest** (CSV, paths relative to it): ``id, ct, spect, reference`` and per row one of ``activity_mbq``
 (total activity in the SPECT's field of view) or ``bq_per_count``; optional ``group`` (else ``case``: the patient of a
 row, as in the ``cohort.csv`` of ``dosecnn phantom``, one row per time point; a split by patient keeps a group on one
-side). ``reference`` is the Monte Carlo dose rate (mGy/s) of the TRUE activity on the CT grid (004: so that the CNN
+side). ``reference`` is the Monte Carlo dose rate (mGy/s) of the TRUE activity on the CT grid (Li 2020: so that the CNN
 also corrects the SPECT's blur). Each case goes through :func:`.pipeline.dose_rate_map` (the same calibration, kernels
 and VDK as ``dosecnn run``) and is cached as one folder of ``.npy`` files (read memory-mapped), keyed by the input
 files' path, size and modification time, the calibration, the nuclide and :data:`CACHE_VERSION`. The reference is set
@@ -115,7 +115,7 @@ class DoseCase:
     spacing: Tuple[float, float, float]  # mm (x, y, z)
     total_mbq: float
     activity_mbq: np.ndarray  # MBq per voxel
-    density: np.ndarray  # g/cm3 (004 calibration)
+    density: np.ndarray  # g/cm3 (Li 2020 calibration)
     vdk: np.ndarray  # mGy/s
     reference: np.ndarray  # mGy/s, zero in air
     body: np.ndarray  # bool
@@ -160,7 +160,7 @@ def cache_key(row: Dict[str, str], nuclide: str) -> str:
     """Hash of a case's input files (path, size, modification time), calibration, nuclide and the cache version."""
     payload = {"files": {k: _fingerprint(row[k]) for k in ("ct", "spect", "reference")},
                "calibration": {k: row.get(k, "") for k in ("activity_mbq", "bq_per_count")},
-               "nuclide": nuclide, "density": "004", "version": CACHE_VERSION}
+               "nuclide": nuclide, "density": "li2020", "version": CACHE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -189,14 +189,14 @@ def prepare_case(row: Dict[str, str], nuclide: str = "Lu-177", kernel_cache: Opt
 
 def case_arrays(ct, activity_bq, vdk, reference) -> Dict[str, np.ndarray]:
     """The arrays of a :class:`DoseCase` from Volumes on one grid: CT (HU), activity (Bq), VDK and reference (mGy/s)."""
-    from ..physics.materials import density_from_hu_004
+    from ..physics.materials import density_from_hu_li2020
 
     for name, v in (("activity", activity_bq), ("VDK", vdk), ("reference", reference)):
         if not v.same_geometry(ct):
             raise UserError(f"the {name} map must be on the CT grid")
     hu = ct.array
     air = hu < AIR_HU
-    return {"activity_mbq": (activity_bq.array / 1e6).astype(np.float32), "density": density_from_hu_004(hu),
+    return {"activity_mbq": (activity_bq.array / 1e6).astype(np.float32), "density": density_from_hu_li2020(hu),
             "vdk": vdk.array.astype(np.float32), "reference": np.where(air, 0.0, reference.array).astype(np.float32),
             "body": body_mask(hu), "air": air}
 
@@ -282,7 +282,7 @@ def all_slices(cases: Sequence[DoseCase]) -> List[SliceRef]:
 
 def split_slices(cases: Sequence[DoseCase], val_fraction: float, seed: int,
                  by: str = "slice") -> Tuple[List[SliceRef], List[SliceRef]]:
-    """(training, validation) slices: a random ``val_fraction`` of all slices (``by="slice"``, as 004), or of the
+    """(training, validation) slices: a random ``val_fraction`` of all slices (``by="slice"``, as Li 2020), or of the
     patients (``by="patient"``: every slice of a validation patient; patients with the same ``group`` together)."""
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"the validation fraction must be between 0 and 1, got {val_fraction}")

@@ -1,7 +1,7 @@
-"""Dose rate of a whole volume with the residual dose CNN (004): the VDK map plus the network's correction.
+"""Dose rate of a whole volume with the residual dose CNN (Li 2020): the VDK map plus the network's correction.
 
 :func:`cnn_dose_rate` normalises the activity (share of the total per litre) and the VDK dose rate (per MBq of total
-activity, :class:`.cnn_data.Normalisation`), computes the density from HU (004's calibration, as in training), runs
+activity, :class:`.cnn_data.Normalisation`), computes the density from HU (Li 2020's calibration, as in training), runs
 the network over the volume in slabs of ``batch_slices`` slices (the end slices repeated as in training; the 3D
 layers computed once per slab, :meth:`.cnn_network.ResidualDoseNet.correction_slab`), scales the correction back to
 mGy/s and adds it to the VDK map; the result is clamped at >= 0 and zero in air (HU < -950), as the VDK map.
@@ -99,7 +99,7 @@ def cnn_dose_rate(activity_bq: Volume, ct: Volume, vdk: Volume, weights=None, de
     """
     from ImagingBasics.devices import describe_device, run_with_oom_fallback, select_device
 
-    from ..physics.materials import density_from_hu_004
+    from ..physics.materials import density_from_hu_li2020
     from .weights import resolve_weights
 
     if batch_slices < 1:
@@ -118,7 +118,7 @@ def cnn_dose_rate(activity_bq: Volume, ct: Volume, vdk: Volume, weights=None, de
                          "correction was computed on a resampled grid and resampled back")
     norm = dm.normalisation
     a = norm.activity(act.array.astype(np.float32) / np.float32(1e6), total_mbq).astype(np.float32)
-    density = density_from_hu_004(hu.array)
+    density = density_from_hu_li2020(hu.array)
     used: Dict[str, str] = {}
 
     def run(dev: str) -> np.ndarray:

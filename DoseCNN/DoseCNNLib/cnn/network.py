@@ -1,10 +1,10 @@
-"""The residual dose CNN of the DoseCNN paper (Li, Fessler, Mikell, Wilderman, Dewaraja; 004, SCIENCE.md).
+"""The residual dose CNN of the DoseCNN paper (Li, Fessler, Mikell, Wilderman and Dewaraja: Li 2020).
 
 Input: a pack of 11 adjacent axial slices of two channels, the normalised activity and the density (g/cm3), centred on
 the slice whose dose rate is wanted (:mod:`.cnn_data` builds and normalises packs). Output: the normalised dose rate of
 the middle slice.
 
-* **Depth features** (004 "CNN Training"): three 3D convolutions with kernels 7x7x5, 7x7x3, 7x7x3 (in-plane 7x7,
+* **Depth features** (Li 2020 "CNN Training"): three 3D convolutions with kernels 7x7x5, 7x7x3, 7x7x3 (in-plane 7x7,
   through-plane 5, 3, 3). No through-plane padding, so 11 slices become 7, 5, then 3; in-plane "same" padding. Each
   convolution is followed by batch normalisation and LeakyReLU(0.1). The 3 remaining slices are folded into channels.
   The paper gives no channel counts: ours (:attr:`DoseNetConfig.depth_channels`, 8-16-16) follow the public
@@ -40,15 +40,15 @@ from typing import Any, Dict, Tuple
 
 @dataclass(frozen=True)
 class DoseNetConfig:
-    """Architecture of :class:`ResidualDoseNet` (the defaults are 004's network; tests build tiny ones)."""
+    """Architecture of :class:`ResidualDoseNet` (the defaults are Li 2020's network; tests build tiny ones)."""
 
     in_channels: int = 2  # activity, density
-    slices: int = 11  # slices per pack: the middle one and 5 on each side (004)
-    depth_kernels: Tuple[int, ...] = (5, 3, 3)  # through-plane kernel sizes of the 3D convolutions (004)
+    slices: int = 11  # slices per pack: the middle one and 5 on each side (Li 2020)
+    depth_kernels: Tuple[int, ...] = (5, 3, 3)  # through-plane kernel sizes of the 3D convolutions (Li 2020)
     depth_channels: Tuple[int, ...] = (8, 16, 16)  # output channels of the 3D convolutions (our choice, see above)
-    inplane_kernel: int = 7  # in-plane kernel size of the 3D convolutions (004)
-    base_filters: int = 16  # U-Net filters at full resolution (004)
-    levels: int = 4  # U-Net down/up-sampling levels (004)
+    inplane_kernel: int = 7  # in-plane kernel size of the 3D convolutions (Li 2020)
+    base_filters: int = 16  # U-Net filters at full resolution (Li 2020)
+    levels: int = 4  # U-Net down/up-sampling levels (Li 2020)
     max_filters: int = 128  # widest U-Net level (the follow-up: 16-32-64-128-128)
     negative_slope: float = 0.1  # LeakyReLU of the encoder
     batch_norm: bool = True  # batch normalisation after every convolution but the last
@@ -154,7 +154,7 @@ def _classes() -> types.SimpleNamespace:
             return self.out(x)
 
     class ResidualDoseNet(nn.Module):
-        """004's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
+        """Li 2020's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
 
         def __init__(self, config: DoseNetConfig = DoseNetConfig()):
             super().__init__()

@@ -1,8 +1,8 @@
-"""Training the residual dose CNN (004): weighted MSE against Monte Carlo dose rates, Adam, a checkpoint every epoch.
+"""Training the residual dose CNN (Li 2020): weighted MSE against Monte Carlo dose rates, Adam, a checkpoint every epoch.
 
-004's settings are the defaults (:class:`DoseTrainConfig`): Adam with lr 1e-3 and ReduceLROnPlateau (on the validation
+Li 2020's settings are the defaults (:class:`DoseTrainConfig`): Adam with lr 1e-3 and ReduceLROnPlateau (on the validation
 loss; factor 0.5 after 10 epochs without improvement: the paper names the strategy, not its parameters), MSE, batch 32,
-200 epochs, 20 % of the slices for validation (004 holds out random slices; ``val_by="patient"`` holds out whole
+200 epochs, 20 % of the slices for validation (Li 2020 holds out random slices; ``val_by="patient"`` holds out whole
 patients, the stricter test, since neighbouring slices of one patient are nearly alike).
 
 * Loss (the public follow-up, DblurDoseNet): 0.7 x mean squared error over the body's voxels + 0.3 x over the voxels
@@ -10,9 +10,9 @@ patients, the stricter test, since neighbouring slices of one patient are nearly
   padding added to batch slices of different sizes is left out. Training uses the network's raw output (VDK +
   correction, unclamped, so that no voxel loses its gradient); validation scores what users get
   (:func:`.cnn_network.physical_dose`: clamped at >= 0, zero in air) and also the VDK map alone, the baseline that the
-  correction should beat, and both NRMSE over the body (004 equation 2, normalised units).
+  correction should beat, and both NRMSE over the body (Li 2020 equation 2, normalised units).
 * Best weights by validation loss (``best.pt``, loadable by ``dosecnn run --method cnn --weights``); optional early
-  stopping after ``patience`` epochs without a better validation loss (off by default: 004 trains 200 epochs).
+  stopping after ``patience`` epochs without a better validation loss (off by default: Li 2020 trains 200 epochs).
 * Reproducible and resumable: torch and numpy are reseeded from ``(seed, epoch)`` at every epoch (shuffling, crops,
   augmentation), and ``checkpoint.pt`` (written every epoch) holds the model, the optimiser, the scheduler and the
   history, so that a killed run resumed with ``resume=True`` ends with the same weights as an uninterrupted one (CPU).
@@ -281,7 +281,7 @@ def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: Dos
     cases = load_cases(manifest, cache_dir or out_dir / "cache", nuclide, kernel_cache, progress=prep_progress)
     train_refs, val_refs = split_slices(cases, config.val_fraction, config.seed, config.val_by)
     metadata = {"manifest": str(manifest), "cases": [c.case_id for c in cases], "nuclide": nuclide,
-                "note": "residual dose CNN (004) trained with dosecnn train; research use only"}
+                "note": "residual dose CNN (Li 2020) trained with dosecnn train; research use only"}
     summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, metadata=metadata)
     summary.update(cases=len(cases), training_slices=len(train_refs), validation_slices=len(val_refs),
                    validation_by=config.val_by,

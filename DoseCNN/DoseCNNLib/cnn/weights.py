@@ -1,4 +1,4 @@
-"""Weight files of the residual dose CNN (004): the network, its configuration, the normalisation and the voxel size.
+"""Weight files of the residual dose CNN (Li 2020): the network, its configuration, the normalisation and the voxel size.
 
 File layout (``torch.save`` of plain Python types and tensors only, read with ``torch.load(weights_only=True)``; the
 same layout as the perfusion network's; reading, checking and writing are the foundation's

@@ -1,13 +1,13 @@
-"""Dose-map statistics per organ/lesion label, cumulative DVHs, and the DoseCNN paper's (004) error metrics.
+"""Dose-map statistics per organ/lesion label, cumulative DVHs, and the DoseCNN paper's (Li 2020) error metrics.
 
 Everything here works for dose-rate maps (mGy/s) and absorbed-dose maps (Gy) alike: the unit is a label in the
 outputs, never a conversion.
 
-004's metrics, per organ/lesion, against a reference (004: the Monte Carlo dose rate of the true activity, "GT"):
+Li 2020's metrics, per organ/lesion, against a reference (Li 2020: the Monte Carlo dose rate of the true activity, "GT"):
 
 * :func:`mean_dose_error`: MDE = |mean(estimate) - mean(reference)| / mean(reference) over the region's voxels
-  (004: "the absolute error of the mean dose-rate relative to GT across that organ/lesion").
-* :func:`nrmse`: NRMSE = sqrt(mean((x_hat - x)^2)) / sqrt(mean(x^2)) over the region's voxels (004, equation 2).
+  (Li 2020: "the absolute error of the mean dose-rate relative to GT across that organ/lesion").
+* :func:`nrmse`: NRMSE = sqrt(mean((x_hat - x)^2)) / sqrt(mean(x^2)) over the region's voxels (Li 2020, equation 2).
 * :func:`nrmse_noise_corrected`: a Monte Carlo reference is itself noisy: with ``x = x_true + e``,
   ``E[(x_hat - x)^2] = (x_hat - x_true)^2 + var(e)`` and ``E[x^2] = x_true^2 + var(e)``, so the plain NRMSE counts the
   reference's noise as the estimate's error. Given the reference's per-voxel standard error ``sigma``, the corrected
@@ -35,7 +35,7 @@ from ImagingBasics.volume import Volume
 DX_PERCENTS = (2, 50, 98)
 
 
-# --- 004's metrics -------------------------------------------------------------------------------------------------
+# --- Li 2020's metrics -------------------------------------------------------------------------------------------------
 def _region(values: np.ndarray, mask: Optional[np.ndarray], shape: Tuple[int, ...], what: str) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64)
     if a.shape != shape:
@@ -56,7 +56,7 @@ def _pair(estimate: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray
 
 
 def mean_dose_error(estimate: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
-    """MDE (004): ``|mean(estimate) - mean(reference)| / mean(reference)`` over the region (a fraction, x100 for %).
+    """MDE (Li 2020): ``|mean(estimate) - mean(reference)| / mean(reference)`` over the region (a fraction, x100 for %).
 
     NaN when the reference's mean is zero.
     """
@@ -66,7 +66,7 @@ def mean_dose_error(estimate: np.ndarray, reference: np.ndarray, mask: Optional[
 
 
 def nrmse(estimate: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
-    """NRMSE (004, equation 2): ``sqrt(mean((x_hat - x)^2)) / sqrt(mean(x^2))`` over the region (a fraction).
+    """NRMSE (Li 2020, equation 2): ``sqrt(mean((x_hat - x)^2)) / sqrt(mean(x^2))`` over the region (a fraction).
 
     NaN when the reference is zero throughout the region.
     """
@@ -77,7 +77,7 @@ def nrmse(estimate: np.ndarray, reference: np.ndarray, mask: Optional[np.ndarray
 
 def nrmse_noise_corrected(estimate: np.ndarray, reference: np.ndarray, reference_sigma: np.ndarray,
                           mask: Optional[np.ndarray] = None) -> float:
-    """NRMSE of 004's equation 2 with the reference's noise removed (module docstring):
+    """NRMSE of Li 2020's equation 2 with the reference's noise removed (module docstring):
     ``sqrt(max(mean((x_hat - x)^2) - mean(sigma^2), 0) / max(mean(x^2) - mean(sigma^2), 0))``.
 
     ``reference_sigma``: the reference's per-voxel standard error, in the reference's unit. NaN when the corrected
@@ -189,7 +189,7 @@ def dvh_figure(rows: Sequence[Mapping[str, object]], path: Path, unit_label: str
 def compare_methods(estimates: Mapping[str, Volume], reference: Volume, labels: Volume,
                     names: Optional[Mapping[int, str]] = None,
                     reference_sigma: Optional[Volume] = None) -> List[Dict[str, object]]:
-    """004's comparison: per label > 0 and per method, the region's mean estimate and reference, MDE and NRMSE
+    """Li 2020's comparison: per label > 0 and per method, the region's mean estimate and reference, MDE and NRMSE
     (and the noise-corrected NRMSE when the reference's standard-error map ``reference_sigma`` is given).
 
     ``estimates``: method name -> map (e.g. ``{"VDK": ..., "CNN": ...}``), each on the reference's grid.

@@ -5,7 +5,7 @@ One SPECT/CT time point -> dose-rate map (mGy/s) on the CT grid:
 1-3. :func:`DoseCNNLib.physics.vdk.vdk_from_counts`: the SPECT resampled onto the CT grid (total kept) and
    calibrated to Bq per voxel (Bq per count, or the total activity in the field of view); the electron and photon
    voxel S values of the CT's voxel size (bundled, cached, or computed once); VDK convolution with density scaling
-   (004).
+   (Li 2020).
 4. ``method="cnn"``: the residual CNN adds its learned correction (Monte Carlo minus VDK) to the VDK map.
 
 :func:`label_table` summarises a dose-rate map per organ/lesion label.

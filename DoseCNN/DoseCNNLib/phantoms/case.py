@@ -4,9 +4,9 @@ One case (:func:`generate_case`):
 
 1. a torso CT with organ/lesion labels and uptake compartments (:mod:`.torso_phantom`);
 2. known kinetics per compartment (:mod:`.phantom_kinetics`) -> the TRUE activity (Bq per voxel) at each time point
-   (default 4, 24, 96 and 168 h: 004's four scans within 7 days) and the true time-integrated activity (TIA);
+   (default 4, 24, 96 and 168 h: Li 2020's four scans within 7 days) and the true time-integrated activity (TIA);
 3. a SPECT (counts, own grid) of each time point's true activity (:mod:`.spect_sim`);
-4. ground truth (004: "MC dose rate of the TRUE activity"): the Monte Carlo engine (:mod:`.mc`) run once per
+4. ground truth (Li 2020: "MC dose rate of the TRUE activity"): the Monte Carlo engine (:mod:`.mc`) run once per
    compartment with unit activity. Dose rate is linear in activity, so the dose rate at any time point is
    ``sum_c A_c(t) D_c`` and the absorbed dose is ``sum_c TIA_c D_c`` exactly, with batch uncertainties combined
    the same way (``sd^2 = sum_c A_c(t)^2 sd_c^2``). Decays are shared among the compartments in proportion to their

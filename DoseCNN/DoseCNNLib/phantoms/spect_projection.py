@@ -1,14 +1,14 @@
 """A projection-domain Lu-177 SPECT: attenuated projections with a depth-dependent collimator response, Poisson
-noise, and OSEM reconstruction with attenuation and resolution modelling (as 004's simulation and reconstruction).
+noise, and OSEM reconstruction with attenuation and resolution modelling (as Li 2020's simulation and reconstruction).
 
 The alternative to :mod:`.spect_sim`'s image-domain model (``SpectModel(reconstruction="osem")``); torch, CPU or CUDA.
 
 1. **Geometry**: a circular orbit of ``orbit_radius_mm`` around the SPECT grid's z axis, ``views`` angles over 360
-   degrees (004: 128), parallel-hole collimator. A view is computed by rotating the volume (bilinear) so that the
+   degrees (Li 2020: 128), parallel-hole collimator. A view is computed by rotating the volume (bilinear) so that the
    detector faces the grid's first row.
 2. **Attenuation**: narrow-beam attenuation at the photopeak (208 keV) along each voxel's path to the detector,
    mu = density x the engine's total mass attenuation coefficient of soft tissue (:mod:`.photon_xs`); the density
-   from the CT (004's calibration) resampled onto the SPECT grid.
+   from the CT (Li 2020's calibration) resampled onto the SPECT grid.
 3. **Collimator-detector response** (:func:`system_fwhm_mm`): a Gaussian whose FWHM grows with the distance z from
    the collimator face, the geometric resolution of a parallel-hole collimator added in quadrature to the intrinsic
    resolution,
@@ -22,7 +22,7 @@ The alternative to :mod:`.spect_sim`'s image-domain model (``SpectModel(reconstr
 4. **Counts**: a view's expected counts are ``sensitivity_cps_per_mbq`` x (``duration_s`` / ``views``) x the
    attenuated, blurred projection of the activity (MBq); Poisson noise is drawn on the projections. Scatter is not
    simulated (equivalently: perfectly corrected); only the 208 keV photopeak is modelled.
-5. **Reconstruction**: OSEM (Hudson & Larkin 1994) with ``iterations`` x ``subsets`` (004: 16 x 4) and the same
+5. **Reconstruction**: OSEM (Hudson & Larkin 1994) with ``iterations`` x ``subsets`` (Li 2020: 16 x 4) and the same
    projector (attenuation and collimator response modelled; the back-projection rotates back, the usual unmatched
    pair of rotation-based projectors). The image, in MBq per voxel, is returned as counts x ``sensitivity`` x
    ``duration``, so that the calibration factor ``bq_per_count`` of :class:`.spect_sim.SpectModel` stays exact for an
@@ -52,11 +52,11 @@ def attenuation_map_per_mm(ct: Volume, grid: Volume, energy_mev: float = PHOTOPE
     """Linear attenuation coefficients (1/mm) at ``energy_mev`` on the SPECT ``grid``, from the CT."""
     from ImagingBasics.resample import resample
 
-    from ..physics.materials import SOFT_TISSUE, density_from_hu_004
+    from ..physics.materials import SOFT_TISSUE, density_from_hu_li2020
     from ..physics.photon_xs import photon_table
 
     hu = resample(ct, grid, default=-1000.0)
-    density = density_from_hu_004(hu.array)
+    density = density_from_hu_li2020(hu.array)
     mu_rho = float(photon_table().total(SOFT_TISSUE, np.array([energy_mev]))[0])  # cm2/g
     return (density * mu_rho / 10.0).astype(np.float32)
 

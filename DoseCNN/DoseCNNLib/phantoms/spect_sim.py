@@ -1,14 +1,14 @@
 """A quantitative Lu-177 SPECT of a known activity map, by one of two models (``SpectModel.reconstruction``).
 
 ``"osem"``: projections with attenuation, a depth-dependent collimator response and Poisson noise, reconstructed by
-OSEM with attenuation and resolution modelling (:mod:`.spect_projection`; needs the CT; 004's 128 views, 16
+OSEM with attenuation and resolution modelling (:mod:`.spect_projection`; needs the CT; Li 2020's 128 views, 16
 iterations x 4 subsets). Slower (tens of seconds per SPECT on 2 CPU cores), closer to a real reconstruction: partial
 volume and noise that depend on depth, attenuation and the object.
 
 ``"gaussian"`` (default; fast): an image-domain model of a reconstruction's resolution and noise:
 
 1. **Resolution**: the true activity (Bq per voxel on the CT grid) is blurred by a 3D Gaussian of ``fwhm_mm``
-   (default 11 mm: a medium-energy collimator at the 208 keV peak after OSEM with resolution recovery; 004's
+   (default 11 mm: a medium-energy collimator at the 208 keV peak after OSEM with resolution recovery; Li 2020's
    reconstruction modelled the collimator-detector response).
 2. **Sampling**: onto the SPECT grid (default 128 x 128 in-plane, 4.8 mm cubic voxels, centred on the CT; hardware
    SPECT/CT, so no misalignment), keeping the total.
@@ -18,7 +18,7 @@ volume and noise that depend on depth, attenuation and the object.
 4. **Noise**: an iterative reconstruction amplifies Poisson noise and correlates it over neighbouring voxels: we draw
    Poisson counts at the expected counts divided by ``noise_gain`` (default 3, i.e. a reconstruction as noisy as 1/3
    of the counts), multiply back, and smooth with a Gaussian of ``post_filter_voxels`` voxels (sigma), as post-filters
-   do. At 004's count levels (1.9e7, 5.5e6, 4.4e6, 3.0e6 counts over 4 time points in 7 days) this gives liver voxel
+   do. At Li 2020's count levels (1.9e7, 5.5e6, 4.4e6, 3.0e6 counts over 4 time points in 7 days) this gives liver voxel
    noise of ~10-25 %.
 """
 
@@ -33,7 +33,7 @@ from ImagingBasics.gaussian import SIGMA_PER_FWHM
 from ImagingBasics.resample import resample_amount
 from ImagingBasics.volume import Volume, from_sitk, to_sitk
 
-#: 004's four count levels (total counts of the four time points of one patient in 7 days).
+#: Li 2020's four count levels (total counts of the four time points of one patient in 7 days).
 COUNT_LEVELS_004 = (1.9e7, 5.5e6, 4.4e6, 3.0e6)
 
 

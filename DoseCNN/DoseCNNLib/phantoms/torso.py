@@ -1,8 +1,8 @@
 """A synthetic abdominal torso for Lu-177 DOTATATE dosimetry: CT (HU), organ/lesion labels and uptake compartments.
 
-No patient SPECT/CT exists here, so the dose engine is trained and tested on phantoms (004 built its phantoms from
+No patient SPECT/CT exists here, so the dose engine is trained and tested on phantoms (Li 2020 built its phantoms from
 patients' Ga-68 PET/CT; we build ours from geometry). The field of view is centred on the kidneys and liver, as in
-004 ("130 slices that covered the field of view of SPECT camera with liver and kidney centered").
+Li 2020 ("130 slices that covered the field of view of SPECT camera with liver and kidney centered").
 
 Coordinates: millimetres, LPS (x to the patient's left, y posterior, z superior), the body axis at x = y = 0 and
 z = 0 at the centre of the field of view. Every structure is an analytic shape (ellipses, ellipsoids, tubes) with
@@ -41,7 +41,7 @@ HU = {"air": -1000.0, "fat": -100.0, "muscle": 45.0, "soft": 35.0, "liver": 58.0
       "blood": 40.0, "lung": -840.0, "trabecular": 220.0, "cortical": 900.0, "disc": 80.0, "bowel_wall": 40.0,
       "bowel_content": 15.0, "gas": -950.0, "lesion": 45.0, "necrosis": 20.0}
 
-#: Preset grids (CT voxels x, y, z; spacing mm): ``full`` is 004's 512 x 512 x 130 at 0.98 x 0.98 x 3 mm;
+#: Preset grids (CT voxels x, y, z; spacing mm): ``full`` is Li 2020's 512 x 512 x 130 at 0.98 x 0.98 x 3 mm;
 #: ``small`` bins it 2 x 2 in-plane over half the slices (the same body, for CPU-sized work).
 GRIDS = {"full": ((512, 512, 130), (0.98, 0.98, 3.0)), "small": ((256, 256, 64), (1.96, 1.96, 3.0))}
 

@@ -41,7 +41,7 @@ def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[n
 
 def default_kernel_sizes(spacing_mm) -> Tuple[int, int]:
     """(electron, photon) kernel sizes for a voxel size: 9, and the odd size covering >= 100 mm along the finest
-    axis, at most 99 (004 used 9 and 99 at 0.98 mm)."""
+    axis, at most 99 (Li 2020 used 9 and 99 at 0.98 mm)."""
     finest = float(min(spacing_mm))
     photon = min(99, int(np.ceil(100.0 / finest)) | 1)
     return 9, max(photon, 9)

@@ -6,7 +6,7 @@ voxel, in mGy/(MBq*s) (MIRD Pamphlet 17's voxel S value; Lanconelli et al. 2012 
     S = E_dep(i, j, k) [MeV per decay] x 1.602176634e-13 J/MeV x 1e6 decays/(MBq*s) / m [kg] x 1e3 mGy/Gy.
 
 The electron part ("beta": beta spectrum, conversion and Auger electrons) and the photon part (gamma and X-ray
-lines) are simulated and returned separately, as the DoseCNN paper (004) convolves them with different kernels.
+lines) are simulated and returned separately, as the DoseCNN paper (Li 2020) convolves them with different kernels.
 Emissions are sampled per decay type with statistical weights: ``n_decays`` betas (weight = betas per decay), and
 as many discrete electrons and photons drawn in proportion to their yields (weight = total yield x n_decays / drawn).
 Photon lines below 1 keV are deposited in the source voxel.
@@ -100,7 +100,7 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
     """Electron and photon voxel S values on a ``size``^3 grid (odd; source in the centre voxel).
 
     ``photon_size`` (odd, at least ``size``; default ``size``) sets the photon kernel's grid, whose reach is
-    decimetres (004: 9x9x9 electron and 99x99x99 photon kernels).
+    decimetres (Li 2020: 9x9x9 electron and 99x99x99 photon kernels).
     """
     from .electron_transport import electron_tables, transport_electrons
     from .photon_transport import isotropic_directions, transport_photons, uniform_grid

@@ -1,8 +1,8 @@
 """From CT numbers to what radiation transport needs: mass density and a material (elemental composition).
 
-* Density: the calibration of the DoseCNN paper (004; SCIENCE.md), piecewise linear in HU,
+* Density: the calibration of the DoseCNN paper (Li 2020), piecewise linear in HU,
   rho = 0.00108 HU + 1.02351 g/cm3 for HU <= 0 and rho = 0.00069 HU + 1.03107 g/cm3 for HU > 0
-  (:func:`density_from_hu_004`), clipped at the density of air. A scanner's own calibration (pairs of HU and
+  (:func:`density_from_hu_li2020`), clipped at the density of air. A scanner's own calibration (pairs of HU and
   density, e.g. from a phantom) replaces it through :class:`DensityCalibration`.
 * Material: one of five tissues by HU interval (:data:`MATERIALS`, :func:`material_index`), each with its ICRU
   Report 44 elemental composition (by mass) as tabulated by NIST (ESTAR/XCOM material lists). The intervals are our
@@ -24,8 +24,8 @@ from ImagingBasics.errors import UserError
 AIR_DENSITY_G_CM3 = 0.001205
 
 
-def density_from_hu_004(hu):
-    """Mass density (g/cm3) from HU with the DoseCNN paper's bilinear calibration (004), at least that of air.
+def density_from_hu_li2020(hu):
+    """Mass density (g/cm3) from HU with the DoseCNN paper's bilinear calibration (Li 2020), at least that of air.
 
     Takes a numpy array (returns float32 numpy) or a torch tensor (returns a float32 tensor on its device).
     """

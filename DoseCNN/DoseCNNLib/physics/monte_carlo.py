@@ -2,7 +2,7 @@
 
 Steps (each a function):
 
-1. :func:`patient_media`: CT (HU) -> material index and density (:mod:`.materials`; 004's calibration by default).
+1. :func:`patient_media`: CT (HU) -> material index and density (:mod:`.materials`; Li 2020's calibration by default).
 2. :func:`sample_decay_positions`: ``n`` decay positions (mm from the grid corner), voxels drawn in proportion to
    their activity, uniform inside the voxel.
 3. Per batch: the decays' electrons and photons (:func:`.kernels.sample_emissions`) transported by
@@ -41,10 +41,10 @@ class McResult:
 
 def patient_media(ct: Volume, density_calibration=None):
     """(material index uint8, density g/cm3 float32) arrays of a CT in HU."""
-    from .materials import density_from_hu_004, material_index
+    from .materials import density_from_hu_li2020, material_index
 
     hu = ct.array.astype(np.float64)
-    density = density_calibration(hu) if density_calibration is not None else density_from_hu_004(hu)
+    density = density_calibration(hu) if density_calibration is not None else density_from_hu_li2020(hu)
     return material_index(hu), density.astype(np.float32)
 
 

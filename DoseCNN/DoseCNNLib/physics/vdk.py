@@ -1,19 +1,19 @@
-"""Voxel dose kernel (VDK) dose rate with density scaling, as in the DoseCNN paper (004; SCIENCE.md).
+"""Voxel dose kernel (VDK) dose rate with density scaling, as in the DoseCNN paper (Li 2020).
 
     D(x) = [ (A * K_electron)(x) + (A * K_photon)(x) ] x 1.04 / rho(x)
 
 A: activity per voxel (MBq) on the CT grid; K: the electron and photon voxel S values of soft tissue at the CT's
-voxel size (mGy/(MBq s), :mod:`.kernels`); rho: density from HU (004's calibration unless another is given); 1.04:
+voxel size (mGy/(MBq s), :mod:`.kernels`); rho: density from HU (Li 2020's calibration unless another is given); 1.04:
 the kernels' soft-tissue density (g/cm3). The two kernels are summed on the photon kernel's grid and applied in one
 FFT convolution (torch, CPU or CUDA; float32; padded to 2-3-5 FFT sizes), same-size output. Air voxels
 (below -950 HU) get zero dose: dividing by the density of air would turn the kernel's tail into nonsense.
 
-Our choice where 004 is silent: the density in the scaling factor is bounded below at
-:data:`MIN_SCALING_DENSITY_G_CM3` (0.05 g/cm3, about -900 HU with 004's calibration), so the factor is at most
-1.04 / 0.05 = 20.8 (:func:`density_scaling_factor`). 004's calibration reaches zero density at -948 HU, just above
+Our choice where Li 2020 is silent: the density in the scaling factor is bounded below at
+:data:`MIN_SCALING_DENSITY_G_CM3` (0.05 g/cm3, about -900 HU with Li 2020's calibration), so the factor is at most
+1.04 / 0.05 = 20.8 (:func:`density_scaling_factor`). Li 2020's calibration reaches zero density at -948 HU, just above
 its air cut, so gas pockets and the partial-volume edges of air (-950 to -900 HU) would otherwise be scaled by
 hundreds: in our phantoms 0.04 % of the body's voxels (bowel gas) carried 93-99 % of the squared VDK error, while the
-Monte Carlo dose there is close to the surrounding tissue's. Lung (0.1-0.4 g/cm3) is scaled exactly as in 004.
+Monte Carlo dose there is close to the surrounding tissue's. Lung (0.1-0.4 g/cm3) is scaled exactly as in Li 2020.
 
 Activity from a SPECT: :func:`activity_from_counts` with a calibration factor (Bq per count) or the total activity in
 the field of view (MBq), after resampling the SPECT onto the CT grid (keeping its total).
@@ -113,7 +113,7 @@ def combined_kernel(electron_kernel: np.ndarray, photon_kernel: np.ndarray) -> n
 
 
 def density_scaling_factor(density_g_cm3):
-    """004's density scaling of a soft-tissue kernel dose, 1.04 / rho, with rho bounded below at
+    """Li 2020's density scaling of a soft-tissue kernel dose, 1.04 / rho, with rho bounded below at
     :data:`MIN_SCALING_DENSITY_G_CM3` (a torch tensor in, a tensor out; dimensionless)."""
     return KERNEL_DENSITY_G_CM3 / density_g_cm3.clamp(min=MIN_SCALING_DENSITY_G_CM3)
 
@@ -123,7 +123,7 @@ def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, 
     """Dose rate (mGy/s) on the CT grid by VDK convolution with density scaling (see the module docstring)."""
     import torch
 
-    from .materials import density_from_hu_004
+    from .materials import density_from_hu_li2020
 
     if not activity_bq.same_geometry(ct):
         raise UserError("the activity map must be on the CT grid (resample it first, e.g. activity_from_counts)")
@@ -133,7 +133,7 @@ def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, 
     if density_calibration is not None:
         density = torch.as_tensor(density_calibration(ct.array.astype(np.float64)), device=device).float()
     else:
-        density = density_from_hu_004(hu)
+        density = density_from_hu_li2020(hu)
     dose.mul_(density_scaling_factor(density)).masked_fill_(hu < AIR_HU, 0.0).clamp_(min=0.0)  # FFT round-off: -1e-12
     dose = dose.cpu().numpy()
     total_mbq = float(a_mbq.sum(dtype=np.float64))

@@ -8,7 +8,7 @@ One time point (``dosecnn run``): per segment the volume, the activity, the mean
 of the dose rate (mGy/s). Several time points (``dosecnn integrate``): the mean dose rate at every time point, the
 time-integrated activity and effective half-life of the organ-level fit, the mean absorbed dose (voxel map and organ
 fit) and D2, D50, D98 and maximum of the absorbed dose (Gy). With a reference map (e.g. Monte Carlo) on top: its mean
-and 004's mean dose error (MDE) and NRMSE in %. Dx: the minimum dose of the hottest x % of the segment's volume.
+and Li 2020's mean dose error (MDE) and NRMSE in %. Dx: the minimum dose of the hottest x % of the segment's volume.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def _number(row: Optional[Mapping[str, object]], key: str) -> float:
 
 def _reference_columns(unit_key: str, unit: str) -> Tuple[Column, ...]:
     return ((f"reference_mean_{unit_key}", "Reference mean", "double", unit, "mean of the reference map (e.g. Monte Carlo)"),
-            ("mde_percent", "MDE", "double", "%", "mean dose error: |mean - reference mean| / reference mean (004)"),
+            ("mde_percent", "MDE", "double", "%", "mean dose error: |mean - reference mean| / reference mean (Li 2020)"),
             ("nrmse_percent", "NRMSE", "double", "%", "root mean square difference to the reference over the root mean "
-                                                      "square of the reference, voxel by voxel (004, equation 2)"))
+                                                      "square of the reference, voxel by voxel (Li 2020, equation 2)"))
 
 
 def _with_reference(row: Dict[str, object], estimate: Volume, reference: Optional[Volume], mask: np.ndarray,
