@@ -112,19 +112,6 @@ class Volume:
         )
 
 
-def require_finite(volume: Volume, name: str) -> None:
-    """Raise a one-line :class:`UserError` when ``volume`` is empty, holds NaN/infinite values or has an odd type."""
-    a = volume.array
-    if a.size == 0:
-        raise UserError(f"the {name} is empty (no voxels)")
-    if np.issubdtype(a.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(a)))
-        if bad:
-            raise UserError(f"the {name} contains {bad} NaN or infinite voxel value{'s' if bad > 1 else ''}; "
-                            "fix or re-export the image")
-    elif not np.issubdtype(a.dtype, np.integer) and a.dtype != bool:
-        raise UserError(f"the {name} has an unsupported voxel type {a.dtype}")
-
 
 # --- SimpleITK ----------------------------------------------------------------------------------
 def to_sitk(volume: Volume):

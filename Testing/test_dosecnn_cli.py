@@ -30,6 +30,7 @@ def test_kernel_command_writes_and_reuses(tmp_path, capsys):
 
 def test_mc_command_writes_dose_rate_and_uncertainty(tmp_path, capsys):
     ct = Volume(np.zeros((8, 8, 8), np.int16), (3.0, 3.0, 3.0))
+    ct.array[-1] = -1000  # a water box with air on one side: a CT in HU
     activity = ct.with_array(np.zeros((8, 8, 8), np.float32))
     activity.array[3:5, 3:5, 3:5] = 1.0
     write_volume(ct, tmp_path / "ct.nrrd")
@@ -51,6 +52,7 @@ def test_run_command_gives_the_vdk_dose_rate_and_an_organ_table(tmp_path, capsys
     from DoseCNNLib.physics.vdk import activity_from_counts, vdk_dose_rate
 
     ct = Volume(np.zeros((10, 10, 10), np.int16), (4.0, 4.0, 4.0))
+    ct.array[-1] = -1000  # a water box with air on one side: a CT in HU
     spect = Volume(np.zeros((5, 5, 5), np.float32), (8.0, 8.0, 8.0), (2.0, 2.0, 2.0))
     spect.array[2, 2, 2] = 500.0
     labels = ct.with_array(np.zeros((10, 10, 10), np.uint8))

@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from tiny_images import write_tiny_ct
 
 from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
 from ImagingBasics.errors import UserError
@@ -13,8 +14,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "DoseCNN" / "Resources" / "Script
 
 @pytest.fixture
 def files(tmp_path):
-    for name in ("ct.nrrd", "ct2.nrrd", "spect.nrrd", "spect2.nrrd", "labels.nrrd", "organs.seg.nrrd", "mc.nrrd", "w.pt"):
+    for name in ("spect.nrrd", "spect2.nrrd", "labels.nrrd", "organs.seg.nrrd", "mc.nrrd", "w.pt"):
         (tmp_path / name).write_bytes(b"x")
+    for name in ("ct.nrrd", "ct2.nrrd"):
+        write_tiny_ct(tmp_path / name)  # real CTs: the batch script checks every CT up front
     (tmp_path / "tp.csv").write_text("time_h,spect,ct,activity_mbq\n96,spect2.nrrd,ct2.nrrd,2500\n24,spect.nrrd,ct.nrrd,5000\n")
     return tmp_path
 

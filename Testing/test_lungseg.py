@@ -101,7 +101,7 @@ def test_phantom_cropped_through_both_lungs(phantom):
 
 def test_not_a_ct_and_nan_are_user_errors():
     spect_like = Volume(np.random.default_rng(0).uniform(0, 500, (20, 30, 30)).astype(np.float32), (4, 4, 4))
-    with pytest.raises(UserError, match="does not look like a CT"):
+    with pytest.raises(UserError, match="not a CT in Hounsfield units"):
         segment_lungs(spect_like)
     nan_ct = Volume(np.full((10, 20, 20), -1000.0, np.float32), (2, 2, 2))
     nan_ct.array[5, 5, 5] = np.nan

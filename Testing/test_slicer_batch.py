@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from tiny_images import write_tiny_ct
 
 from CTPerfusionMappingLib.slicer_glue.batch import parse_batch_arguments
 from ImagingBasics.errors import UserError
@@ -13,8 +14,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "CTPerfusionMapping" / "Resources
 
 @pytest.fixture
 def files(tmp_path):
-    for name in ("ct.nrrd", "spect.nrrd", "lobes.nrrd", "w.pt"):
+    for name in ("spect.nrrd", "lobes.nrrd", "w.pt"):
         (tmp_path / name).write_bytes(b"x")
+    write_tiny_ct(tmp_path / "ct.nrrd")  # a real CT: one case's CT is checked up front
     return tmp_path
 
 
@@ -43,7 +45,7 @@ def test_manifest_cases_get_their_own_folders(files):
     (["--out", "o"], "one of the arguments --ct --manifest is required"),
     (["--ct", "a.nrrd", "--manifest", "m.csv", "--out", "o"], "not allowed with"),
     (["--ct", "{d}/ct.nrrd"], "--out"),
-    (["--ct", "{d}/missing.nrrd", "--out", "o"], "ct not found"),
+    (["--ct", "{d}/missing.nrrd", "--out", "o"], "missing.nrrd not found"),
     (["--ct", "{d}/ct.nrrd", "--out", "o", "--threshold", "1.5"], "--threshold"),
     (["--ct", "{d}/ct.nrrd", "--out", "o", "--device", "tpu"], "invalid choice"),
     (["--ct", "{d}/ct.nrrd", "--out", "o", "--weights", "{d}/none.pt"], "weights not found"),

@@ -37,7 +37,8 @@ from scipy import ndimage
 
 from ImagingBasics.errors import UserError
 from ImagingBasics.resample import resample
-from ImagingBasics.volume import Volume, from_sitk, require_finite, to_sitk
+from ImagingBasics.validation import check_ct
+from ImagingBasics.volume import Volume, from_sitk, to_sitk
 
 RIGHT, LEFT = 1, 2
 
@@ -61,15 +62,6 @@ class LungSegmentation:
     lungs: Volume  # uint8 on the CT grid: 1 right, 2 left
     info: Dict = field(default_factory=dict)  # volumes, steps taken, warnings
 
-
-def check_ct(ct: Volume) -> None:
-    """A CT must be finite and look like HU (air near -1000)."""
-    require_finite(ct, "CT")
-    a = ct.array
-    lo, hi = float(a.min()), float(a.max())
-    if lo > -500 or hi - lo < 300:
-        raise UserError(f"the CT values run from {lo:.0f} to {hi:.0f}: this does not look like a CT in HU (air should be "
-                        "near -1000); is it another modality or stored with an offset?")
 
 
 def working_image(ct: Volume, spacing_mm: float) -> Volume:

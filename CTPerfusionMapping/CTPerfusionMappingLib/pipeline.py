@@ -23,10 +23,11 @@ import numpy as np
 
 from ImagingBasics.errors import UserError
 from ImagingBasics.resample import resample_labels
-from ImagingBasics.volume import Volume, require_finite
+from ImagingBasics.validation import check_ct, require_finite
+from ImagingBasics.volume import Volume
 
 from .labels import LungLabels, lung_thirds, normalise_labels
-from .lungseg import check_ct, segment_lungs
+from .lungseg import segment_lungs
 from .metrics import evaluate, functional_volumes, percentile_functional_volumes, region_table
 from .preprocess import (
     LungSample,
@@ -236,7 +237,7 @@ def run_pipeline(
     baseline (a warning goes into the metrics); otherwise ``model`` is a network from :func:`~.weights.load_weights`."""
     times: Dict[str, float] = {}
     t0 = time.perf_counter()
-    check_ct(ct)
+    ct_warnings = check_ct(ct)
     _say(progress, 0.02, "lung labels")
     labels, label_info = resolve_labels(ct, lungs, lobes, options.labels_source)
     times["labels"] = time.perf_counter() - t0
@@ -256,7 +257,7 @@ def run_pipeline(
 
     t = time.perf_counter()
     baseline = samples_to_ct([s.ct_input for s in samples], samples, ct, labels.lungs)
-    warnings: List[str] = []
+    warnings: List[str] = list(ct_warnings)
     uncertainty = None
     if model is None:
         warnings.append("no network weights: the perfusion map is the HU-only baseline, not a network prediction")

@@ -41,7 +41,8 @@ from ImagingBasics.gaussian import FWHM_PER_SIGMA
 from ImagingBasics.imageio import sitk_reason
 from ImagingBasics.resample import resample, resample_image
 from ImagingBasics.rigid import apply_transform, block_average, itk_seed, rotation_angle_deg, shrink_factors, transform_to_matrix
-from ImagingBasics.volume import Volume, from_sitk, require_finite, to_sitk
+from ImagingBasics.validation import require_finite
+from ImagingBasics.volume import Volume, from_sitk, to_sitk
 
 Progress = Optional[Callable[[str], None]]
 

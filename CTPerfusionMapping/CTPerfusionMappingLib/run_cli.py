@@ -189,6 +189,7 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.validation import check_ct, require_finite
 
     from .metrics import region_table, write_region_csv
     from .pipeline import (
@@ -201,7 +202,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
 
     ct = read_volume(args.ct)
+    ct_warnings = check_ct(ct)
     perfusion = read_volume(args.perfusion)
+    require_finite(perfusion, "perfusion map")
     if not perfusion.same_geometry(ct):
         raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
     labels, label_info = resolve_labels(ct, read_volume(args.lungs) if args.lungs else None,
@@ -213,7 +216,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, RunOptions(threshold=args.threshold),
                                         spacing)
     result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
-              "grid_spacing_mm": evaluation["grid_spacing_mm"]}
+              "grid_spacing_mm": evaluation["grid_spacing_mm"],
+              "warnings": ct_warnings + (list(reg.get("warnings", [])) if reg else [])}
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
     args.out.mkdir(parents=True, exist_ok=True)
     write_region_csv(rows, args.out / "lobes.csv")
@@ -221,6 +225,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     e = result["evaluation"]["patient"]
     print(f"vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, DSC high {_num(e['dsc_high'])}, "
           f"low {_num(e['dsc_low'])}; results in {args.out}")
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

@@ -189,12 +189,15 @@ def _mc(args: argparse.Namespace) -> int:
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume, write_volume
+    from ImagingBasics.validation import check_ct
 
     from .physics.monte_carlo import run_mc
 
     if args.activity_scale <= 0:
         raise UserError("--activity-scale must be positive")
     ct = read_volume(args.ct)
+    for warning in check_ct(ct):
+        print(f"warning: {warning}", file=sys.stderr)
     activity = read_volume(args.activity)
     activity = activity.with_array(activity.array.astype("float64") * args.activity_scale)
     bar = None
@@ -278,6 +281,8 @@ def _run(args: argparse.Namespace) -> int:
                            weights=getattr(args, "weights", None), device=_device(args.device), nuclide=args.nuclide,
                            kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     dose = result.dose_rate_mgy_s
+    for warning in result.info.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     say(0.9, "writing the results")
     write_volume(dose, args.out / "dose_rate.nrrd")
     names = label_names_from_args(args.names)
@@ -396,6 +401,8 @@ def _integrate(args: argparse.Namespace) -> int:
             print(f"  {r['label']:>5} {str(r['name'])[:13]:<14}{r['volume_ml']:9.1f}{r['tia_mbq_h']:12.4g}"
                   f"{r['effective_half_life_h']:9.1f}{r['mean_dose_gy_organ_fit']:10.4g}"
                   f"{r['mean_dose_gy_voxel_map']:10.4g}{r['d98_gy']:8.3g}{r['d50_gy']:8.3g}{r['d2_gy']:8.3g}")
+    for warning in s["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     say(1.0, "done", out=args.out)
     return 0
 

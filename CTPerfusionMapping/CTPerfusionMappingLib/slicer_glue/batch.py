@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 from ImagingBasics.batch import BatchArgumentParser
 from ImagingBasics.devices import DEVICE_CHOICES as DEVICES
 from ImagingBasics.errors import UserError
+from ImagingBasics.validation import read_ct
 
 SEGMENTATION_SOURCES = ("Automatic", "TotalSegmentator", "Chest Imaging Platform", "Built-in", "Given segmentation")
 #: SPECT-to-CT registration: Automatic = Slicer's BRAINSFit (rigid, Mattes MI) + BRAINSResample when installed, else
@@ -88,6 +89,7 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
         cases = [BatchCase(r["id"], r["ct"], out / r["id"], r.get("spect") or None, r.get("lungs") or None,
                            r.get("lobes") or None) for r in rows]
     else:
+        read_ct(args.ct)  # one case: a bad CT is a bad argument (exit 2), checked before Slicer loads anything
         cases = [BatchCase(Path(args.ct).name.split(".")[0] or "case", args.ct, out, args.spect, args.lungs, args.lobes)]
     for case in cases:
         for what in ("ct", "spect", "lungs", "lobes"):

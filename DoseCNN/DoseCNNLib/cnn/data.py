@@ -168,7 +168,7 @@ def prepare_case(row: Dict[str, str], nuclide: str = "Lu-177", kernel_cache: Opt
                  device: str = "cpu") -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
     """One manifest row -> (arrays on the CT grid, metadata): the inference pipeline's activity and VDK dose rate."""
     from ImagingBasics.imageio import read_volume
-    from ImagingBasics.volume import require_finite
+    from ImagingBasics.validation import require_finite
 
     from ..physics.vdk import vdk_from_counts
 

@@ -51,7 +51,7 @@ def model_grid(ct: Volume, spacing_mm: Sequence[float]) -> Volume:
 
 def _check_inputs(activity_bq: Volume, ct: Volume, vdk: Volume) -> float:
     """Same grid, finite values, some activity; returns the total activity (MBq)."""
-    from ImagingBasics.volume import require_finite
+    from ImagingBasics.validation import require_finite
 
     for name, v in (("activity map", activity_bq), ("VDK dose-rate map", vdk)):
         if not v.same_geometry(ct):

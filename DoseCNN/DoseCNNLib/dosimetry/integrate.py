@@ -169,7 +169,7 @@ def register_ct_to_ct(fixed: Volume, moving: Volume, *, metric: str = "meansquar
 
     from ImagingBasics.imageio import sitk_reason
     from ImagingBasics.rigid import itk_seed, rotation_angle_deg, shrink_factors, transform_to_matrix
-    from ImagingBasics.volume import require_finite
+    from ImagingBasics.validation import require_finite
 
     if metric not in CT_METRICS:
         raise UserError(f"unknown registration metric {metric!r}; choose one of {', '.join(CT_METRICS)}")
@@ -396,6 +396,23 @@ def time_activity_figure(result: IntegrationResult, fits: Mapping[int, Tuple[Cur
 
 
 # --- the command ------------------------------------------------------------------------------------------------------
+def check_time_point_cts(specs: Sequence[TimePointSpec], reference_ct: Volume, reference_path: Path) -> List[str]:
+    """Every CT checked before any dose is computed (:func:`ImagingBasics.validation.check_ct`): a bad CT of the last
+    time point fails at once, not after the first time points' work. The reference CT is "the CT" in messages when
+    it is a time point's own CT (the default), "the reference CT" otherwise; the others are named by their time
+    point. Returns the quality warnings, each once."""
+    from ImagingBasics.imageio import read_volume
+    from ImagingBasics.validation import check_ct
+
+    reference = Path(reference_path).resolve()
+    own = [spec for spec in specs if Path(spec.ct).resolve() == reference]
+    warnings = check_ct(reference_ct, "CT" if own else "reference CT")  # "CT": the messages of dosecnn run
+    for spec in specs:
+        if Path(spec.ct).resolve() != reference:
+            warnings += check_ct(read_volume(spec.ct), f"CT of the {spec.time_h:g} h time point")
+    return list(dict.fromkeys(warnings))
+
+
 def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = None,
                   reference_ct_path: Optional[Path] = None, names: Optional[Mapping[int, str]] = None,
                   method: str = "vdk", weights=None, fit: str = "mono", start: str = "constant", register: bool = True,
@@ -415,6 +432,7 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
     specs = read_time_manifest(manifest)
     reference_path = Path(reference_ct_path) if reference_ct_path else specs[0].ct
     reference_ct = read_volume(reference_path)
+    warnings = check_time_point_cts(specs, reference_ct, reference_path)
     labels = read_volume(labels_path) if labels_path else None
     if labels is not None and not labels.same_geometry(reference_ct):
         raise UserError("the label map must be on the reference CT's grid (the first time point's CT, or "
@@ -445,7 +463,7 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
                "time_points": result.time_points, "voxel_fits": result.voxel_fits,
                "total_tia_mbq_h": float(result.tia_mbq_h.array.sum(dtype=np.float64)),
                "max_absorbed_dose_gy": float(result.absorbed_dose_gy.array.max()), "organs": rows,
-               "seconds": time.perf_counter() - t0, "notes": _notes(result)}
+               "seconds": time.perf_counter() - t0, "notes": _notes(result), "warnings": warnings}
     write_json(summary, out / "integrate.json")  # last: its presence marks a finished run
     return summary
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ImagingBasics.errors import UserError
 from ImagingBasics.resample import resample_amount
+from ImagingBasics.validation import check_ct
 from ImagingBasics.volume import Volume
 
 from .kernels import KERNEL_DENSITY_G_CM3
@@ -146,16 +147,19 @@ def vdk_from_counts(spect: Volume, ct: Volume, bq_per_count: Optional[float] = N
                     activity_mbq: Optional[float] = None, nuclide: str = "Lu-177", kernel_cache: Optional[Path] = None,
                     device: str = "cpu", progress: Optional[Callable[[str], None]] = None
                     ) -> Tuple[Volume, Volume, Dict[str, object]]:
-    """A SPECT in counts -> (activity in Bq per voxel on the CT grid, VDK dose rate in mGy/s, info): the calibration
+    """A SPECT in counts -> (activity in Bq per voxel on the CT grid, VDK dose rate in mGy/s, info): the CT's checks
+    (:func:`ImagingBasics.validation.check_ct`; its quality warnings go into ``info["warnings"]``), the calibration
     (exactly one of ``bq_per_count`` and ``activity_mbq``), the kernels of the CT's voxel size
     (:func:`.kernel_library.kernel_pair_for`, which reports kernel computations through ``progress``) and
     :func:`vdk_dose_rate`."""
     from .kernel_library import kernel_pair_for
 
+    ct_warnings = check_ct(ct)
     check_calibration(bq_per_count, activity_mbq)
     activity = activity_from_counts(spect, ct, bq_per_count, activity_mbq)
     electron, photon = kernel_pair_for(ct.spacing, nuclide, kernel_cache, device=device, progress=progress)
     vdk, parts = vdk_dose_rate(activity, ct, electron, photon, device=device)
     info: Dict[str, object] = {"nuclide": nuclide, "total_activity_mbq": float(activity.array.sum(dtype=np.float64) / 1e6),
-                               "kernel_sizes": [int(electron.shape[0]), int(photon.shape[0])], **parts}
+                               "kernel_sizes": [int(electron.shape[0]), int(photon.shape[0])], **parts,
+                               "warnings": ct_warnings}
     return activity, vdk, info

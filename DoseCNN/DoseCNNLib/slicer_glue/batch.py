@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence
 from ImagingBasics.batch import BatchArgumentParser, existing_file
 from ImagingBasics.devices import DEVICE_CHOICES as DEVICES
 from ImagingBasics.errors import UserError
+from ImagingBasics.validation import read_ct
 
 from .commands import FIT_MODELS, METHODS, REGISTRATION_METRICS, START_MODES
 
@@ -120,7 +121,7 @@ def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
         if args.reference_ct:
             raise UserError("--reference-ct goes with --manifest")
         existing_file(args.spect, "SPECT")
-        existing_file(args.ct, "CT")
+        read_ct(args.ct)  # checked up front: a bad CT is a bad argument (exit 2), not a failed run
         return DoseBatchRequest(ct=args.ct, spect=args.spect, activity_mbq=args.activity_mbq,
                                 bq_per_count=args.calibration, **common)
     from ..dosimetry.integrate import read_time_manifest
@@ -137,5 +138,10 @@ def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
         raise UserError("the module takes one calibration for all time points: give every row activity_mbq, or every "
                         "row the same bq_per_count")
     reference_ct = existing_file(args.reference_ct or args.ct, "reference CT") or points[0].ct
+    own = any(Path(p.ct).resolve() == Path(reference_ct).resolve() for p in points)
+    read_ct(reference_ct, "CT" if own else "reference CT")  # named as dosecnn integrate names it
+    for point in points:  # every CT checked up front (exit 2), before any time point is computed
+        if Path(point.ct).resolve() != Path(reference_ct).resolve():
+            read_ct(point.ct, f"CT of the {point.time_h:g} h time point")
     return DoseBatchRequest(ct=reference_ct, time_points=points, fit=args.fit, start=args.start,
                             register=not args.no_register, registration_metric=args.registration_metric, **common)

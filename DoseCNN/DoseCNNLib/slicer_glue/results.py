@@ -47,7 +47,7 @@ def on_grid(volume: Volume, grid: Volume, what: str) -> Volume:
     if volume.same_geometry(grid):
         return volume
     from ImagingBasics.resample import resample
-    from ImagingBasics.volume import require_finite
+    from ImagingBasics.validation import require_finite
 
     require_finite(volume, what)
     return resample(volume, grid)
