@@ -10,6 +10,17 @@ Supported for reading (:func:`read_volume`):
 
 Supported for writing (:func:`write_volume`): NRRD (``.nrrd``, gzip-encoded) and NIfTI (``.nii``, ``.nii.gz``).
 
+Orientation model (every reader gives a :class:`~.volume.Volume` in patient LPS coordinates: x to the patient's left,
+y posterior, z toward the head; the direction matrix says where each index axis points):
+
+* DICOM: from Image Orientation (Patient) and Image Position (Patient) of each slice (GDCM sorts the slices along
+  their normal, so feet-first and head-first series both come out right);
+* NRRD: ``space`` and ``space directions`` (a ``right-anterior-superior`` file is converted to LPS by ITK);
+* NIfTI: the sform (else qform) matrix, which is RAS by definition, converted to LPS by ITK;
+* MetaImage: ``TransformMatrix``/``Offset`` (LPS by ITK's convention);
+* Interfile: no orientation in the header; the caller states it (:func:`read_interfile`), else LPS is assumed
+  with a warning.
+
 Geometry is kept as SimpleITK reports it (LPS, see :mod:`.volume`); voxel values are returned as stored
 (no unit conversion: a CT stored as HU+1000 stays HU+1000). Every failure a user can cause raises
 :class:`~.errors.UserError` with a one-line message naming the file.
@@ -27,7 +38,7 @@ import numpy as np
 
 from .errors import UserError
 from .files import atomic_output, file_extension
-from .volume import Volume, from_sitk, to_sitk
+from .volume import Volume, direction_from_code, from_sitk, to_sitk
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -363,7 +374,11 @@ def _interfile_offset(header: Dict[str, str], path: Path) -> int:
     return offset
 
 
-def read_interfile(header_path: PathLike) -> Volume:
+#: the assumed orientation of an Interfile image whose caller does not state one (see :func:`read_interfile`)
+INTERFILE_DEFAULT_ORIENTATION = "LPS"
+
+
+def read_interfile(header_path: PathLike, orientation: Optional[str] = None) -> Volume:  # noqa: UP045
     """Read an Interfile 3.3 image (header + raw data file) as a :class:`Volume`.
 
     Header keys used (case-insensitive, leading ``!`` optional):
@@ -385,8 +400,14 @@ def read_interfile(header_path: PathLike) -> Volume:
       has 4.420 mm slices). A header that truly follows the standard and omits ``[3]`` would get a wrong
       slice spacing.
     * Position: Interfile has no origin; the volume is centred on (0, 0, 0) mm (GATE's convention for voxelised
-      phantoms), i.e. voxel [0, 0, 0] is at ``-(size - 1) / 2 * spacing``, with the identity direction (image
-      x, y, z along patient L, P, S). Orientation keys such as ``patient orientation`` are ignored.
+      phantoms), i.e. the centre of the matrix is at (0, 0, 0) whatever the orientation.
+    * Orientation: Interfile 3.3 has no image-direction keys (``patient orientation``/``patient rotation`` say how
+      the patient lay in the scanner, not how the matrix is stored, and writers disagree), so the orientation is
+      the caller's: ``orientation`` is the code of the patient directions in which the matrix's x, y and slice
+      indices grow (:func:`~ImagingBasics.volume.direction_from_code`), e.g. ``"LAI"`` for the GATE Lu-177 patient
+      example (its anatomy shows it: see :mod:`DoseCNNLib.phantoms.gate_patient`). Without it,
+      :data:`INTERFILE_DEFAULT_ORIENTATION` ("LPS": x to the patient's left, y posterior, z superior, the DICOM
+      order) is assumed and a ``UserWarning`` says so: check the image in a viewer.
     * Values: returned exactly as stored (native byte order, same type, e.g. uint16), without any rescaling;
       a CT stored as HU+1000 is still HU+1000.
 
@@ -405,8 +426,14 @@ def read_interfile(header_path: PathLike) -> Volume:
     spacing = _interfile_spacing(header, path)
     data_path = _interfile_data_path(header, path)
     array = _read_raw(data_path, _interfile_offset(header, path), dtype, (nz, ny, nx), path)
-    origin = tuple(-(n - 1) / 2.0 * s for n, s in zip((nx, ny, nz), spacing))
-    return Volume(array, spacing, origin, np.eye(3))
+    if orientation is None:
+        warnings.warn(f"{path.name}: Interfile gives no image orientation; assumed {INTERFILE_DEFAULT_ORIENTATION} (x to "
+                      "the patient's left, y posterior, slices toward the head): check the image in a viewer",
+                      UserWarning, stacklevel=2)
+    direction = direction_from_code(orientation or INTERFILE_DEFAULT_ORIENTATION)
+    centre_index = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0, (nz - 1) / 2.0])
+    origin = tuple(-(direction @ (centre_index * np.array(spacing))))  # the matrix centre at (0, 0, 0) mm
+    return Volume(array, spacing, origin, direction)
 
 
 def _read_raw(data_path: Path, offset: int, dtype: np.dtype, shape: Tuple[int, int, int], header_path: Path) -> np.ndarray:

@@ -113,6 +113,36 @@ class Volume:
 
 
 
+# --- orientation codes ----------------------------------------------------------------------------
+#: the LPS unit vector of each patient direction letter
+_DIRECTION_LETTERS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
+
+
+def direction_from_code(code: str) -> np.ndarray:
+    """The 3x3 direction matrix of an orientation code: the patient direction in which the index i, j and k grows.
+
+    ``"LPS"`` (i to the patient's left, j posterior, k superior) is the identity; ``"RAS"`` is diag(-1, -1, 1);
+    ``"LAI"`` is a rotation of 180 degrees about the left-right axis, diag(1, -1, -1). Each of the pairs L/R, P/A
+    and S/I must appear once.
+    """
+    letters = str(code).strip().upper()
+    if len(letters) != 3 or any(c not in _DIRECTION_LETTERS for c in letters):
+        raise UserError(f"orientation code {code!r} must be three letters out of L/R, P/A, S/I (e.g. LPS)")
+    matrix = np.array([_DIRECTION_LETTERS[c] for c in letters], dtype=float).T
+    if abs(abs(np.linalg.det(matrix)) - 1.0) > 1e-9:
+        raise UserError(f"orientation code {code!r} names one patient axis twice; each of L/R, P/A, S/I must appear once")
+    return matrix
+
+
+def orientation_code(direction: np.ndarray) -> str:
+    """The orientation code (e.g. "LPS") of the patient direction closest to each index axis of ``direction``."""
+    letters = []
+    for column in np.asarray(direction, dtype=float).T:
+        axis = int(np.argmax(np.abs(column)))
+        letters.append(("LPS" if column[axis] > 0 else "RAI")[axis])
+    return "".join(letters)
+
+
 # --- SimpleITK ----------------------------------------------------------------------------------
 def to_sitk(volume: Volume):
     """A SimpleITK image with the same voxels and geometry (the array is copied)."""

@@ -146,6 +146,32 @@ def test_a_case_on_the_real_gate_patient(shared_data, tmp_path):
     ct = read_volume(out / "patient15" / "ct.nrrd")
     labels = read_volume(out / "patient15" / "labels.nrrd").array
     assert np.median(ct.array[labels == 6]) < -600 and np.median(ct.array[labels == 2]) > 20
+    liver, kidneys = _centre_lps(ct, labels == 2), _centre_lps(ct, np.isin(labels, (3, 4)))
+    assert liver[2] > kidneys[2] + 20  # the written files keep the anatomical orientation: liver above the kidneys
+
+
+def _centre_lps(volume, mask):
+    """The LPS position (mm) of the centroid of a mask."""
+    k, j, i = np.nonzero(mask)
+    return volume.index_to_lps(np.array([i.mean(), j.mean(), k.mean()]))
+
+
+def test_the_gate_patient_is_read_in_anatomical_orientation(shared_data):
+    from DoseCNNLib.phantoms.gate_patient import COUCH_CODE, read_gate_patient
+
+    folder = shared_data / "real" / "lu177_dotatate_patient15"
+    ct, codes = read_gate_patient(folder / "patient15_LuDOTATATE_attn.h33", folder / "patient15_LuDOTATATE_src.h33")
+    body = _centre_lps(ct, ct.array > -300)
+    liver, spleen = _centre_lps(ct, codes == 15000), _centre_lps(ct, codes == 16000)
+    kidneys = _centre_lps(ct, np.isin(codes, (17000, 18000)))
+    spine = _centre_lps(ct, (ct.array > 200) & (codes != COUCH_CODE))
+    couch = _centre_lps(ct, codes == COUCH_CODE)
+    # LPS: x grows to the patient's left, y posterior, z superior
+    assert liver[2] > kidneys[2] + 20 and spleen[2] > kidneys[2]  # liver and spleen above the kidneys
+    assert liver[0] < body[0] < spleen[0]  # liver on the patient's right, spleen on the left
+    assert spine[1] > body[1] and couch[1] > spine[1] + 50  # spine behind the body's centre, couch further behind
+    with pytest.warns(UserWarning, match="Interfile gives no image orientation; assumed LPS"):
+        read_volume(folder / "patient15_LuDOTATATE_attn.h33")  # without the caller's orientation: a warning
 
 
 def test_label_names_from_pairs_or_the_phantoms_csv(tmp_path):

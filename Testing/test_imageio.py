@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -12,7 +13,15 @@ import SimpleITK as sitk
 
 from ImagingBasics.errors import UserError
 from ImagingBasics.imageio import read_interfile, read_volume, write_volume
-from ImagingBasics.volume import Volume, from_sitk, ijk_to_ras_matrix, to_sitk, volume_from_ijk_to_ras
+from ImagingBasics.volume import (
+    Volume,
+    direction_from_code,
+    from_sitk,
+    ijk_to_ras_matrix,
+    orientation_code,
+    to_sitk,
+    volume_from_ijk_to_ras,
+)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -285,7 +294,8 @@ def _write_interfile(
 def test_interfile_uint16_little_endian_reads_exactly(tmp_path):
     array = _test_array(np.uint16, (4, 3, 5))
     header = _write_interfile(tmp_path, array, "unsigned integer", "LITTLEENDIAN", offset=16)
-    volume = read_volume(header)
+    with pytest.warns(UserWarning, match="Interfile gives no image orientation; assumed LPS"):
+        volume = read_volume(header)
     assert volume.array.dtype == np.uint16
     np.testing.assert_array_equal(volume.array, array)
     # slice thickness (pixels) is read as millimetres (GATE convention)
@@ -295,6 +305,30 @@ def test_interfile_uint16_little_endian_reads_exactly(tmp_path):
     np.testing.assert_array_equal(volume.direction, np.eye(3))
     centre = volume.index_to_lps(np.array([(5 - 1) / 2, (3 - 1) / 2, (4 - 1) / 2]))
     np.testing.assert_allclose(centre, 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("code, diagonal", [("LPS", (1, 1, 1)), ("LAI", (1, -1, -1)), ("RAS", (-1, -1, 1))])
+def test_interfile_orientation_is_the_callers_and_the_centre_stays_at_zero(tmp_path, code, diagonal):
+    array = _test_array(np.uint16, (4, 3, 5))
+    header = _write_interfile(tmp_path, array, "unsigned integer", "LITTLEENDIAN")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stated orientation: no warning
+        volume = read_interfile(header, code)
+    np.testing.assert_array_equal(volume.direction, np.diag(diagonal))
+    np.testing.assert_array_equal(volume.array, array)  # the voxels are not reordered, only placed
+    centre = volume.index_to_lps(np.array([(5 - 1) / 2, (3 - 1) / 2, (4 - 1) / 2]))
+    np.testing.assert_allclose(centre, 0, atol=1e-12)
+    first = volume.index_to_lps(np.zeros(3))  # voxel [0, 0, 0] lies toward the code's opposite directions
+    assert np.all(np.sign(first) == -np.array(diagonal))
+    assert orientation_code(volume.direction) == code
+
+
+def test_orientation_codes():
+    np.testing.assert_array_equal(direction_from_code("lps"), np.eye(3))
+    assert orientation_code(direction_from_code("ASL")) == "ASL"  # axes may be permuted (a sagittal stack)
+    for bad in ("LP", "LPX", "LLS", "PAS"):
+        with pytest.raises(UserError, match="orientation code"):
+            direction_from_code(bad)
 
 
 def test_interfile_float32_big_endian_reads_exactly(tmp_path):
@@ -360,6 +394,24 @@ def test_interfile_real_kernel_hdr(shared_data):
 
 
 # --- real CT files ----------------------------------------------------------------------------------
+def test_real_feet_first_dicom_series_is_placed_by_its_image_positions(shared_data):
+    folder = shared_data / "real" / "lidc_idri_0001_dicom"
+    volume = read_volume(folder)
+    files = sorted(folder.glob("*.dcm"))
+    positions = []
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        reader.ReadImageInformation()
+        positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+    positions = np.array(sorted(positions, key=lambda p: p[2]))  # every slice's Image Position (Patient), LPS mm
+    corners = np.array([volume.index_to_lps(np.array([0.0, 0.0, k])) for k in range(volume.shape[0])])
+    np.testing.assert_allclose(np.sort(corners[:, 2]), positions[:, 2], atol=1e-3)
+    np.testing.assert_allclose(corners[:, :2].mean(axis=0), positions[:, :2].mean(axis=0), atol=1e-3)
+    assert volume.direction[2, 2] != 0 and abs(abs(volume.direction[2, 2]) - 1) < 1e-6  # axial slices
+
+
+
 def test_real_cip_chest_ct_nrrd(shared_data):
     path = shared_data / "real" / "cip_chest_ct" / "ct-64.nrrd"
     if not path.is_file():

@@ -30,13 +30,19 @@ KIDNEY_CODES = (17000, 18000)
 LESION_CODES = (19000, 20000, 21000)
 COUCH_CODE = 3000
 COUCH_HU = 300
+#: how the example's matrices are stored: x toward the patient's left, y anterior, slices toward the feet (a rotation of
+#: 180 degrees about the left-right axis from DICOM's LPS order). Interfile does not say; the anatomy does: read as
+#: LPS, the liver lay below the kidneys and the couch and spine in front of the body (Testing/test_dose_phantom.py
+#: checks liver above the kidneys, liver on the right, spine and couch posterior).
+ORIENTATION = "LAI"
 
 
 def read_gate_patient(attn_path, src_path) -> Tuple[Volume, np.ndarray]:
-    """(CT in HU as int16, source-code array) of the GATE example's two Interfile files."""
-    from ImagingBasics.imageio import read_volume
+    """(CT in HU as int16, source-code array) of the GATE example's two Interfile files, in anatomical orientation
+    (:data:`ORIENTATION`)."""
+    from ImagingBasics.imageio import read_interfile
 
-    attn, src = read_volume(Path(attn_path)), read_volume(Path(src_path))
+    attn, src = read_interfile(Path(attn_path), ORIENTATION), read_interfile(Path(src_path), ORIENTATION)
     if not attn.same_geometry(src):
         raise UserError("the attenuation and source images of the GATE phantom are not on one grid")
     raw = attn.array.astype(np.int32)
