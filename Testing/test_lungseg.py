@@ -65,6 +65,54 @@ def test_cropped_field_of_view_keeps_both_lungs(shared_data, name):
     assert np.median(hu) < -700  # parenchyma, not the heart
 
 
+@pytest.mark.parametrize("name, ml", [("lidc_idri_0001_dicom", (3000, 5000)),
+                                      ("lung_pet_ct_dx_a0001/Lung_Dx-A0001_CT_5mm_kernelL.nrrd", (4500, 6500)),
+                                      ("lung_pet_ct_dx_a0001/Lung_Dx-A0001_CT_5mm_kernelB.nrrd", (4500, 6500))])
+def test_full_resolution_chest_cts(shared_data, name, ml):
+    """Real 512 x 512 chest CTs (feet-first DICOM; a sharp and a soft kernel of one scan): both lungs whole, right
+    larger than left, sides from the patient's x axis, parenchyma HU, the trachea left out."""
+    ct = read_volume(shared_data / "real" / name)
+    seg = segment_lungs(ct)
+    right, left = seg.info["right_ml"], seg.info["left_ml"]
+    assert ml[0] < right + left < ml[1] and 1.0 < right / left < 1.5
+    lungs = seg.lungs.array
+    xs = {side: ct.index_to_lps(np.argwhere(lungs == side)[::50, ::-1].astype(float))[:, 0].mean() for side in (1, 2)}
+    assert xs[1] < xs[2]
+    assert -900 < np.median(ct.array[lungs > 0]) < -750
+    assert seg.info["trachea_found"] and seg.info["airways_removed_ml"] > 0.5  # 6 mL on LIDC, 1 mL on the 5 mm soft kernel
+
+
+def test_the_sharp_and_soft_kernels_give_the_same_lungs(shared_data):
+    folder = shared_data / "real" / "lung_pet_ct_dx_a0001"
+    sharp = segment_lungs(read_volume(folder / "Lung_Dx-A0001_CT_5mm_kernelL.nrrd")).lungs.array
+    soft = segment_lungs(read_volume(folder / "Lung_Dx-A0001_CT_5mm_kernelB.nrrd")).lungs.array
+    assert dice(sharp == 1, soft == 1) > 0.97 and dice(sharp == 2, soft == 2) > 0.97
+
+
+def test_the_patient_table_and_bowel_gas_never_become_lung(shared_data):
+    """The GATE Lu-177 patient: a low-dose abdominal SPECT/CT with the lung bases in view, lying on a hollow
+    carbon-fibre table whose foam core (-850 HU) looks like lung; bowel gas mixed with stool (-730 HU) below the
+    diaphragm does too. Read as a user would after `ctpm convert --add -1000` (the file is stored as HU + 1000)."""
+    from ImagingBasics.imageio import read_interfile
+
+    folder = shared_data / "real" / "lu177_dotatate_patient15"
+    raw = read_interfile(folder / "patient15_LuDOTATATE_attn.h33", "LAI")
+    codes = read_interfile(folder / "patient15_LuDOTATATE_src.h33", "LAI").array
+    ct = raw.with_array(raw.array.astype(np.float32) - 1000.0)
+    seg = segment_lungs(ct)
+    lungs = seg.lungs.array
+    shell = codes == 3000  # the table's shell; y grows anteriorly, so the table lies at the low rows
+    top = np.where(shell.any(axis=1), shell.shape[1] - 1 - np.argmax(shell[:, ::-1, :], axis=1), -1)  # (z, x)
+    table = np.arange(shell.shape[1])[None, :, None] <= top[:, None, :]  # everything up to the shell's top row
+    assert table.sum() > 50_000 and not (lungs[table] > 0).any()
+    right, left = seg.info["right_ml"], seg.info["left_ml"]
+    assert 0.6 <= left / right <= 1.4 and 1000 < right + left < 1600
+    below = ct.index_to_lps(np.argwhere(lungs > 0)[:, ::-1].astype(float))[:, 2].min()
+    liver = ct.index_to_lps(np.argwhere(codes == 15000)[:, ::-1].astype(float))[:, 2]
+    assert below > np.percentile(liver, 25)  # nothing far below the diaphragm
+    assert seg.info.get("distant_components_ml", 0) > 10  # the colon's gas was seen and left out
+
+
 def test_abdominal_ct_has_no_lungs(shared_data):
     ct = read_volume(shared_data / "real" / "totalsegmentator_chest_ct" / "example_ct_sm_3mm.nii.gz")
     with pytest.raises(UserError, match="no lungs found") as exc:

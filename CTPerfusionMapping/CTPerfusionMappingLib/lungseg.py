@@ -5,7 +5,8 @@ Steps (each a function below):
 1. :func:`working_image`: average-downsample the CT to about 2 mm voxels (integer factors; CTs already
    coarser, e.g. 4-7 mm, are used as they are) and smooth it lightly.
 2. :func:`air_components`: voxels below ``air_threshold_hu`` (-400 HU) split into 3D connected components.
-3. :func:`select_lung_components`: outside air and gas are pure air (median about -1000 HU) while lung parenchyma
+3. :func:`select_lung_components`: the body is found first (:func:`body_hull`: the patient table is cut off, so its
+   foam core, about -850 HU, never becomes lung); outside air and gas are pure air (median about -1000 HU) while lung parenchyma
    is not (about -850 HU; -920 in a low-density lung): components touching the image border with a median below
    ``pure_air_hu`` (-970 HU) are outside air; components with such a median elsewhere are bowel or stomach gas. The
    remaining components of at least ``min_component_ml`` with at least half their voxels inside the body's
@@ -17,8 +18,10 @@ Steps (each a function below):
    with explosion control (growth stops when one step adds several times more than the steps before, which is a
    leak into the parenchyma). The grown trachea and main bronchi (dilated by one voxel) are removed.
 5. :func:`split_left_right`: two large components are the two lungs; a single one (lungs touching at the anterior
-   junction) is eroded until it falls apart and re-grown by watershed on the distance map. Sides come from the
-   patient's x axis (LPS: right lung at smaller x).
+   junction) is eroded until it falls apart and re-grown by watershed on the distance map. Smaller components join
+   the nearer lung when they lie within ``max_gap_mm`` (20 mm) of it, and are dropped otherwise (gas in the bowel
+   below the diaphragm whose median HU is lung-like). Sides come from the patient's x axis (LPS: right lung at
+   smaller x).
 6. :func:`fill_vessels`: per axial slice, holes in each lung (vessels, nodules, tumours surrounded by lung) are
    filled, after a closing of ``closing_mm`` (5 mm) that also takes in small juxtapleural nodules.
 7. Back to the CT grid by linear interpolation of each lung's mask (threshold 0.5).
@@ -55,6 +58,7 @@ class LungSegmentationParams:
     closing_mm: float = 5.0
     max_trachea_area_mm2: float = 800.0
     min_trachea_area_mm2: float = 40.0
+    max_gap_mm: float = 20.0
 
 
 @dataclass
@@ -114,20 +118,30 @@ def select_lung_components(work: Volume, labels: np.ndarray, n: int, p: LungSegm
     return keep[labels], {"components": int(n), **reasons}
 
 
-def body_hull(work: Volume, tissue_hu: float) -> np.ndarray:
-    """Per axial slice, the convex hull of the body: the largest 3D component of voxels above ``tissue_hu``.
+def body_hull(work: Volume, tissue_hu: float, table_mm: float = 6.0) -> np.ndarray:
+    """Per axial slice, the convex hull of the body: the largest 3D component of voxels above ``tissue_hu`` after an
+    in-plane opening of radius ``table_mm``.
 
     Pulmonary vessels connect to the mediastinum, so the body component reaches into the lungs and its hull
-    covers them even where the field of view cuts them; outside air and the patient table lie outside it.
+    covers them even where the field of view cuts them. The opening cuts the patient table off the body: its
+    shells are a few millimetres thick and often touch the back, and without the cut the hull spans the table and
+    its foam core (-850 HU, lung-like) becomes "lung" (seen on the GATE Lu-177 patient: 2.4 L). Outside air and the
+    table then lie outside the hull.
     """
     from skimage.morphology import convex_hull_image
 
-    tissue, n = ndimage.label(work.array > tissue_hu)
+    ry, rx = (max(1, int(round(table_mm / s))) for s in (work.spacing[1], work.spacing[0]))
+    yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    disk = ((yy / ry) ** 2 + (xx / rx) ** 2 <= 1.0)[None]  # in the axial plane only
+    tissue = work.array > tissue_hu
+    core, n = ndimage.label(ndimage.binary_opening(tissue, disk))
     hull = np.zeros(tissue.shape, bool)
     if n == 0:
         return hull
-    sizes = ndimage.sum_labels(np.ones_like(tissue), tissue, np.arange(1, n + 1))
-    body = tissue == (int(np.argmax(sizes)) + 1)
+    sizes = ndimage.sum_labels(np.ones_like(core), core, np.arange(1, n + 1))
+    # the body's core, grown back by the opening's radius inside the tissue: thin parts of the body (a chest wall cut
+    # by the field of view) come back, the table beyond a band of that width does not
+    body = ndimage.binary_dilation(core == (int(np.argmax(sizes)) + 1), disk) & tissue
     for k in np.nonzero(body.any(axis=(1, 2)))[0]:
         hull[k] = convex_hull_image(body[k])
     return hull
@@ -226,15 +240,18 @@ def split_left_right(work: Volume, lung: np.ndarray, p: LungSegmentationParams) 
     else:
         parts = _split_by_erosion(labels == order[0])
         info["split"] = "erosion" if len(parts) == 2 else "single lung"
-    # smaller components (e.g. a lobe cut off by the field of view) join the nearer lung
+    # smaller components near a lung (a piece cut off by the field of view or a fissure) join the nearer lung; those
+    # farther than max_gap_mm from both (gas in the bowel below the diaphragm) are not lung
     main = np.zeros(lung.shape, np.uint8)
     for i, part in enumerate(parts, start=1):
         main[part] = i
     if len(parts) == 2 and (lung & (main == 0)).any():
         box = ndimage.find_objects(lung.astype(np.uint8))[0]
         sub = main[box]
-        _, nearest = ndimage.distance_transform_edt(sub == 0, return_indices=True)
-        main[box] = np.where(lung[box], sub[tuple(nearest)], 0)
+        distance, nearest = ndimage.distance_transform_edt(sub == 0, sampling=work.spacing[::-1], return_indices=True)
+        far = lung[box] & (sub == 0) & (distance > p.max_gap_mm)
+        info["distant_components_ml"] = float(far.sum() * work.voxel_volume_ml)
+        main[box] = np.where(lung[box] & ~far, sub[tuple(nearest)], 0)
     out = np.zeros(lung.shape, np.uint8)
     centroid_x = [_centroid_x(work, main == i) for i in range(1, len(parts) + 1)]
     if len(parts) == 2:
