@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 PY=".venv/bin/python"
 echo "lint: ruff (target py39)"
-"$PY" -m ruff check CTPerfusionMapping DoseCNN Testing bench scripts
+"$PY" -m ruff check .
 args=()
 for a in "$@"; do
   if [ "$a" = "--slow" ]; then args+=(-m "slow or not slow"); else args+=("$a"); fi

@@ -11,7 +11,7 @@ The evaluation follows the CT-to-perfusion papers (Ren 2021 IJROBP, Ren 2022 Fro
 
 Undefined values (a constant map, an empty mask) are ``nan`` from the single metrics and ``None`` in the
 JSON-ready dictionary of :func:`evaluate`. Voxels where either map is NaN or infinite are left out.
-Every function accepts numpy arrays or :class:`~.volume.Volume` values (the array is used).
+Every function accepts numpy arrays or :class:`~ImagingBasics.volume.Volume` values (the array is used).
 """
 
 from __future__ import annotations

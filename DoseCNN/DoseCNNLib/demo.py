@@ -1,11 +1,11 @@
 """``dosecnn demo``: one synthetic Lu-177 patient through every step, compared with its Monte Carlo truth.
 
-1. :func:`.phantom_case.generate_case`: a torso with known kinetics, SPECTs at 4, 24, 96 and 168 h and the Monte
+1. :func:`.phantoms.case.generate_case`: a torso with known kinetics, SPECTs at 4, 24, 96 and 168 h and the Monte
    Carlo dose rate of the true activity (``out/patient``).
 2. First time point: dose rate by VDK with density scaling and by the residual CNN (the bundled demonstration model,
    or ``--weights``), each compared with the Monte Carlo truth per organ and lesion: Li 2020's mean dose error (MDE) and
    NRMSE (noise-corrected for the truth's Monte Carlo noise) -> ``comparison.csv``, ``comparison.png``.
-3. :func:`.integrate.run_integrate` over the four time points -> absorbed dose (Gy), organ table, DVH
+3. :func:`.dosimetry.integrate.run_integrate` over the four time points -> absorbed dose (Gy), organ table, DVH
    (``out/results/integrate``), and the organs' mean absorbed dose against the truth.
 4. ``overview.png``: CT, truth, VDK and CNN dose rate, and the absorbed dose.
 """

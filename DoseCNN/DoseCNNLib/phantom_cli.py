@@ -1,4 +1,4 @@
-"""``dosecnn phantom``: write synthetic Lu-177 patients (see :mod:`.phantom_case`)."""
+"""``dosecnn phantom``: write synthetic Lu-177 patients (see :mod:`.phantoms.case`)."""
 
 from __future__ import annotations
 

@@ -13,14 +13,14 @@ channel is then 1 and the local (electron) dose rate of Lu-177 is 0.1479 MeV x 1
 = 2.28e-5 mGy/s per MBq, which the dose scale (1 / 2.28e-5 ~ 4.4e4) also maps to ~1. Organs with uptake are then
 O(1), lesions O(10), like the density channel. The network never sees the absolute activity: doubling the activity
 doubles the output exactly (the output is scaled back by A_tot). The constants are stored with the weights
-(:mod:`.cnn_weights`); the activity scale belongs to the training voxel size.
+(:mod:`.weights`); the activity scale belongs to the training voxel size.
 
 **Training manifest** (CSV, paths relative to it): ``id, ct, spect, reference`` and per row one of ``activity_mbq``
 (total activity in the SPECT's field of view) or ``bq_per_count``; optional ``group`` (else ``case``: the patient of a
 row, as in the ``cohort.csv`` of ``dosecnn phantom``, one row per time point; a split by patient keeps a group on one
 side). ``reference`` is the Monte Carlo dose rate (mGy/s) of the TRUE activity on the CT grid (Li 2020: so that the CNN
-also corrects the SPECT's blur). Each case goes through :func:`.pipeline.dose_rate_map` (the same calibration, kernels
-and VDK as ``dosecnn run``) and is cached as one folder of ``.npy`` files (read memory-mapped), keyed by the input
+also corrects the SPECT's blur). Each case goes through :func:`DoseCNNLib.physics.vdk.vdk_from_counts` (the same calibration,
+kernels and VDK as ``dosecnn run``) and is cached as one folder of ``.npy`` files (read memory-mapped), keyed by the input
 files' path, size and modification time, the calibration, the nuclide and :data:`CACHE_VERSION`. The reference is set
 to zero in air (HU < -950), where the CNN's output is zero by construction (a Monte Carlo dose per mass of air is
 noise).

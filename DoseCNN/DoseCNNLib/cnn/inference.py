@@ -1,9 +1,9 @@
 """Dose rate of a whole volume with the residual dose CNN (Li 2020): the VDK map plus the network's correction.
 
 :func:`cnn_dose_rate` normalises the activity (share of the total per litre) and the VDK dose rate (per MBq of total
-activity, :class:`.cnn_data.Normalisation`), computes the density from HU (Li 2020's calibration, as in training), runs
+activity, :class:`.data.Normalisation`), computes the density from HU (Li 2020's calibration, as in training), runs
 the network over the volume in slabs of ``batch_slices`` slices (the end slices repeated as in training; the 3D
-layers computed once per slab, :meth:`.cnn_network.ResidualDoseNet.correction_slab`), scales the correction back to
+layers computed once per slab, :meth:`.network.ResidualDoseNet.correction_slab`), scales the correction back to
 mGy/s and adds it to the VDK map; the result is clamped at >= 0 and zero in air (HU < -950), as the VDK map.
 
 Memory and time: the inputs and output as float32 volumes plus one slab's activations (about 1.5 GB for 8 slices of
@@ -93,8 +93,9 @@ def cnn_dose_rate(activity_bq: Volume, ct: Volume, vdk: Volume, weights=None, de
                   amp: bool = False) -> Tuple[Volume, Dict[str, object]]:
     """Dose rate (mGy/s) on the CT grid: VDK + the CNN's correction (see the module docstring).
 
-    ``activity_bq``: Bq per voxel on the CT grid; ``vdk``: the VDK dose rate (mGy/s, :func:`.vdk.vdk_dose_rate`);
-    ``weights``: a weights file, a loaded :class:`.cnn_weights.DoseModel`, or None for the bundled model;
+    ``activity_bq``: Bq per voxel on the CT grid; ``vdk``: the VDK dose rate (mGy/s,
+    :func:`DoseCNNLib.physics.vdk.vdk_dose_rate`);
+    ``weights``: a weights file, a loaded :class:`.weights.DoseModel`, or None for the bundled model;
     ``device``: "cpu", "cuda", "auto", ...; ``progress(done_slices, total_slices)``. Returns (dose rate, info).
     """
     from ImagingBasics.devices import describe_device, run_with_oom_fallback, select_device

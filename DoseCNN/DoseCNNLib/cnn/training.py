@@ -9,7 +9,7 @@ patients, the stricter test, since neighbouring slices of one patient are nearly
   outside it, divided by the weights of the parts present in the batch (a crop inside the body has no outside part);
   padding added to batch slices of different sizes is left out. Training uses the network's raw output (VDK +
   correction, unclamped, so that no voxel loses its gradient); validation scores what users get
-  (:func:`.cnn_network.physical_dose`: clamped at >= 0, zero in air) and also the VDK map alone, the baseline that the
+  (:func:`.network.physical_dose`: clamped at >= 0, zero in air) and also the VDK map alone, the baseline that the
   correction should beat, and both NRMSE over the body (Li 2020 equation 2, normalised units).
 * Best weights by validation loss (``best.pt``, loadable by ``dosecnn run --method cnn --weights``); optional early
   stopping after ``patience`` epochs without a better validation loss (off by default: Li 2020 trains 200 epochs).
@@ -162,7 +162,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
           out_dir: Path, config: DoseTrainConfig = DoseTrainConfig(), resume: bool = False,
           progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
           step_progress: Optional[Callable[[int, int], None]] = None, metadata: Optional[dict] = None) -> Dict[str, Any]:
-    """Train a :class:`.cnn_network.ResidualDoseNet` of configuration ``network``; returns the summary.
+    """Train a :class:`.network.ResidualDoseNet` of configuration ``network``; returns the summary.
 
     ``progress(epoch, epochs, log row)`` after every epoch; ``step_progress(step, steps per epoch)`` after every
     optimiser step; ``metadata`` is stored in ``best.pt`` (with the epoch, metrics and training settings).

@@ -2,16 +2,16 @@
 
 One case (:func:`generate_case`):
 
-1. a torso CT with organ/lesion labels and uptake compartments (:mod:`.torso_phantom`);
-2. known kinetics per compartment (:mod:`.phantom_kinetics`) -> the TRUE activity (Bq per voxel) at each time point
+1. a torso CT with organ/lesion labels and uptake compartments (:mod:`.torso`);
+2. known kinetics per compartment (:mod:`.kinetics`) -> the TRUE activity (Bq per voxel) at each time point
    (default 4, 24, 96 and 168 h: Li 2020's four scans within 7 days) and the true time-integrated activity (TIA);
 3. a SPECT (counts, own grid) of each time point's true activity (:mod:`.spect_sim`);
-4. ground truth (Li 2020: "MC dose rate of the TRUE activity"): the Monte Carlo engine (:mod:`.mc`) run once per
-   compartment with unit activity. Dose rate is linear in activity, so the dose rate at any time point is
-   ``sum_c A_c(t) D_c`` and the absorbed dose is ``sum_c TIA_c D_c`` exactly, with batch uncertainties combined
-   the same way (``sd^2 = sum_c A_c(t)^2 sd_c^2``). Decays are shared among the compartments in proportion to their
-   time-integrated activity (at least ``MIN_DECAYS_PER_COMPARTMENT`` each, or half an equal share when the
-   total is small).
+4. ground truth (Li 2020: "MC dose rate of the TRUE activity"): the Monte Carlo engine
+   (:mod:`DoseCNNLib.physics.monte_carlo`) run once per compartment with unit activity. Dose rate is linear in
+   activity, so the dose rate at any time point is ``sum_c A_c(t) D_c`` and the absorbed dose is ``sum_c TIA_c D_c``
+   exactly, with batch uncertainties combined the same way (``sd^2 = sum_c A_c(t)^2 sd_c^2``). Decays are shared among
+   the compartments in proportion to their time-integrated activity (at least ``MIN_DECAYS_PER_COMPARTMENT`` each, or
+   half an equal share when the total is small).
 
 :func:`write_case` writes a folder per case; :func:`generate_cohort` writes ``cohort.csv`` (the training manifest
 of ``dosecnn train``: one row per case and time point) and each case's ``timepoints.csv`` (the manifest of
@@ -94,7 +94,7 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
                   spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
                   say: Callable[[str], None] = lambda msg: None) -> PhantomCase:
     """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
-    in :mod:`.phantom_kinetics`): steps 2-4 of the module docstring."""
+    in :mod:`.kinetics`): steps 2-4 of the module docstring."""
     times = sorted(float(t) for t in times_h)
     if not times or times[0] <= 0 or len(set(times)) != len(times):
         raise UserError("time points must be distinct positive hours after administration")

@@ -1,6 +1,6 @@
 """A dosimetry case on a real patient's CT and organ labels: the public GATE Lu-177 DOTATATE example (patient 15).
 
-Input (``../shared/data/real/lu177_dotatate_patient15``, MIT licence; Auer and Pells): two Interfile volumes on one
+Input (the upstream example ``patient15``, MIT licence; Auer and Pells): two Interfile volumes on one
 grid (108 x 70 x 90 voxels, 3.91 x 3.91 x 4.42 mm):
 
 * ``patient15_LuDOTATATE_attn.h33``: the CT stored as HU + 1000 (``ID2mat.txt`` maps 0-100 to air ... 1120-2150 to
@@ -9,8 +9,8 @@ grid (108 x 70 x 90 voxels, 3.91 x 3.91 x 4.42 mm):
   (~1 L), 16000 spleen (named by the upstream README), 17000 and 18000 two kidney-sized regions either side of the
   spine (named right/left kidney here by their position), 19000-21000 small regions (treated as lesions).
 
-Labels follow :data:`.torso_phantom.LABELS`; the lungs (below -400 HU inside the body), bone (above 200 HU) and
-body are found on the CT. Kinetics, SPECTs and the Monte Carlo truth come from :func:`.phantom_case.simulate_case`.
+Labels follow :data:`.torso.LABELS`; the lungs (below -400 HU inside the body), bone (above 200 HU) and
+body are found on the CT. Kinetics, SPECTs and the Monte Carlo truth come from :func:`.case.simulate_case`.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ The alternative to :mod:`.spect_sim`'s image-domain model (``SpectModel(reconstr
    degrees (Li 2020: 128), parallel-hole collimator. A view is computed by rotating the volume (bilinear) so that the
    detector faces the grid's first row.
 2. **Attenuation**: narrow-beam attenuation at the photopeak (208 keV) along each voxel's path to the detector,
-   mu = density x the engine's total mass attenuation coefficient of soft tissue (:mod:`.photon_xs`); the density
-   from the CT (Li 2020's calibration) resampled onto the SPECT grid.
+   mu = density x the engine's total mass attenuation coefficient of soft tissue
+   (:mod:`DoseCNNLib.physics.photon_xs`); the density from the CT (Li 2020's calibration) resampled onto the SPECT grid.
 3. **Collimator-detector response** (:func:`system_fwhm_mm`): a Gaussian whose FWHM grows with the distance z from
    the collimator face, the geometric resolution of a parallel-hole collimator added in quadrature to the intrinsic
    resolution,

@@ -1,9 +1,9 @@
 """A small synthetic Lu-177 patient for the DoseCNN module's self-test (in Slicer) and its tests here (pure Python).
 
-A coarse torso from :mod:`.torso_phantom` (default 128 x 96 x 24 voxels of 1.96 x 1.96 x 3 mm, a voxel size whose
+A coarse torso from :mod:`DoseCNNLib.phantoms.torso` (default 128 x 96 x 24 voxels of 1.96 x 1.96 x 3 mm, a voxel size whose
 kernels are bundled: no kernel has to be computed) with a made-up DOTATATE-like activity: each organ a uniform
 concentration decaying mono-exponentially (the numbers are the 24 h values and effective half-lives of
-:mod:`.phantom_kinetics`), no blur, no noise. The "SPECT" is the activity itself (Bq per voxel: calibration 1 Bq per
+:mod:`DoseCNNLib.phantoms.kinetics`), no blur, no noise. The "SPECT" is the activity itself (Bq per voxel: calibration 1 Bq per
 count), so a test knows the activity in the field of view exactly.
 """
 
