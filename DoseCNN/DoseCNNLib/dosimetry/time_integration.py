@@ -307,7 +307,8 @@ def _bi_cost(theta: np.ndarray, t: np.ndarray, y: np.ndarray, lam_p: float) -> n
 
 
 def _lm_step(theta: np.ndarray, t: np.ndarray, y: np.ndarray, lam_p: float, mu: np.ndarray) -> np.ndarray:
-    """One Levenberg-Marquardt step per row (Marquardt's diagonal scaling)."""
+    """One Levenberg-Marquardt step per row (Marquardt's diagonal scaling); rows whose damped normal equations are
+    singular (a Jacobian column vanishes, e.g. for a curve that drops to zero) take no step and so end the search."""
     a = np.exp(theta[:, 0])
     lw, lu = _bi_rates(theta, lam_p)
     f, ew, eu = _bi_model(t, a, lw, lu)
@@ -320,6 +321,7 @@ def _lm_step(theta: np.ndarray, t: np.ndarray, y: np.ndarray, lam_p: float, mu: 
     damped = jtj + mu[:, None, None] * (np.eye(3)[None] * diag[:, :, None])
     step = np.zeros_like(theta)
     good = np.all(np.isfinite(damped), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+    good[good] = np.linalg.det(damped[good]) != 0.0  # a singular system (e.g. a curve that falls to 0): no step
     if good.any():
         step[good] = np.linalg.solve(damped[good], -g[good][:, :, None])[:, :, 0]
     return step
