@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .errors import UserError
-from .files import atomic_output
+from .files import atomic_output, write_failure
 
 
 # --- bundled files ------------------------------------------------------------------------------------------------
@@ -79,7 +79,10 @@ def write_checkpoint(payload: Dict[str, Any], path) -> Path:
 
     path = Path(path)
     with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch's stream writer does not pass the OS error on
+            raise write_failure(path, str(exc).splitlines()[0][:200]) from None
     return path
 
 

@@ -8,10 +8,12 @@ atomic on one file system), and removed when it failed.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
 import secrets
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Union
@@ -21,6 +23,10 @@ import numpy as np
 from .errors import UserError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: a failed write into a folder with less free space than this is reported as a full disk (writers such as ITK's or
+#: torch's do not pass the operating system's "no space left on device" on)
+DISK_FULL_BYTES = 16 * 1024 * 1024
 
 
 def file_extension(path: PathLike) -> str:
@@ -48,10 +54,26 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, p)
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise write_failure(p, "no space left on the device") from None
         raise UserError(f"could not write {p}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_failure(path: PathLike, detail: str) -> UserError:
+    """The one-line error for a failed write of ``path``: "no space left on the device" when its folder is (almost)
+    full, else ``detail`` (call it while the partial file still exists, so that the measurement sees the full disk)."""
+    folder = Path(os.fspath(path)).expanduser().parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < DISK_FULL_BYTES:
+        return UserError(f"could not write {path}: no space left on the device ({free / 1e6:.1f} MB free in {folder}); "
+                         "free some space or choose another output folder")
+    return UserError(f"could not write {path}: {detail}")
 
 
 def write_csv(rows: Sequence[Dict[str, Any]], path: PathLike) -> None:

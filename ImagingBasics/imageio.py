@@ -37,7 +37,7 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 
 from .errors import UserError
-from .files import atomic_output, file_extension
+from .files import atomic_output, file_extension, write_failure
 from .volume import Volume, direction_from_code, from_sitk, to_sitk
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -211,7 +211,7 @@ def _write_image(image, tmp: Path, final: Path) -> None:
     try:
         sitk.WriteImage(image, str(tmp), True)
     except RuntimeError as exc:
-        raise UserError(f"could not write {final}: {sitk_reason(exc)}") from None
+        raise write_failure(final, sitk_reason(exc)) from None
 
 
 # --- Interfile ------------------------------------------------------------------------------------
