@@ -10,6 +10,7 @@ from CTPerfusionMappingLib.labels import (
     REGION_NAMES,
     THIRD_IDS,
     LungLabels,
+    check_lung_labels,
     detect_source,
     lung_thirds,
     normalise_labels,
@@ -396,3 +397,64 @@ def test_real_totalsegmentator(shared_data):
     moved = normalise_labels(resample_labels(volume, ref), "totalsegmentator")
     assert moved.lungs.same_geometry(ref) and {6, 7, 8} <= set(moved.region_ids)
     _assert_right_is_patient_right(moved)
+
+
+# --- given labels against the CT (check_lung_labels) ---------------------------------------------------------------
+def test_real_labels_that_fit_their_ct_pass(shared_data):
+    folder = shared_data / "real" / "cip_chest_ct"
+    ct = read_volume(folder / "ct-64.nrrd")
+    labels = normalise_labels(read_volume(folder / "lm-64.nrrd"), name="lm-64.nrrd")
+    assert check_lung_labels(labels, ct) == []
+
+
+def test_labels_of_a_few_lung_voxels_on_an_abdominal_ct_are_refused(shared_data):
+    """TotalSegmentator's abdominal example: its lobe labels hold about 116 mL of lung bases."""
+    folder = shared_data / "real" / "totalsegmentator_chest_ct"
+    ct = read_volume(folder / "example_ct_sm_3mm.nii.gz")
+    labels = normalise_labels(resample_labels(read_volume(folder / "example_seg_3mm.nii.gz"), ct), "totalsegmentator")
+    with pytest.raises(UserError, match=r"cover only 1\d\d mL of lung \(at least 500 mL"):
+        check_lung_labels(labels, ct)
+
+
+@pytest.fixture(scope="module")
+def cip_case(shared_data):
+    folder = shared_data / "real" / "cip_chest_ct"
+    return read_volume(folder / "ct-64.nrrd"), normalise_labels(read_volume(folder / "lm-64.nrrd"))
+
+
+def test_swapped_sides_are_refused(cip_case):
+    ct, labels = cip_case
+    a = labels.lungs.array
+    swapped = LungLabels(labels.lungs.with_array(np.where(a > 0, 3 - a, 0).astype(np.uint8)),
+                         lung_thirds(labels.lungs.with_array(np.where(a > 0, 3 - a, 0).astype(np.uint8))), "thirds")
+    with pytest.raises(UserError, match="right and left are swapped in the lung labels"):
+        check_lung_labels(swapped, ct)
+
+
+def test_a_convention_that_leaves_a_lung_empty_is_refused(cip_case):
+    """CIP lobes 4-8 read as lungmask LTRCLobes (1 LUL ... 5 RLL) keep only labels 4 and 5: no left lung."""
+    ct, labels = cip_case
+    lobes = np.zeros(labels.lungs.shape, np.uint8)
+    k = labels.lungs.array
+    lobes[k == 1], lobes[k == 2] = 4, 7  # right upper and left upper "lobes" in CIP values
+    wrong = normalise_labels(labels.lungs.with_array(lobes), "lungmask_ltrclobes")  # 4 -> RML; 7 is no LTRC value
+    with pytest.raises(UserError, match="give the left lung no voxels"):
+        check_lung_labels(wrong, ct)
+
+
+def test_labels_that_do_not_sit_on_the_lungs_are_refused(cip_case):
+    ct, labels = cip_case
+    shifted = np.zeros_like(labels.lungs.array)
+    shifted[:, :, 20:] = labels.lungs.array[:, :, :-20]  # 8 cm to the patient's left: mostly soft tissue and air
+    moved = LungLabels(labels.lungs.with_array(shifted), lung_thirds(labels.lungs.with_array(shifted)), "thirds")
+    with pytest.raises(UserError, match="the labels do not match this CT's lungs"):
+        check_lung_labels(moved, ct)
+
+
+def test_regions_covering_part_of_the_lungs_give_a_warning(cip_case):
+    ct, labels = cip_case
+    regions = labels.regions.array.copy()
+    regions[regions == 14] = 0  # the right lower third missing
+    partial = LungLabels(labels.lungs, labels.regions.with_array(regions), "thirds")
+    warnings = check_lung_labels(partial, ct)
+    assert len(warnings) == 1 and warnings[0].startswith("the thirds cover 8") and "no region" in warnings[0]

@@ -30,7 +30,7 @@ a side (CIP WholeLung, 1) cannot be used: the user must split the lungs first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -385,6 +385,54 @@ def normalise_labels(
     if source == "mapping":
         return _from_mapping(volume, a, mapping or {}, name)
     return _from_lobe_map(volume, a, _LOBE_MAPS[source], name, source)
+
+
+# --- plausibility against the CT -------------------------------------------------------------------
+#: given lung labels must cover at least this much lung (mL; the built-in segmentation's minimum too)
+MIN_GIVEN_LUNG_ML = 500.0
+#: the voxels labelled as lung must have a median HU below this (lung is -950..-500 HU; soft tissue is not lung)
+MAX_LUNG_MEDIAN_HU = -500.0
+#: given lobes covering less than this share of the lungs give a warning
+MIN_REGION_COVERAGE = 0.9
+
+
+def check_lung_labels(labels: LungLabels, ct: Volume, name: str = "the lung labels") -> List[str]:
+    """Given labels checked against the CT they are used with; where they would give a wrong result, a one-line
+    UserError, else a list of warnings.
+
+    Refused: labels covering less than :data:`MIN_GIVEN_LUNG_ML` of lung (an abdominal CT, labels of another
+    patient); labels whose voxels are not lung on the CT (median above :data:`MAX_LUNG_MEDIAN_HU`); a side without
+    any voxel (lobe labels read with the wrong convention leave a whole lung out: the region table would silently
+    drop it); right and left swapped against the patient's x axis (the right lung lies at smaller LPS x). Warned:
+    regions (lobes or thirds) that cover less than :data:`MIN_REGION_COVERAGE` of the lungs.
+    """
+    if not labels.lungs.same_geometry(ct):
+        raise UserError(f"{name} are not on the CT grid")
+    lungs = np.asarray(labels.lungs.array)
+    voxel_ml = ct.voxel_volume_ml
+    right, left = int(np.count_nonzero(lungs == RIGHT_LUNG)), int(np.count_nonzero(lungs == LEFT_LUNG))
+    total_ml = (right + left) * voxel_ml
+    if total_ml < MIN_GIVEN_LUNG_ML:
+        raise UserError(f"{name} cover only {total_ml:.0f} mL of lung (at least {MIN_GIVEN_LUNG_ML:.0f} mL expected on a "
+                        "chest CT): do they belong to this CT, and does the CT show the lungs?")
+    median_hu = float(np.median(np.asarray(ct.array)[lungs > 0]))
+    if median_hu > MAX_LUNG_MEDIAN_HU:
+        raise UserError(f"the voxels {name} call lung have a median of {median_hu:.0f} HU on the CT (lung is below "
+                        f"{MAX_LUNG_MEDIAN_HU:.0f} HU): the labels do not match this CT's lungs")
+    for side, count in (("right", right), ("left", left)):
+        if count == 0:
+            raise UserError(f"{name} give the {side} lung no voxels: a label convention that does not fit the file "
+                            "(choose --labels-source) or labels of one lung only; both lungs are needed")
+    x_right, x_left = (float(ct.index_to_lps(np.argwhere(lungs == value)[::97, ::-1].astype(float).mean(axis=0))[0])
+                       for value in (RIGHT_LUNG, LEFT_LUNG))
+    if x_right > x_left:
+        raise UserError(f"right and left are swapped in {name}: the 'right' lung lies on the patient's left (x = "
+                        f"{x_right:.0f} mm, 'left' lung at {x_left:.0f} mm, LPS); check the label convention "
+                        "(--labels-source) and the CT's orientation")
+    covered = float(np.count_nonzero((np.asarray(labels.regions.array) > 0) & (lungs > 0))) / (right + left)
+    if covered < MIN_REGION_COVERAGE:
+        return [f"the {labels.kind} cover {100 * covered:.0f} % of the lungs; the rest is in no region of the table"]
+    return []
 
 
 # --- lung thirds ----------------------------------------------------------------------------------
