@@ -27,7 +27,7 @@ def full_disk(tmp_path):
     try:
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=False)
+        subprocess.run(["umount", "-l", str(folder)], check=False)  # lazy: also when a writer still holds a file
 
 
 def _noise(shape=(64, 64, 64)) -> np.ndarray:

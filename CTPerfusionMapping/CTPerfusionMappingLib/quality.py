@@ -1,0 +1,63 @@
+"""Quality checks of the lungs a run works on: lungs cut by the field of view, implausible lung volumes.
+
+Each check returns :class:`~ImagingBasics.quality.QualityWarning` values (code, one-line message, numbers); the
+thresholds are our choices, set on the real CTs of the test data (whole lungs touch the image border with at most
+2.5 cm^2, at the apex; cropped chest CTs with 13-250 cm^2 per lung and side).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from ImagingBasics.quality import QualityWarning
+from ImagingBasics.volume import Volume, orientation_code
+
+from .labels import LEFT_LUNG, RIGHT_LUNG
+
+#: lung on an image face beyond this area (cm^2) means the field of view cuts the lung there
+TRUNCATION_AREA_CM2 = 5.0
+#: the usual volume of both lungs of an adult at inspiration on CT (mL); outside it, a warning
+LUNG_VOLUME_RANGE_ML = (2000.0, 9000.0)
+#: each patient direction letter -> the lung's end that lies there
+_ENDS = {"S": "top (apex)", "I": "bottom (base)", "R": "right side", "L": "left side", "A": "front", "P": "back"}
+_OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
+
+
+def lung_truncation(lungs: Volume, min_area_cm2: float = TRUNCATION_AREA_CM2) -> List[QualityWarning]:
+    """A warning per lung and image face where the lung lies on the border of the image with more than
+    ``min_area_cm2``: the field of view cuts it there, and its volume and region shares are those of the part in
+    view. ``lungs``: 1 right, 2 left."""
+    labels = np.asarray(lungs.array)
+    code = orientation_code(lungs.direction)
+    sx, sy, sz = lungs.spacing
+    faces = ((2, sy * sz), (1, sx * sz), (0, sx * sy))  # index axis i, j, k: the array axis and the face area (mm^2)
+    warnings: List[QualityWarning] = []
+    for index_axis, (array_axis, voxel_area_mm2) in enumerate(faces):
+        for end in (0, -1):
+            letter = code[index_axis] if end == -1 else _OPPOSITE[code[index_axis]]
+            face = np.take(labels, end, axis=array_axis)
+            for value, side in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")):
+                area_cm2 = float(np.count_nonzero(face == value)) * voxel_area_mm2 / 100.0
+                if area_cm2 > min_area_cm2:
+                    warnings.append(QualityWarning(
+                        "lung_truncated",
+                        f"the {side} lung is cut by the field of view at its {_ENDS[letter]} ({area_cm2:.0f} cm^2 of "
+                        "lung on the image border): its volume and shares are those of the part in view",
+                        {"lung": side, "end": _ENDS[letter], "area_cm2": round(area_cm2, 1)}))
+    return warnings
+
+
+def lung_volume(lungs: Volume, volume_range_ml=LUNG_VOLUME_RANGE_ML) -> List[QualityWarning]:
+    """A warning when both lungs together lie outside ``volume_range_ml`` (an adult's lungs at inspiration)."""
+    total_ml = float(np.count_nonzero(np.asarray(lungs.array) > 0)) * lungs.voxel_volume_ml
+    low, high = volume_range_ml
+    if low <= total_ml <= high:
+        return []
+    why = ("a field of view that cuts the lungs, an expiratory scan, a child, or lung lost to disease" if total_ml < low
+           else "labels that take in air outside the lungs, or hyperinflation")
+    return [QualityWarning("lung_volume_unusual",
+                           f"the lungs measure {total_ml:.0f} mL, outside the usual {low:.0f}-{high:.0f} mL of an "
+                           f"adult's lungs at inspiration: {why}",
+                           {"volume_ml": round(total_ml, 1), "usual_min_ml": low, "usual_max_ml": high})]

@@ -1,0 +1,57 @@
+"""Quality warnings (ImagingBasics/quality.py) and the lung checks (CTPerfusionMappingLib/quality.py) on real CTs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from CTPerfusionMappingLib.lungseg import segment_lungs
+from CTPerfusionMappingLib.quality import lung_truncation, lung_volume
+from ImagingBasics.files import write_json
+from ImagingBasics.imageio import read_volume
+from ImagingBasics.quality import QualityWarning, warning_dicts
+from ImagingBasics.volume import Volume
+
+
+def test_a_warning_has_a_code_a_line_and_numbers(tmp_path):
+    w = QualityWarning("lung_truncated", "the right lung is cut", {"area_cm2": 55.1})
+    assert str(w) == "the right lung is cut"
+    write_json({"warnings": warning_dicts([w, w])}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["warnings"] == [
+        {"code": "lung_truncated", "message": "the right lung is cut", "values": {"area_cm2": 55.1}}]
+    for code, message in (("Lung", "x"), ("lung truncated", "x"), ("ok", "two\nlines")):
+        with pytest.raises(ValueError):
+            QualityWarning(code, message)
+
+
+@pytest.fixture(scope="module")
+def real_lungs(shared_data):
+    folder = shared_data / "real"
+    return {name: segment_lungs(read_volume(folder / path)).lungs for name, path in (
+        ("cip", "cip_chest_ct/ct-64.nrrd"),
+        ("ts_pulmonary", "totalsegmentator_chest_ct/pulmonary_report_ct_cropped_chestCTA_1p5mm.nii.gz"),
+        ("ts_aorta", "totalsegmentator_chest_ct/aorta_report_ct_cropped_chestCTA_1p5mm.nii.gz"))}
+
+
+def test_whole_lungs_carry_no_truncation_warning_and_cropped_ones_do(real_lungs):
+    assert lung_truncation(real_lungs["cip"]) == [] and lung_volume(real_lungs["cip"]) == []
+    for name in ("ts_pulmonary", "ts_aorta"):
+        warnings = lung_truncation(real_lungs[name])
+        cut = {(w.values["lung"], w.values["end"]) for w in warnings}
+        assert {("right", "right side"), ("left", "left side")} <= cut, name  # the crops cut both lungs laterally
+        assert all(w.code == "lung_truncated" and w.values["area_cm2"] > 5 for w in warnings)
+    small = lung_volume(real_lungs["ts_pulmonary"])  # 1.9 L in view
+    assert [w.code for w in small] == ["lung_volume_unusual"] and small[0].values["volume_ml"] < 2000
+    assert lung_volume(real_lungs["ts_aorta"]) == []  # 2.8 L in view: a plausible volume, the truncation says the rest
+
+
+def test_the_end_follows_the_patient_axes_of_a_flipped_image():
+    a = np.zeros((10, 12, 14), np.uint8)
+    a[0:4, 3:9, 2:6] = 1  # the right lung on the first slice
+    a[2:8, 3:9, 8:12] = 2
+    lps = Volume(a, (2.0, 2.0, 3.0))
+    flipped = Volume(a, (2.0, 2.0, 3.0), direction=np.diag([1.0, 1.0, -1.0]))  # slices run toward the feet
+    assert [w.values["end"] for w in lung_truncation(lps, min_area_cm2=0.1)] == ["bottom (base)"]
+    assert [w.values["end"] for w in lung_truncation(flipped, min_area_cm2=0.1)] == ["top (apex)"]
