@@ -5,7 +5,14 @@ import pytest
 
 from DoseCNNLib.physics.decay import load_decay_data
 from DoseCNNLib.physics.electron_stopping import csda_range_g_cm2, electron_medium
-from DoseCNNLib.physics.electron_transport import electron_tables, transport_electrons, transport_mean_free_path_g_cm2
+from DoseCNNLib.physics.electron_transport import (
+    condensed_history_step,
+    electron_tables,
+    multiple_scattering_deflection,
+    range_rejected,
+    transport_electrons,
+    transport_mean_free_path_g_cm2,
+)
 from DoseCNNLib.physics.kernels import voxel_s_values
 from DoseCNNLib.physics.materials import MATERIALS
 from DoseCNNLib.physics.photon_transport import isotropic_directions, uniform_grid
@@ -71,3 +78,29 @@ def test_lu177_voxel_s_values_agree_with_lanconelli(shared_data, voxel):
     faces = np.array([total[1, 2, 2], total[3, 2, 2], total[2, 1, 2], total[2, 3, 2], total[2, 2, 1], total[2, 2, 3]])
     assert faces.mean() == pytest.approx(reference[(0, 0, 1)], rel=0.10)  # the six face neighbours (less noise)
     np.testing.assert_allclose(faces, faces.mean(), rtol=0.3)  # isotropic within the noise of 30 000 decays
+
+
+def test_condensed_history_step_and_range_rejection():
+    import torch
+
+    range_g_cm2 = torch.tensor([0.05, 0.5, 0.5], dtype=torch.float64)
+    density = torch.tensor([1.0, 1.0, 0.25], dtype=torch.float64)
+    s, length_mm = condensed_history_step(range_g_cm2, density, 0.1, 1.0)
+    np.testing.assert_allclose(s.numpy(), [0.005, 0.05, 0.025])  # f R, or at most 1 mm x rho
+    np.testing.assert_allclose(length_mm.numpy(), [0.05, 0.5, 1.0])
+    centre = torch.tensor([[1.0, 1.0, 1.0]] * 3, dtype=torch.float64)  # 1 mm from every face of its 2 mm voxel
+    trapped = range_rejected(centre, torch.tensor([0.09, 0.11, 0.08], dtype=torch.float64), density,
+                             torch.tensor([2.0, 2.0, 2.0], dtype=torch.float64))
+    assert trapped.tolist() == [True, False, False]  # ranges 0.9 mm, 1.1 mm, and 3.2 mm at a quarter of the density
+
+
+def test_multiple_scattering_deflection_has_the_first_moment():
+    import torch
+
+    gen = torch.Generator().manual_seed(2)
+    d = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64).repeat(200_000, 1)
+    s = torch.full((200_000,), 0.01, dtype=torch.float64)
+    lambda1 = torch.full_like(s, 0.1)
+    new = multiple_scattering_deflection(d, s, lambda1, gen)
+    mean = float((1 - (new * d).sum(-1)).mean())
+    assert mean == pytest.approx(1 - np.exp(-0.1), rel=0.01)  # Goudsmit-Saunderson: 1 - exp(-s / lambda_1)

@@ -6,7 +6,7 @@ import pytest
 from DoseCNNLib.physics.constants import MEV_TO_J
 from DoseCNNLib.physics.decay import load_decay_data
 from DoseCNNLib.physics.materials import density_from_hu_li2020
-from DoseCNNLib.physics.monte_carlo import run_mc, sample_decay_positions
+from DoseCNNLib.physics.monte_carlo import batch_mean_and_relative_error, deposit_locally, run_mc, sample_decay_positions
 from ImagingBasics.errors import UserError
 from ImagingBasics.volume import Volume
 
@@ -93,3 +93,19 @@ def test_slab_phantom_shows_what_density_scaled_kernels_miss():
     assert region(vdk, 2, 10) == pytest.approx(region(mc, 2, 10), rel=0.05)  # inside the source both agree
     assert region(mc, 15, 20) > 1.5 * region(vdk, 15, 20)  # bone absorbs photons photoelectrically: kernel low
     # (the lung's overestimate by the kernel needs ~1e6 decays to show through the photon noise: bench/validate_mc.py)
+
+
+def test_batch_statistics_and_local_deposition():
+    import torch
+
+    batches = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [2.0, 0.0, 2.0]])  # 3 batches of a 1 x 1 x 3 grid
+    b = torch.tensor(batches)
+    mean, rel = batch_mean_and_relative_error(b.sum(0), (b * b).sum(0), 3, (1, 1, 3))
+    np.testing.assert_allclose(mean.ravel(), [2.0, 0.0, 2.0])
+    np.testing.assert_allclose(rel.ravel()[[0, 2]], [1.0 / np.sqrt(3) / 2.0, 0.0], atol=1e-12)  # sd 1, SEM 1/sqrt(3)
+    assert np.isnan(rel.ravel()[1])  # no dose: no relative uncertainty
+    deposit = torch.zeros(2 * 3 * 4, dtype=torch.float64)
+    positions = np.array([[0.5, 0.5, 0.5], [3.9, 5.9, 3.9], [4.0, 6.0, 4.0]])  # x, y, z mm; the last on the far faces
+    deposit_locally(deposit, positions, (1.0, 2.0, 2.0), (2, 3, 4), 0.25)
+    grid = deposit.reshape(2, 3, 4).numpy()
+    assert grid[0, 0, 0] == 0.25 and grid[1, 2, 3] == 0.5 and grid.sum() == 0.75

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from CTPerfusionMappingLib.inference import predict
-from CTPerfusionMappingLib.network import NetworkConfig, _classes, build_model, count_parameters, kaiming_bound
+from CTPerfusionMappingLib.network import ARNN, NetworkConfig, UNet3D, build_model, count_parameters, kaiming_bound
 from CTPerfusionMappingLib.weights import load_weights, save_weights  # noqa: E402
 from ImagingBasics.devices import describe_device, run_with_oom_fallback, select_device
 from ImagingBasics.errors import UserError  # noqa: E402
@@ -161,8 +161,10 @@ def test_default_sizes_and_one_full_forward():
     assert time.perf_counter() - start < 30
 
 
-def test_classes_are_built_once():
-    assert _classes() is _classes()
+def test_build_model_makes_the_module_level_classes():
+    assert type(_tiny()) is ARNN and type(_tiny(arch="unet")) is UNet3D
+    with pytest.raises(TypeError):
+        build_model(TINY.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------------- weights

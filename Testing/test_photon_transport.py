@@ -6,8 +6,12 @@ import torch
 
 from DoseCNNLib.physics.materials import MATERIALS
 from DoseCNNLib.physics.photon_transport import (
+    absorb_below_cutoff,
+    choose_interaction,
+    is_real_collision,
     isotropic_directions,
     rotate_direction,
+    sample_free_path_cm,
     sample_klein_nishina,
     transport_photons,
     uniform_grid,
@@ -87,3 +91,23 @@ def test_energy_is_conserved_and_runs_are_reproducible():
     per_gram = result.deposit_mev / (density * 0.064)  # MeV/g; voxels of 0.064 cm3
     near_bone, near_soft = per_gram[:, 8:12, 12:15].mean(), per_gram[:, 8:12, 6:9].mean()
     assert near_bone > 0 and near_soft > 0
+
+
+def test_woodcock_steps_free_path_and_real_collision_probability():
+    gen = torch.Generator().manual_seed(6)
+    majorant = torch.full((200_000,), 2.0, dtype=torch.float64)  # 1/cm
+    path = sample_free_path_cm(majorant, gen)
+    assert float(path.min()) >= 0 and float(path.mean()) == pytest.approx(0.5, rel=0.01)  # 1 / mu_max
+    real = is_real_collision(torch.full_like(majorant, 0.5), majorant, gen)
+    assert float(real.double().mean()) == pytest.approx(0.25, abs=0.005)  # mu / mu_max
+
+
+def test_interaction_types_in_proportion_to_the_partial_coefficients():
+    gen = torch.Generator().manual_seed(7)
+    partial = torch.tensor([[0.02, 0.05, 0.03]], dtype=torch.float64).repeat(200_000, 1)  # cm2/g
+    photo, compton, coherent = choose_interaction(partial, gen)
+    assert bool((photo.int() + compton.int() + coherent.int() == 1).all())  # exactly one each
+    fractions = [float(m.double().mean()) for m in (photo, compton, coherent)]
+    np.testing.assert_allclose(fractions, [0.2, 0.5, 0.3], atol=0.005)
+    kept, absorbed = absorb_below_cutoff(torch.tensor([0.0005, 0.001, 0.2], dtype=torch.float64), 0.001)
+    assert absorbed.tolist() == [True, False, False] and kept.tolist() == [0.0, 0.001, 0.2]

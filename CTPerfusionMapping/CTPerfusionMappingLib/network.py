@@ -76,16 +76,23 @@ Size and speed (one 1x1x128x64x64 forward pass in eval mode; parameter counts ch
     attention 7,619,971, without skip attention 7,620,193 parameters.
     U-Net 16-128: 1,401,265 parameters; U-Net 32-256: 5,601,121 parameters.
 
-torch is imported inside functions only, so this module can be imported where torch is absent; the nn.Module
-classes are built on first use by :func:`_classes`.
+Module layout: the building blocks (:class:`ConvUnit`, :class:`UpUnit`, :class:`ResConv`, :class:`PlainConv`,
+:class:`SkipAttention`, :class:`ROIAttention`, :class:`DoubleConv`) take every option as a constructor argument; the two
+networks (:class:`ARNN`, :class:`UNet3D`) read theirs from a :class:`NetworkConfig`. The sub-module names are the
+state-dict keys of the weight files (:mod:`.weights`): renaming an attribute breaks the bundled weights.
+
+This module imports torch. The Slicer module, its batch script and ``ctpm --help`` do not import it at load time
+(Testing/test_slicer_contract.py checks which modules may).
 """
 
 from __future__ import annotations
 
-import functools
-import types
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ImagingBasics.errors import UserError
 
@@ -180,15 +187,7 @@ def check_spatial_shape(config: NetworkConfig, shape: Tuple[int, ...]) -> None:
         )
 
 
-def build_model(config: NetworkConfig):
-    """Build the network described by ``config`` (initialised, train mode); ``model.config`` holds the config."""
-    if not isinstance(config, NetworkConfig):
-        raise TypeError(f"build_model needs a NetworkConfig, got {type(config).__name__}")
-    ns = _classes()
-    return ns.ARNN(config) if config.arch == "arnn" else ns.UNet3D(config)
-
-
-def count_parameters(model, trainable_only: bool = True) -> int:
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable, by default) scalar parameters of a torch module."""
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
 
@@ -198,10 +197,8 @@ def kaiming_bound(fan_in: int, a: float) -> float:
     return (6.0 / ((1.0 + a * a) * fan_in)) ** 0.5
 
 
-def init_weights(model, a: float) -> None:
+def init_weights(model: nn.Module, a: float) -> None:
     """Kaiming-uniform (negative slope ``a``) for every (transposed) 3D convolution weight, zeros for biases."""
-    import torch.nn as nn
-
     for m in model.modules():
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
             nn.init.kaiming_uniform_(m.weight, a=a, mode="fan_in", nonlinearity="leaky_relu")
@@ -209,177 +206,207 @@ def init_weights(model, a: float) -> None:
                 nn.init.zeros_(m.bias)
 
 
-@functools.cache
-def _classes() -> types.SimpleNamespace:
-    """Define the nn.Module classes once, on first use (keeps torch out of module import)."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+# ---------------------------------------------------------------------------------------------------- ARNN blocks
 
-    class ConvUnit(nn.Sequential):
-        """conv(k, stride) -> BN -> PReLU(prelu_init) -> Dropout(p): the ARNN's basic unit; keeps size when stride 1."""
 
-        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float, stride: int = 1):
-            pad = k // 2 if stride == 1 else 0
-            super().__init__(
-                nn.Conv3d(cin, cout, k, stride=stride, padding=pad, bias=False),
-                nn.BatchNorm3d(cout),
-                nn.PReLU(cout, init=slope),
-                nn.Dropout(p),
-            )
+class ConvUnit(nn.Sequential):
+    """conv(k, stride) -> BN -> PReLU -> Dropout: the ARNN's basic unit (choices 4 and 11 of the module docstring).
 
-    class UpUnit(nn.Sequential):
-        """ConvT 2x2x2 stride 2 -> BN -> PReLU -> Dropout: doubles D, H, W."""
+    ``stride`` 1 keeps the size (padding ``kernel_size // 2``); ``stride`` 2 with ``kernel_size`` 2 is the paper's
+    StriConv (no padding, halves D, H, W). ``prelu_init`` is the initial PReLU slope (one per channel), ``dropout``
+    the element-wise dropout probability.
+    """
 
-        def __init__(self, cin: int, cout: int, p: float, slope: float):
-            super().__init__(
-                nn.ConvTranspose3d(cin, cout, 2, stride=2, bias=False),
-                nn.BatchNorm3d(cout),
-                nn.PReLU(cout, init=slope),
-                nn.Dropout(p),
-            )
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dropout: float, prelu_init: float,
+                 stride: int = 1):
+        padding = kernel_size // 2 if stride == 1 else 0
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm3d(out_channels),
+            nn.PReLU(out_channels, init=prelu_init),
+            nn.Dropout(dropout),
+        )
 
-    class ResConv(nn.Module):
-        """Residual block: conv-BN-PReLU-Drop, conv-BN, + shortcut (identity or 1x1x1 conv + BN), PReLU, Drop."""
 
-        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float):
-            super().__init__()
-            self.unit1 = ConvUnit(cin, cout, k, p, slope)
-            self.conv2 = nn.Conv3d(cout, cout, k, padding=k // 2, bias=False)
-            self.bn2 = nn.BatchNorm3d(cout)
-            self.shortcut = nn.Identity() if cin == cout else nn.Sequential(
-                nn.Conv3d(cin, cout, 1, bias=False), nn.BatchNorm3d(cout))
-            self.act = nn.PReLU(cout, init=slope)
-            self.drop = nn.Dropout(p)
+class UpUnit(nn.Sequential):
+    """ConvT 2x2x2 stride 2 -> BN -> PReLU -> Dropout: the paper's ConvT, doubles D, H, W (choice 4)."""
 
-        def forward(self, x):
-            y = self.bn2(self.conv2(self.unit1(x)))
-            return self.drop(self.act(y + self.shortcut(x)))
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, prelu_init: float):
+        super().__init__(
+            nn.ConvTranspose3d(in_channels, out_channels, 2, stride=2, bias=False),
+            nn.BatchNorm3d(out_channels),
+            nn.PReLU(out_channels, init=prelu_init),
+            nn.Dropout(dropout),
+        )
 
-    class PlainConv(nn.Sequential):
-        """The residual=False ablation: (conv-BN-PReLU-Drop) x 2, no shortcut."""
 
-        def __init__(self, cin: int, cout: int, k: int, p: float, slope: float):
-            super().__init__(ConvUnit(cin, cout, k, p, slope), ConvUnit(cout, cout, k, p, slope))
+class ResConv(nn.Module):
+    """The paper's ResConv (choice 3, He et al. 2016): conv-BN-PReLU-Drop, conv-BN, + shortcut, PReLU, Drop.
 
-    class SkipAttention(nn.Module):
-        """Additive attention gate: ``x * sigmoid(psi(ReLU(W_x x + up(W_g g))))``; g is one level coarser than x."""
+    The shortcut is the identity when ``in_channels == out_channels``, else a 1x1x1 convolution + BN.
+    """
 
-        def __init__(self, c_x: int, c_g: int):
-            super().__init__()
-            c_int = max(c_x // 2, 1)
-            self.w_x = nn.Conv3d(c_x, c_int, 1, bias=False)
-            self.w_g = nn.Conv3d(c_g, c_int, 1, bias=True)
-            self.psi = nn.Conv3d(c_int, 1, 1, bias=True)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dropout: float, prelu_init: float):
+        super().__init__()
+        self.unit1 = ConvUnit(in_channels, out_channels, kernel_size, dropout, prelu_init)
+        self.conv2 = nn.Conv3d(out_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn2 = nn.BatchNorm3d(out_channels)
+        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Sequential(
+            nn.Conv3d(in_channels, out_channels, 1, bias=False), nn.BatchNorm3d(out_channels))
+        self.act = nn.PReLU(out_channels, init=prelu_init)
+        self.drop = nn.Dropout(dropout)
 
-        def coefficients(self, x, g):
-            """Attention coefficients in (0, 1), shape (N, 1, *x.shape[2:])."""
-            gate = F.interpolate(self.w_g(g), size=x.shape[2:], mode="trilinear", align_corners=False)
-            return torch.sigmoid(self.psi(F.relu(self.w_x(x) + gate)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.unit1(x)))
+        return self.drop(self.act(y + self.shortcut(x)))
 
-        def forward(self, x, g):
-            return x * self.coefficients(x, g)
 
-    class ROIAttention(nn.Module):
-        """Ren et al. Fig. 2c, literally: f = conv unit to 4 channels; m = 1[f > 0]; out = f * sigmoid(m)."""
+class PlainConv(nn.Sequential):
+    """The ``residual=False`` ablation of :class:`ResConv` (Ren 2021 Front Oncol): (conv-BN-PReLU-Drop) x 2."""
 
-        def __init__(self, cin: int, k: int, p: float, slope: float):
-            super().__init__()
-            self.conv = ConvUnit(cin, ROI_CHANNELS, k, p, slope)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dropout: float, prelu_init: float):
+        super().__init__(ConvUnit(in_channels, out_channels, kernel_size, dropout, prelu_init),
+                         ConvUnit(out_channels, out_channels, kernel_size, dropout, prelu_init))
 
-        def features_and_mask(self, x):
-            """The 4-channel feature map f and its binary mask (1 where f > 0, else 0), same shape and dtype."""
-            f = self.conv(x)
-            return f, (f > 0).to(f.dtype)
 
-        def forward(self, x):
-            f, mask = self.features_and_mask(x)
-            return f * torch.sigmoid(mask)
+class SkipAttention(nn.Module):
+    """Additive attention gate (Oktay et al. 2018; choice 7): ``x * sigmoid(psi(ReLU(W_x x + up(W_g g))))``.
 
-    class ARNN(nn.Module):
-        """Attention residual network (Ren et al. 2021); see the module docstring for every choice."""
+    ``x`` is the encoder skip (``skip_channels``), ``g`` the decoder feature one level coarser (``gate_channels``);
+    ``up`` is trilinear upsampling to the skip's size. ``intermediate_channels`` defaults to ``max(skip_channels // 2, 1)``.
+    """
 
-        def __init__(self, cfg: NetworkConfig):
-            super().__init__()
-            self.config, self.levels = cfg, cfg.levels
-            ch, k, p, s = cfg.channels, cfg.kernel_size, cfg.dropout, cfg.prelu_init
-            block = ResConv if cfg.residual else PlainConv
-            last = cfg.levels - 1
-            self.enc = nn.ModuleList([block(cfg.in_channels if i == 0 else ch[i], ch[i], k, p, s) for i in range(last)])
-            self.down = nn.ModuleList([ConvUnit(ch[i], ch[i + 1], 2, p, s, stride=2) for i in range(last)])
-            self.bottom = block(ch[last], ch[last], k, p, s)
-            self.up = nn.ModuleList([UpUnit(ch[i + 1], ch[i], p, s) for i in range(last)])
-            gated = range(max(last - N_SKIP_GATES, 0), last) if cfg.skip_attention else ()
-            self.gates = nn.ModuleDict({str(i): SkipAttention(ch[i], ch[i + 1]) for i in gated})
-            self.dec = nn.ModuleList([block(2 * ch[i], ch[i], k, p, s) for i in range(last)])
-            self.roi = ROIAttention(ch[0], k, p, s) if cfg.roi_attention else None
-            self.head = nn.Conv3d(ROI_CHANNELS if cfg.roi_attention else ch[0], cfg.out_channels, 1)
-            init_weights(self, cfg.prelu_init)
+    def __init__(self, skip_channels: int, gate_channels: int, intermediate_channels: Optional[int] = None):
+        super().__init__()
+        c_int = max(skip_channels // 2, 1) if intermediate_channels is None else intermediate_channels
+        self.w_x = nn.Conv3d(skip_channels, c_int, 1, bias=False)
+        self.w_g = nn.Conv3d(gate_channels, c_int, 1, bias=True)
+        self.psi = nn.Conv3d(c_int, 1, 1, bias=True)
 
-        def forward_logits(self, x):
-            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
-            check_spatial_shape(self.config, x.shape[2:])
-            skips = []
-            for enc, down in zip(self.enc, self.down):
-                x = enc(x)
-                skips.append(x)
-                x = down(x)
-            x = self.bottom(x)
-            for i in reversed(range(self.levels - 1)):
-                skip = skips[i]
-                if str(i) in self.gates:
-                    skip = self.gates[str(i)](skip, x)
-                x = self.dec[i](torch.cat([skip, self.up[i](x)], dim=1))
-            if self.roi is not None:
-                x = self.roi(x)
-            return self.head(x)
+    def coefficients(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Attention coefficients in (0, 1), shape (N, 1, *x.shape[2:])."""
+        gate = F.interpolate(self.w_g(g), size=x.shape[2:], mode="trilinear", align_corners=False)
+        return torch.sigmoid(self.psi(F.relu(self.w_x(x) + gate)))
 
-        def forward(self, x):
-            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
-            return torch.sigmoid(self.forward_logits(x))
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x * self.coefficients(x, g)
 
-    class DoubleConv(nn.Sequential):
-        """U-Net block: (conv3-BN-ReLU-Dropout) x 2."""
 
-        def __init__(self, cin: int, cout: int, p: float):
-            super().__init__(
-                nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True), nn.Dropout(p),
-                nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True), nn.Dropout(p),
-            )
+class ROIAttention(nn.Module):
+    """ROI attention of Ren 2021 IJROBP Fig. 2c, literally (choice 8): f = conv unit; m = 1[f > 0]; out = f * sigmoid(m).
 
-    class UNet3D(nn.Module):
-        """Plain 3D U-Net baseline: max-pool down, ConvT up, concatenation skips, sigmoid output."""
+    ``roi_channels`` feature channels (the paper's "four").
+    """
 
-        def __init__(self, cfg: NetworkConfig):
-            super().__init__()
-            self.config, self.levels = cfg, cfg.levels
-            ch, p, last = cfg.channels, cfg.dropout, cfg.levels - 1
-            self.enc = nn.ModuleList([DoubleConv(cfg.in_channels if i == 0 else ch[i - 1], ch[i], p) for i in range(last)])
-            self.pool = nn.MaxPool3d(2)
-            self.bottom = DoubleConv(ch[last - 1], ch[last], p)
-            self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in range(last)])
-            self.dec = nn.ModuleList([DoubleConv(2 * ch[i], ch[i], p) for i in range(last)])
-            self.head = nn.Conv3d(ch[0], cfg.out_channels, 1)
-            init_weights(self, 0.0)
+    def __init__(self, in_channels: int, kernel_size: int, dropout: float, prelu_init: float,
+                 roi_channels: int = ROI_CHANNELS):
+        super().__init__()
+        self.conv = ConvUnit(in_channels, roi_channels, kernel_size, dropout, prelu_init)
 
-        def forward_logits(self, x):
-            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
-            check_spatial_shape(self.config, x.shape[2:])
-            skips = []
-            for enc in self.enc:
-                x = enc(x)
-                skips.append(x)
-                x = self.pool(x)
-            x = self.bottom(x)
-            for i in reversed(range(self.levels - 1)):
-                x = self.dec[i](torch.cat([skips[i], self.up[i](x)], dim=1))
-            return self.head(x)
+    def features_and_mask(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The feature map f and its binary mask (1 where f > 0, else 0), same shape and dtype."""
+        f = self.conv(x)
+        return f, (f > 0).to(f.dtype)
 
-        def forward(self, x):
-            """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
-            return torch.sigmoid(self.forward_logits(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f, mask = self.features_and_mask(x)
+        return f * torch.sigmoid(mask)
 
-    return types.SimpleNamespace(
-        ConvUnit=ConvUnit, UpUnit=UpUnit, ResConv=ResConv, PlainConv=PlainConv, SkipAttention=SkipAttention,
-        ROIAttention=ROIAttention, ARNN=ARNN, DoubleConv=DoubleConv, UNet3D=UNet3D,
-    )
+
+# ---------------------------------------------------------------------------------------------------- networks
+
+
+class ARNN(nn.Module):
+    """Attention residual network (Ren 2021 IJROBP Fig. 2); see the module docstring for every choice."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config, self.levels = config, config.levels
+        ch, k, p, s = config.channels, config.kernel_size, config.dropout, config.prelu_init
+        block = ResConv if config.residual else PlainConv
+        last = config.levels - 1
+        self.enc = nn.ModuleList([block(config.in_channels if i == 0 else ch[i], ch[i], k, p, s) for i in range(last)])
+        self.down = nn.ModuleList([ConvUnit(ch[i], ch[i + 1], 2, p, s, stride=2) for i in range(last)])
+        self.bottom = block(ch[last], ch[last], k, p, s)
+        self.up = nn.ModuleList([UpUnit(ch[i + 1], ch[i], p, s) for i in range(last)])
+        gated = range(max(last - N_SKIP_GATES, 0), last) if config.skip_attention else ()
+        self.gates = nn.ModuleDict({str(i): SkipAttention(ch[i], ch[i + 1]) for i in gated})
+        self.dec = nn.ModuleList([block(2 * ch[i], ch[i], k, p, s) for i in range(last)])
+        self.roi = ROIAttention(ch[0], k, p, s) if config.roi_attention else None
+        self.head = nn.Conv3d(ROI_CHANNELS if config.roi_attention else ch[0], config.out_channels, 1)
+        init_weights(self, config.prelu_init)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
+        check_spatial_shape(self.config, x.shape[2:])
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.bottom(x)
+        for i in reversed(range(self.levels - 1)):
+            skip = skips[i]
+            if str(i) in self.gates:
+                skip = self.gates[str(i)](skip, x)
+            x = self.dec[i](torch.cat([skip, self.up[i](x)], dim=1))
+        if self.roi is not None:
+            x = self.roi(x)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
+        return torch.sigmoid(self.forward_logits(x))
+
+
+class DoubleConv(nn.Sequential):
+    """U-Net block (Cicek et al. 2016): (conv-BN-ReLU-Dropout) x 2, size kept (padding ``kernel_size // 2``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, kernel_size: int = 3):
+        pad = kernel_size // 2
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, kernel_size, padding=pad, bias=False), nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Conv3d(out_channels, out_channels, kernel_size, padding=pad, bias=False), nn.BatchNorm3d(out_channels),
+            nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+
+
+class UNet3D(nn.Module):
+    """Plain 3D U-Net baseline: max-pool down, ConvT up, concatenation skips, sigmoid output (module docstring)."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config, self.levels = config, config.levels
+        ch, p, last = config.channels, config.dropout, config.levels - 1
+        self.enc = nn.ModuleList([DoubleConv(config.in_channels if i == 0 else ch[i - 1], ch[i], p) for i in range(last)])
+        self.pool = nn.MaxPool3d(2)
+        self.bottom = DoubleConv(ch[last - 1], ch[last], p)
+        self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in range(last)])
+        self.dec = nn.ModuleList([DoubleConv(2 * ch[i], ch[i], p) for i in range(last)])
+        self.head = nn.Conv3d(ch[0], config.out_channels, 1)
+        init_weights(self, 0.0)
+
+    def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
+        check_spatial_shape(self.config, x.shape[2:])
+        skips = []
+        for enc in self.enc:
+            x = enc(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for i in reversed(range(self.levels - 1)):
+            x = self.dec[i](torch.cat([skips[i], self.up[i](x)], dim=1))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, D, H, W) -> (N, C_out, D, H, W) in (0, 1)."""
+        return torch.sigmoid(self.forward_logits(x))
+
+
+def build_model(config: NetworkConfig) -> Union[ARNN, UNet3D]:
+    """Build the network described by ``config`` (initialised, train mode); ``model.config`` holds the config."""
+    if not isinstance(config, NetworkConfig):
+        raise TypeError(f"build_model needs a NetworkConfig, got {type(config).__name__}")
+    return ARNN(config) if config.arch == "arnn" else UNet3D(config)

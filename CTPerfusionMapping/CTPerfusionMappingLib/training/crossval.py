@@ -20,16 +20,18 @@ import csv
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ImagingBasics.errors import UserError
 from ImagingBasics.files import save_figure, write_csv
 
-from ..network import NetworkConfig
 from .dataset import TrainSample
 from .trainer import TrainConfig, train
+
+if TYPE_CHECKING:  # annotations only: network.py imports torch, and `ctpm --help` reaches this module (ABLATIONS)
+    from ..network import NetworkConfig
 
 METRICS = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low")
 

@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -38,8 +38,10 @@ from ImagingBasics.errors import UserError
 from ImagingBasics.files import atomic_output, write_csv
 from ImagingBasics.training_support import plot_learning_curve, seed_epoch
 
-from ..network import NetworkConfig
 from .dataset import TrainSample
+
+if TYPE_CHECKING:  # annotations only: network.py imports torch, and `ctpm --help` reaches this module
+    from ..network import NetworkConfig
 
 ENCODER_PREFIXES = ("enc.", "down.")
 

@@ -1,7 +1,7 @@
 """The residual dose CNN of the DoseCNN paper (Li, Fessler, Mikell, Wilderman and Dewaraja: Li 2020).
 
 Input: a pack of 11 adjacent axial slices of two channels, the normalised activity and the density (g/cm3), centred on
-the slice whose dose rate is wanted (:mod:`.cnn_data` builds and normalises packs). Output: the normalised dose rate of
+the slice whose dose rate is wanted (:mod:`.data` builds and normalises packs). Output: the normalised dose rate of
 the middle slice.
 
 * **Depth features** (Li 2020 "CNN Training"): three 3D convolutions with kernels 7x7x5, 7x7x3, 7x7x3 (in-plane 7x7,
@@ -16,8 +16,9 @@ the middle slice.
   convolution gives one channel: the **correction**.
 * **Residual learning**: the correction is added to the VDK dose-rate slice of the middle slice, so the network learns
   Monte Carlo minus VDK. The final 1x1 convolution starts at zero, so an untrained network reproduces the VDK map.
-  Users get :func:`physical_dose`: the sum clamped at >= 0 and set to zero in air (HU < -950, as :mod:`.vdk`); training
-  uses the raw sum (as the follow-up does), so that no voxel's gradient is cut off by the clamp.
+  Users get :func:`physical_dose`: the sum clamped at >= 0 and set to zero in air (HU < -950, as
+  :mod:`DoseCNNLib.physics.vdk`); training uses the raw sum (as the follow-up does), so that no voxel's gradient is
+  cut off by the clamp.
 * In-plane sizes that are not multiples of 2^levels are zero-padded (zero activity, zero density: like air around
   the field of view) and the output cropped back.
 * Whole volumes: :meth:`ResidualDoseNet.correction_slab` runs the depth convolutions once over a slab of slices and
@@ -26,16 +27,24 @@ the middle slice.
 
 Weights: Kaiming-normal initialisation (LeakyReLU slope for the encoder, ReLU for the decoder).
 
-The torch modules (:class:`ResidualDoseNet`, ``DepthFeatures``, ``UNet2d``) are made on first access, so that importing
-this module does not import torch (the Slicer module imports the core without it).
+Module layout: the blocks (:class:`DoubleConv2d`, :class:`DepthFeatures`, :class:`UNet2d`) take every option as a
+constructor argument; :class:`ResidualDoseNet` reads them from a :class:`DoseNetConfig`. The sub-module names are the
+state-dict keys of the weight files (:mod:`.weights`): renaming an attribute breaks the bundled weights.
+
+This module imports torch. The Slicer module, its batch script and ``dosecnn --help`` do not import it at load time
+(Testing/test_slicer_contract.py checks which modules may).
 """
 
 from __future__ import annotations
 
-import functools
-import types
+import copy
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @dataclass(frozen=True)
@@ -95,157 +104,160 @@ class DoseNetConfig:
         return cls(**d)
 
 
-@functools.cache
-def _classes() -> types.SimpleNamespace:
-    """The torch modules, defined on first use so that importing this module does not import torch."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    def _norm(channels: int, batch_norm: bool, dims: int = 2) -> nn.Module:
-        if not batch_norm:
-            return nn.Identity()
-        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
-
-    def _double_conv(cin: int, cout: int, activation: nn.Module, batch_norm: bool) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation,
-                             nn.Conv2d(cout, cout, 3, padding=1, bias=not batch_norm), _norm(cout, batch_norm), activation)
-
-    class DepthFeatures(nn.Module):
-        """The three 3D convolutions (valid through-plane, same in-plane), each with batch norm and LeakyReLU."""
-
-        def __init__(self, config: DoseNetConfig):
-            super().__init__()
-            layers = []
-            cin = config.in_channels
-            pad = config.inplane_kernel // 2
-            for k, cout in zip(config.depth_kernels, config.depth_channels):
-                layers += [nn.Conv3d(cin, cout, (k, config.inplane_kernel, config.inplane_kernel), padding=(0, pad, pad),
-                                     bias=not config.batch_norm),
-                           _norm(cout, config.batch_norm, 3), nn.LeakyReLU(config.negative_slope, inplace=True)]
-                cin = cout
-            self.layers = nn.Sequential(*layers)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.layers(x)
-
-    class UNet2d(nn.Module):
-        """2D U-Net: LeakyReLU encoder, ReLU decoder, one output channel (see the module docstring)."""
-
-        def __init__(self, in_channels: int, config: DoseNetConfig):
-            super().__init__()
-            f = config.filters
-            leaky, bn = config.negative_slope, config.batch_norm
-            self.encoder = nn.ModuleList([_double_conv(in_channels, f[0], nn.LeakyReLU(leaky, inplace=True), bn)])
-            self.encoder.extend(_double_conv(f[i - 1], f[i], nn.LeakyReLU(leaky, inplace=True), bn)
-                                for i in range(1, config.levels + 1))
-            self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in range(config.levels))
-            self.decoder = nn.ModuleList(_double_conv(2 * f[i], f[i], nn.ReLU(inplace=True), bn) for i in range(config.levels))
-            self.out = nn.Conv2d(f[0], 1, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            skips = []
-            for i, block in enumerate(self.encoder):
-                x = block(F.max_pool2d(x, 2) if i > 0 else x)
-                skips.append(x)
-            x = skips.pop()
-            for i in reversed(range(len(self.up))):
-                x = self.decoder[i](torch.cat([skips[i], self.up[i](x)], dim=1))
-            return self.out(x)
-
-    class ResidualDoseNet(nn.Module):
-        """Li 2020's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
-
-        def __init__(self, config: DoseNetConfig = DoseNetConfig()):
-            super().__init__()
-            self.config = config
-            self.depth = DepthFeatures(config)
-            self.unet = UNet2d(config.depth_channels[-1] * config.folded_depth, config)
-            self._initialise()
-            # channels-last tensors: oneDNN's (CPU) and cuDNN's fast layouts (the 2D U-Net twice as fast on a CPU)
-            self.depth.to(memory_format=torch.channels_last_3d)
-            self.unet.to(memory_format=torch.channels_last)
-
-        def _initialise(self) -> None:
-            decoder = set(self.unet.decoder.modules()) | set(self.unet.up.modules())
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
-                    if m in decoder:
-                        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                    else:
-                        nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-            nn.init.zeros_(self.unet.out.weight)  # start from the VDK map: the correction is zero before training
-            nn.init.zeros_(self.unet.out.bias)
-
-        def _pad(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
-            """Zero-pad the last two axes up to multiples of 2^levels; return the padded tensor and the original size."""
-            h, w = x.shape[-2:]
-            m = 2 ** self.config.levels
-            ph, pw = (-h) % m, (-w) % m
-            if ph or pw:
-                x = F.pad(x, (0, pw, 0, ph))
-            return x, h, w
-
-        def correction(self, pack: torch.Tensor) -> torch.Tensor:
-            """Packs ``(B, channels, slices, H, W)`` -> correction of each middle slice ``(B, 1, H, W)``."""
-            c = self.config
-            if pack.dim() != 5 or pack.shape[1] != c.in_channels or pack.shape[2] != c.slices:
-                raise ValueError(f"expected packs (B, {c.in_channels}, {c.slices}, H, W), got {tuple(pack.shape)}")
-            x, h, w = self._pad(pack)
-            f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (B, C, folded_depth, H, W)
-            folded = f.permute(0, 3, 4, 1, 2).reshape(f.shape[0], f.shape[3], f.shape[4], -1)  # channel = C index * depth + d
-            return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
-
-        def correction_slab(self, slab: torch.Tensor) -> torch.Tensor:
-            """A slab ``(1, channels, n + slices - 1, H, W)`` of consecutive slices -> the corrections of its ``n`` middle
-            slices ``(n, 1, H, W)``; equal to :meth:`correction` on the ``n`` packs, with the 3D convolutions done once."""
-            c = self.config
-            n = slab.shape[2] - c.slices + 1
-            if slab.dim() != 5 or slab.shape[0] != 1 or slab.shape[1] != c.in_channels or n < 1:
-                raise ValueError(f"expected a slab (1, {c.in_channels}, >= {c.slices}, H, W), got {tuple(slab.shape)}")
-            x, h, w = self._pad(slab)
-            f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (1, C, n + folded_depth - 1, H, W)
-            f = f.unfold(2, c.folded_depth, 1)  # (1, C, n, H, W, folded_depth)
-            folded = f.permute(0, 2, 3, 4, 1, 5).reshape(n, f.shape[3], f.shape[4], -1)  # as in correction()
-            return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
-
-        def forward(self, pack: torch.Tensor, vdk: torch.Tensor) -> torch.Tensor:
-            """Raw normalised dose rate of the middle slices: ``vdk (B, 1, H, W)`` + correction (not clamped)."""
-            return vdk + self.correction(pack)
-
-    return types.SimpleNamespace(DepthFeatures=DepthFeatures, UNet2d=UNet2d, ResidualDoseNet=ResidualDoseNet)
+def _norm(channels: int, batch_norm: bool, dims: int = 2) -> nn.Module:
+    """Batch normalisation of ``channels`` in 2D or 3D, or the identity when ``batch_norm`` is false."""
+    if not batch_norm:
+        return nn.Identity()
+    return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm3d(channels)
 
 
-#: Module attributes made on first access (PEP 562): ``from .cnn_network import ResidualDoseNet`` imports torch then.
-_LAZY = ("DepthFeatures", "UNet2d", "ResidualDoseNet")
+class DoubleConv2d(nn.Sequential):
+    """One U-Net level (Li 2020): (conv k x k, same padding -> batch norm -> activation) x 2.
+
+    ``negative_slope``: LeakyReLU slope (the encoder's), or None for a ReLU (the decoder's). Without ``batch_norm`` the
+    convolutions have a bias and the norms are identities (the layer indices, so the state-dict keys, stay the same).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: Optional[float], batch_norm: bool = True,
+                 kernel_size: int = 3):
+        def activation() -> nn.Module:
+            return nn.ReLU(inplace=True) if negative_slope is None else nn.LeakyReLU(negative_slope, inplace=True)
+
+        pad = kernel_size // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad, bias=not batch_norm),
+            _norm(out_channels, batch_norm), activation(),
+            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad, bias=not batch_norm),
+            _norm(out_channels, batch_norm), activation(),
+        )
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(_classes(), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class DepthFeatures(nn.Module):
+    """The 3D convolutions of Li 2020: kernels ``(k, inplane_kernel, inplane_kernel)`` for each through-plane ``k`` of
+    ``kernels``, valid through-plane (each takes ``k - 1`` slices), same in-plane; batch norm and LeakyReLU after each.
+    ``channels`` are their output channels."""
+
+    def __init__(self, in_channels: int, kernels: Sequence[int], channels: Sequence[int], inplane_kernel: int = 7,
+                 negative_slope: float = 0.1, batch_norm: bool = True):
+        super().__init__()
+        layers = []
+        cin = in_channels
+        pad = inplane_kernel // 2
+        for k, cout in zip(kernels, channels):
+            layers += [nn.Conv3d(cin, cout, (k, inplane_kernel, inplane_kernel), padding=(0, pad, pad), bias=not batch_norm),
+                       _norm(cout, batch_norm, 3), nn.LeakyReLU(negative_slope, inplace=True)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, slices, H, W)`` -> ``(B, channels[-1], slices - sum(k - 1), H, W)``."""
+        return self.layers(x)
 
 
-def build_dose_network(config: DoseNetConfig = DoseNetConfig()):
-    """A :class:`ResidualDoseNet` (torch module) of this configuration, freshly initialised."""
-    return _classes().ResidualDoseNet(config)
+class UNet2d(nn.Module):
+    """2D U-Net of Li 2020: ``len(filters) - 1`` levels of 2x2 max pooling down and 2x2 transposed convolutions up,
+    concatenation skips, LeakyReLU(``negative_slope``) encoder, ReLU decoder, a 1x1 convolution to one channel."""
+
+    def __init__(self, in_channels: int, filters: Sequence[int], negative_slope: float = 0.1, batch_norm: bool = True):
+        super().__init__()
+        f, levels = tuple(filters), len(filters) - 1
+        self.encoder = nn.ModuleList([DoubleConv2d(in_channels, f[0], negative_slope, batch_norm)])
+        self.encoder.extend(DoubleConv2d(f[i - 1], f[i], negative_slope, batch_norm) for i in range(1, levels + 1))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(f[i + 1], f[i], 2, stride=2) for i in range(levels))
+        self.decoder = nn.ModuleList(DoubleConv2d(2 * f[i], f[i], None, batch_norm) for i in range(levels))
+        self.out = nn.Conv2d(f[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, H, W)`` -> ``(B, 1, H, W)``; H and W multiples of ``2 ** levels``."""
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(F.max_pool2d(x, 2) if i > 0 else x)
+            skips.append(x)
+        x = skips.pop()
+        for i in reversed(range(len(self.up))):
+            x = self.decoder[i](torch.cat([skips[i], self.up[i](x)], dim=1))
+        return self.out(x)
 
 
-def physical_dose(raw, air):
-    """The network's dose rate as users get it: at least zero, and zero in air voxels (tensors; ``air`` bool)."""
+class ResidualDoseNet(nn.Module):
+    """Li 2020's residual CNN: depth features, fold, 2D U-Net, plus the VDK slice (normalised units throughout)."""
+
+    def __init__(self, config: DoseNetConfig = DoseNetConfig()):
+        super().__init__()
+        self.config = config
+        self.depth = DepthFeatures(config.in_channels, config.depth_kernels, config.depth_channels, config.inplane_kernel,
+                                   config.negative_slope, config.batch_norm)
+        self.unet = UNet2d(config.depth_channels[-1] * config.folded_depth, config.filters, config.negative_slope,
+                           config.batch_norm)
+        self._initialise()
+        # channels-last tensors: oneDNN's (CPU) and cuDNN's fast layouts (the 2D U-Net twice as fast on a CPU)
+        self.depth.to(memory_format=torch.channels_last_3d)
+        self.unet.to(memory_format=torch.channels_last)
+
+    def _initialise(self) -> None:
+        """Kaiming-normal weights (ReLU gain in the decoder, LeakyReLU elsewhere), zero biases, a zero last layer."""
+        decoder = set(self.unet.decoder.modules()) | set(self.unet.up.modules())
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+                if m in decoder:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                else:
+                    nn.init.kaiming_normal_(m.weight, a=self.config.negative_slope, nonlinearity="leaky_relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.unet.out.weight)  # start from the VDK map: the correction is zero before training
+        nn.init.zeros_(self.unet.out.bias)
+
+    def _pad(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
+        """Zero-pad the last two axes up to multiples of 2^levels; return the padded tensor and the original size."""
+        h, w = x.shape[-2:]
+        m = 2 ** self.config.levels
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        return x, h, w
+
+    def correction(self, pack: torch.Tensor) -> torch.Tensor:
+        """Packs ``(B, channels, slices, H, W)`` -> correction of each middle slice ``(B, 1, H, W)``."""
+        c = self.config
+        if pack.dim() != 5 or pack.shape[1] != c.in_channels or pack.shape[2] != c.slices:
+            raise ValueError(f"expected packs (B, {c.in_channels}, {c.slices}, H, W), got {tuple(pack.shape)}")
+        x, h, w = self._pad(pack)
+        f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (B, C, folded_depth, H, W)
+        folded = f.permute(0, 3, 4, 1, 2).reshape(f.shape[0], f.shape[3], f.shape[4], -1)  # channel = C index * depth + d
+        return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
+
+    def correction_slab(self, slab: torch.Tensor) -> torch.Tensor:
+        """A slab ``(1, channels, n + slices - 1, H, W)`` of consecutive slices -> the corrections of its ``n`` middle
+        slices ``(n, 1, H, W)``; equal to :meth:`correction` on the ``n`` packs, with the 3D convolutions done once."""
+        c = self.config
+        n = slab.shape[2] - c.slices + 1
+        if slab.dim() != 5 or slab.shape[0] != 1 or slab.shape[1] != c.in_channels or n < 1:
+            raise ValueError(f"expected a slab (1, {c.in_channels}, >= {c.slices}, H, W), got {tuple(slab.shape)}")
+        x, h, w = self._pad(slab)
+        f = self.depth(x.contiguous(memory_format=torch.channels_last_3d))  # (1, C, n + folded_depth - 1, H, W)
+        f = f.unfold(2, c.folded_depth, 1)  # (1, C, n, H, W, folded_depth)
+        folded = f.permute(0, 2, 3, 4, 1, 5).reshape(n, f.shape[3], f.shape[4], -1)  # as in correction()
+        return self.unet(folded.permute(0, 3, 1, 2))[..., :h, :w]
+
+    def forward(self, pack: torch.Tensor, vdk: torch.Tensor) -> torch.Tensor:
+        """Raw normalised dose rate of the middle slices: ``vdk (B, 1, H, W)`` + correction (not clamped)."""
+        return vdk + self.correction(pack)
+
+
+def build_dose_network(config: DoseNetConfig = DoseNetConfig()) -> ResidualDoseNet:
+    """A :class:`ResidualDoseNet` of this configuration, freshly initialised."""
+    return ResidualDoseNet(config)
+
+
+def physical_dose(raw: torch.Tensor, air: torch.Tensor) -> torch.Tensor:
+    """The network's dose rate as users get it: at least zero, and zero in air voxels (``air`` bool)."""
     return raw.clamp(min=0.0).masked_fill(air, 0.0)
 
 
-def fuse_batch_norm(model):
+def fuse_batch_norm(model: nn.Module) -> nn.Module:
     """A copy for inference with every batch normalisation folded into the convolution before it: the same outputs
     in eval mode, one pass over the activations fewer per layer."""
-    import copy
-
-    import torch.nn as nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     fused = copy.deepcopy(model).eval()
     for seq in fused.modules():
         if isinstance(seq, nn.Sequential):
@@ -256,5 +268,6 @@ def fuse_batch_norm(model):
     return fused
 
 
-def count_parameters(model) -> int:
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of a torch module (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

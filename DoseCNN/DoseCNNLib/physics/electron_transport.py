@@ -1,24 +1,29 @@
 """Condensed-history electron transport on a voxelised patient (torch; CPU or CUDA).
 
-A class-I condensed-history scheme kept deliberately simple; each step of an electron of kinetic energy E:
+A class-I condensed-history scheme kept deliberately simple; each step of an electron of kinetic energy E (one
+function per step; :func:`transport_electrons` runs them in the order 6, 1, 2 + 5, 3, 4):
 
 1. Step length in mass thickness s = f R(E) (``step_fraction`` f of the remaining CSDA range R, material of the
-   voxel where the step starts), at most ``max_step_mm`` geometrically; geometric length l = s / rho (density scaling).
+   voxel where the step starts), at most ``max_step_mm`` geometrically; geometric length l = s / rho (density scaling):
+   :func:`condensed_history_step`.
 2. Energy loss: continuous slowing down, E' = E(R(E) - s) from the CSDA range table of :mod:`.electron_stopping`
    (no straggling, no delta rays, no bremsstrahlung photons: radiative losses are < 0.5 % below 0.5 MeV in tissue and
-   are deposited with the collision losses).
-3. Deposition: the lost energy E - E' is deposited at the hinge point, a uniformly random point of the step.
+   are deposited with the collision losses): :func:`continuous_energy_loss`.
+3. Deposition: the lost energy E - E' is deposited at the hinge point, a uniformly random point of the step
+   (:func:`random_hinge`).
 4. Angular deflection (random hinge): the electron flies u l along its direction, turns, flies (1 - u) l. The
    deflection has the mean <1 - cos theta> = 1 - exp(-s / lambda_1) of a step (Goudsmit-Saunderson's first moment),
    with (1 - cos theta) exponentially distributed (the small-angle Gaussian limit), truncated at 2.
    lambda_1, the first transport mean free path, is computed from the screened Rutherford cross section with
    Moliere's screening parameter (:func:`transport_mean_free_path_g_cm2`):
    sigma_1 = 2 pi Z (Z + 1) r_e^2 (m c^2)^2 / (p c beta)^2 [ln(1 + 1/eta) - 1/(1 + eta)],
-   eta = 1.7e-5 Z^(2/3) / (tau (tau + 2)) (1.13 + 3.76 (alpha Z / beta)^2).
-5. Below ``cutoff_mev`` the electron stops and deposits the rest.
+   eta = 1.7e-5 Z^(2/3) / (tau (tau + 2)) (1.13 + 3.76 (alpha Z / beta)^2). The turn: :func:`multiple_scattering_deflection`.
+5. Below ``cutoff_mev`` the electron stops and deposits the rest (in :func:`continuous_energy_loss`).
 6. Range rejection (exact for voxel doses): an electron whose remaining CSDA range (a path length, so an upper bound of
    how far it can get) is shorter than its distance to the nearest face of its voxel deposits all its energy in that
-   voxel and stops. Most Lu-177 electrons end this way after a few steps in millimetre voxels.
+   voxel and stops, :func:`range_rejected`. Most Lu-177 electrons end this way after a few steps in millimetre voxels.
+
+Random numbers per step, in this order: the hinge fraction u, the deflection, the azimuth.
 
 Electrons leaving the grid escape. The checks (energy balance in a large water phantom, penetration against the CSDA
 range, Lu-177 self-voxel S values against Lanconelli) are in Testing/test_electron_transport.py.
@@ -35,7 +40,7 @@ import numpy as np
 from .constants import AVOGADRO_PER_MOL, CLASSICAL_ELECTRON_RADIUS_CM, ELECTRON_MASS_MEV, FINE_STRUCTURE
 from .electron_stopping import ELEMENTS, csda_range_g_cm2, electron_medium
 from .materials import MATERIALS, Material
-from .photon_transport import rotate_direction
+from .photon_transport import advance, rotate_direction
 from .voxel_grid import VoxelGrid
 
 
@@ -81,6 +86,111 @@ class ElectronResult:
     steps: int
 
 
+class _DeviceTables:
+    """:class:`ElectronTables` on the device, with log-log interpolation along the energy grid per material."""
+
+    def __init__(self, tables: ElectronTables, device, dtype):
+        import torch
+
+        self.log_e = torch.as_tensor(np.log(tables.energies_mev), device=device, dtype=dtype)
+        self.log_r = torch.as_tensor(np.log(tables.csda_g_cm2), device=device, dtype=dtype)  # [M, E]
+        self.log_l = torch.as_tensor(np.log(tables.lambda1_g_cm2), device=device, dtype=dtype)
+        self.n_e = len(tables.energies_mev)
+
+    def _interpolate(self, table_rows, log_energy, material):
+        import torch
+
+        log_e, n_e = self.log_e, self.n_e
+        f = ((log_energy - log_e[0]) / (log_e[1] - log_e[0])).clamp(0, n_e - 1 - 1e-9)
+        i = f.floor().long()
+        t = f - i
+        return torch.exp(table_rows[material, i] + (table_rows[material, i + 1] - table_rows[material, i]) * t)
+
+    def csda_range_at_log_energy(self, log_energy, material):
+        """CSDA range (g/cm2) at ln(E / MeV) in each electron's material."""
+        return self._interpolate(self.log_r, log_energy, material)
+
+    def csda_range(self, energy_mev, material):
+        """CSDA range R(E) (g/cm2) in each electron's material."""
+        import torch
+
+        return self.csda_range_at_log_energy(torch.log(energy_mev), material)
+
+    def lambda1(self, energy_mev, material):
+        """First transport mean free path lambda_1(E) (g/cm2) in each electron's material."""
+        import torch
+
+        return self._interpolate(self.log_l, torch.log(energy_mev), material)
+
+    def energy_from_range(self, range_g_cm2, material):
+        """E(R) (MeV), the inverse of the CSDA range table (monotone), per material."""
+        import torch
+
+        log_e, n_e = self.log_e, self.n_e
+        out = torch.empty_like(range_g_cm2)
+        for m in torch.unique(material).tolist():
+            sel = material == m
+            lr = torch.log(range_g_cm2[sel].clamp(min=1e-30))
+            rows = self.log_r[m]
+            j = torch.searchsorted(rows, lr).clamp(1, n_e - 1)
+            t = (lr - rows[j - 1]) / (rows[j] - rows[j - 1])
+            out[sel] = torch.exp(log_e[j - 1] + (log_e[j] - log_e[j - 1]) * t)
+        return out
+
+
+def range_rejected(positions_mm, csda_g_cm2, density_g_cm3, spacing_mm):
+    """Step 6, range rejection: True where the remaining CSDA range (``10 R / rho`` mm at the voxel's density; a path
+    length, so an upper bound of how far the electron can get) is shorter than the distance to the nearest face of
+    the electron's voxel (``spacing_mm`` a tensor (sx, sy, sz)). Such an electron deposits all its energy there."""
+    import torch
+
+    local = positions_mm - torch.floor(positions_mm / spacing_mm) * spacing_mm
+    to_face = torch.minimum(local, spacing_mm - local).min(-1).values
+    return 10.0 * csda_g_cm2 / density_g_cm3 < to_face
+
+
+def condensed_history_step(csda_g_cm2, density_g_cm3, step_fraction: float, max_step_mm: float):
+    """Step 1: (mass thickness s in g/cm2, geometric length l in mm) of the next step: s = f R(E), at most
+    ``max_step_mm`` geometrically; l = s / rho (density scaling; 0.1 and 10 convert mm and cm)."""
+    import torch
+
+    s = torch.minimum(step_fraction * csda_g_cm2, 0.1 * max_step_mm * density_g_cm3)
+    return s, 10.0 * s / density_g_cm3
+
+
+def continuous_energy_loss(tables: _DeviceTables, csda_g_cm2, s_g_cm2, material, cutoff_mev: float):
+    """Steps 2 and 5: (energy E' in MeV after the step, mask of the electrons that stop). Continuous slowing down,
+    E' = E(R(E) - s) from the CSDA range table; an electron whose remaining range R(E) - s is at most the range at
+    ``cutoff_mev`` stops (E' = 0) and its whole energy counts as lost in this step."""
+    import torch
+
+    stops = (csda_g_cm2 - s_g_cm2) <= tables.csda_range_at_log_energy(
+        torch.full_like(csda_g_cm2, math.log(cutoff_mev)), material)
+    remaining = tables.energy_from_range(torch.where(stops, csda_g_cm2, csda_g_cm2 - s_g_cm2), material)
+    return torch.where(stops, torch.zeros_like(csda_g_cm2), remaining), stops
+
+
+def random_hinge(positions_mm, directions, length_mm, generator):
+    """Steps 3-4, first half: (hinge positions in mm, fractions u): the electron flies ``u l`` along its direction,
+    u uniform on [0, 1) (one random number per electron); the energy lost in the step is deposited at the hinge."""
+    import torch
+
+    u = torch.rand(len(length_mm), generator=generator, device=length_mm.device, dtype=length_mm.dtype)
+    return advance(positions_mm, directions, u * length_mm), u
+
+
+def multiple_scattering_deflection(directions, s_g_cm2, lambda1_g_cm2, generator):
+    """Step 4: directions after the step's angular deflection at the hinge. (1 - cos theta) exponential with the
+    Goudsmit-Saunderson first-moment mean 1 - exp(-s / lambda_1), truncated at 2; uniform azimuth (one random number
+    per electron, then :func:`.photon_transport.rotate_direction`'s)."""
+    import torch
+
+    mean_deflection = 1 - torch.exp(-s_g_cm2 / lambda1_g_cm2)
+    xi = torch.rand(len(s_g_cm2), generator=generator, device=s_g_cm2.device, dtype=s_g_cm2.dtype)
+    x = -mean_deflection * torch.log(xi)
+    return rotate_direction(directions, (1 - x.clamp(max=2.0)), generator)
+
+
 def transport_electrons(positions_mm, directions, energies_mev, weights, materials: np.ndarray,
                         density_g_cm3: np.ndarray, spacing_mm: Sequence[float], tables: ElectronTables,
                         device: str = "cpu", seed: int = 0, step_fraction: float = 0.1, max_step_mm: float = 1.0,
@@ -97,28 +207,7 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     grid = VoxelGrid(materials, density_g_cm3, spacing_mm, device, dtype)
-    spacing = grid.spacing
-    log_e = torch.as_tensor(np.log(tables.energies_mev), device=device, dtype=dtype)
-    log_r = torch.as_tensor(np.log(tables.csda_g_cm2), device=device, dtype=dtype)  # [M, E]
-    log_l = torch.as_tensor(np.log(tables.lambda1_g_cm2), device=device, dtype=dtype)
-    n_e = len(tables.energies_mev)
-
-    def interp(table_rows, x_log, m):  # log-log interpolation along the energy grid, per electron's material
-        f = ((x_log - log_e[0]) / (log_e[1] - log_e[0])).clamp(0, n_e - 1 - 1e-9)
-        i = f.floor().long()
-        t = f - i
-        return torch.exp(table_rows[m, i] + (table_rows[m, i + 1] - table_rows[m, i]) * t)
-
-    def energy_from_range(r, m):  # inverse of the CSDA table (monotone) per material
-        out = torch.empty_like(r)
-        for material in torch.unique(m).tolist():
-            sel = m == material
-            lr = torch.log(r[sel].clamp(min=1e-30))
-            rows = log_r[material]
-            j = torch.searchsorted(rows, lr).clamp(1, n_e - 1)
-            t = (lr - rows[j - 1]) / (rows[j] - rows[j - 1])
-            out[sel] = torch.exp(log_e[j - 1] + (log_e[j] - log_e[j - 1]) * t)
-        return out
+    tabs = _DeviceTables(tables, device, dtype)
 
     pos = torch.as_tensor(positions_mm, device=device, dtype=dtype).clone()
     direction = torch.as_tensor(directions, device=device, dtype=dtype).clone()
@@ -141,11 +230,9 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
         flat = grid.flat_index(p)
         m = grid.material_at(flat)
         density = grid.density_at(flat)
-        r = interp(log_r, torch.log(e), m)
-        if range_rejection:  # remaining range (mm) shorter than the way out of the voxel: all energy stays there
-            local = p - torch.floor(p / spacing) * spacing
-            to_face = torch.minimum(local, spacing - local).min(-1).values
-            trapped = 10.0 * r / density < to_face
+        r = tabs.csda_range(e, m)
+        if range_rejection:
+            trapped = range_rejected(p, r, density, grid.spacing)
             if bool(trapped.any()):
                 deposit.index_add_(0, flat[trapped], (e * w)[trapped])
                 keep_idx = ~trapped
@@ -153,19 +240,14 @@ def transport_electrons(positions_mm, directions, energies_mev, weights, materia
                 flat, m, density, r = flat[keep_idx], m[keep_idx], density[keep_idx], r[keep_idx]
                 if alive.numel() == 0:
                     continue
-        s = torch.minimum(step_fraction * r, 0.1 * max_step_mm * density)  # g/cm2; 0.1: mm -> cm
-        stops = (r - s) <= interp(log_r, torch.full_like(e, math.log(cutoff_mev)), m)
-        e_new = torch.where(stops, torch.zeros_like(e), energy_from_range(torch.where(stops, r, r - s), m))
-        length_mm = 10.0 * s / density
-        u = torch.rand(len(e), generator=gen, device=device, dtype=dtype)
-        hinge = p + d * (u * length_mm)[:, None]
-        inside = grid.inside(hinge)
+        s, length_mm = condensed_history_step(r, density, step_fraction, max_step_mm)
+        e_new, stops = continuous_energy_loss(tabs, r, s, m, cutoff_mev)
+        hinge, u = random_hinge(p, d, length_mm, gen)
+        inside = grid.inside(hinge)  # deposition at the hinge; electrons whose hinge is outside escape
         deposit.index_add_(0, grid.flat_index(torch.where(inside[:, None], hinge, p))[inside], ((e - e_new) * w)[inside])
         escaped = escaped + (e * w)[~inside].sum()
-        mean_deflection = 1 - torch.exp(-s / interp(log_l, torch.log(0.5 * (e + e_new).clamp(min=cutoff_mev)), m))
-        x = -mean_deflection * torch.log(torch.rand(len(e), generator=gen, device=device, dtype=dtype))
-        d_new = rotate_direction(d, (1 - x.clamp(max=2.0)), gen)
-        end = hinge + d_new * ((1 - u) * length_mm)[:, None]
+        d_new = multiple_scattering_deflection(d, s, tabs.lambda1(0.5 * (e + e_new).clamp(min=cutoff_mev), m), gen)
+        end = advance(hinge, d_new, (1 - u) * length_mm)
         still = inside & ~stops
         out = still & ~grid.inside(end)
         escaped = escaped + (e_new * w)[out].sum()

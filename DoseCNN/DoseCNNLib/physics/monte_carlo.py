@@ -5,10 +5,11 @@ Steps (each a function):
 1. :func:`patient_media`: CT (HU) -> material index and density (:mod:`.materials`; Li 2020's calibration by default).
 2. :func:`sample_decay_positions`: ``n`` decay positions (mm from the grid corner), voxels drawn in proportion to
    their activity, uniform inside the voxel.
-3. Per batch: the decays' electrons and photons (:func:`.kernels.sample_emissions`) transported by
-   :mod:`.electron_transport` and :mod:`.photon_transport`; energy per voxel.
+3. :func:`transport_decays`, per batch: the decays' electrons and photons (:func:`.kernels.sample_emissions`)
+   transported by :mod:`.electron_transport` and :mod:`.photon_transport`; energy per voxel.
 4. :func:`dose_rate_from_energy`: dose rate (mGy/s) = energy per decay / voxel mass x total activity (Bq).
-5. Statistical uncertainty from the spread of the batch results: relative standard error of the mean per voxel.
+5. :func:`batch_mean_and_relative_error`: statistical uncertainty from the spread of the batch results, the relative
+   standard error of the mean per voxel.
 
 The activity map must be in Bq per voxel on the CT grid (a SPECT in counts needs its calibration factor first;
 :func:`run_mc` resamples an activity map on another grid onto the CT grid, keeping its total).
@@ -71,15 +72,59 @@ def dose_rate_from_energy(energy_mev: np.ndarray, n_decays: int, density_g_cm3: 
     return energy_mev / n_decays * MEV_TO_J / mass_kg * total_activity_bq * 1e3
 
 
+def deposit_locally(deposit, positions_mm: np.ndarray, spacing_mm, shape, energy_mev: float) -> None:
+    """Add ``energy_mev`` (MeV, each) to ``deposit`` (a flat ``[z, y, x]`` float64 tensor of a grid of ``shape``) in
+    the voxels of ``positions_mm`` ``[n, 3]`` (x, y, z mm from the grid corner; the far faces clamped)."""
+    import torch
+
+    ijk = np.minimum(np.floor(positions_mm / np.asarray(spacing_mm)).astype(np.int64), np.array(shape[::-1]) - 1)
+    flat = torch.as_tensor((ijk[:, 2] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 0], device=deposit.device)
+    deposit.index_add_(0, flat, torch.full((len(flat),), energy_mev, dtype=torch.float64, device=deposit.device))
+
+
+def transport_decays(n_decays: int, decay, activity: np.ndarray, materials: np.ndarray, density_g_cm3: np.ndarray,
+                     spacing_mm, tables, rng: np.random.Generator, device: str, seed: int, deposit) -> None:
+    """Step 3: ``n_decays`` decays of ``decay`` sampled and transported; their energy (MeV) is added to ``deposit``.
+
+    Emissions, positions (drawn from ``activity``, Bq per voxel on the CT grid) and isotropic directions, electrons'
+    first, come from ``rng``; the electron and photon transports use torch generators seeded ``seed`` and ``seed + 1``.
+    ``tables``: (:func:`.electron_transport.electron_tables`, :func:`.photon_xs.photon_table`). The decay data's
+    photons below 1 keV are absorbed where the decays (their electrons) are. ``deposit``: flat float64 on ``device``.
+    """
+    from .electron_transport import transport_electrons
+    from .kernels import sample_emissions
+    from .photon_transport import isotropic_directions, transport_photons
+
+    electron_tables, photon_table = tables
+    emissions = sample_emissions(decay, n_decays, rng)
+    n_e, n_p = len(emissions.electron_mev), len(emissions.photon_mev)
+    pos = sample_decay_positions(activity, spacing_mm, n_e + n_p, rng)
+    transport_electrons(pos[:n_e], isotropic_directions(n_e, rng), emissions.electron_mev, emissions.electron_weight,
+                        materials, density_g_cm3, spacing_mm, electron_tables, device=device, seed=seed, deposit=deposit)
+    if n_p:
+        transport_photons(pos[n_e:], isotropic_directions(n_p, rng), emissions.photon_mev, materials, density_g_cm3,
+                          spacing_mm, photon_table, device=device, seed=seed + 1, deposit=deposit,
+                          weight=emissions.photon_weight)
+    if emissions.local_mev and n_e:
+        deposit_locally(deposit, pos[:n_e], spacing_mm, activity.shape, emissions.local_mev / n_e)
+
+
+def batch_mean_and_relative_error(sums, squares, batches: int, shape):
+    """Step 5: (mean of the batch results, relative standard error of that mean) per voxel as ``[z, y, x]`` numpy
+    arrays, from the flat sums of the batch results and of their squares: sample variance (Bessel's correction),
+    standard error sqrt(variance / batches); NaN where the mean is not positive."""
+    mean = (sums / batches).reshape(shape).cpu().numpy()
+    var = np.maximum((squares / batches).reshape(shape).cpu().numpy() - mean ** 2, 0.0) * batches / (batches - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(mean > 0, np.sqrt(var / batches) / mean, np.nan)
+    return mean, rel
+
+
 def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int = 1_000_000, batches: int = 10,
            device: str = "cpu", seed: int = 0, density_calibration=None,
            progress: Optional[Callable[[int, int], None]] = None) -> McResult:
     """Dose-rate map and its relative uncertainty (see the module docstring)."""
     from .electron_transport import electron_tables
-    from .electron_transport import transport_electrons as electrons
-    from .kernels import sample_emissions
-    from .photon_transport import isotropic_directions
-    from .photon_transport import transport_photons as photons
     from .photon_xs import photon_table
 
     if batches < 2:
@@ -98,30 +143,17 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
     sums = torch.zeros(size, dtype=torch.float64, device=device)  # the batches' energies, summed on the device
     squares = torch.zeros(size, dtype=torch.float64, device=device)
     batch = torch.zeros(size, dtype=torch.float64, device=device)
-    e_tab, p_tab = electron_tables(), photon_table()
+    tables = (electron_tables(), photon_table())
     for b in range(batches):
         batch.zero_()
-        emissions = sample_emissions(decay, per_batch, rng)
-        n_e, n_p = len(emissions.electron_mev), len(emissions.photon_mev)
-        pos = sample_decay_positions(act.array, spacing, n_e + n_p, rng)
-        electrons(pos[:n_e], isotropic_directions(n_e, rng), emissions.electron_mev, emissions.electron_weight,
-                  materials, density, spacing, e_tab, device=device, seed=seed * 1000 + 2 * b, deposit=batch)
-        if n_p:
-            photons(pos[n_e:], isotropic_directions(n_p, rng), emissions.photon_mev, materials, density, spacing, p_tab,
-                    device=device, seed=seed * 1000 + 2 * b + 1, deposit=batch, weight=emissions.photon_weight)
-        if emissions.local_mev and n_e:  # photons below 1 keV: absorbed where the decays (electrons) are
-            ijk = np.minimum(np.floor(pos[:n_e] / np.asarray(spacing)).astype(np.int64), np.array(ct.shape[::-1]) - 1)
-            flat = torch.as_tensor((ijk[:, 2] * ct.shape[1] + ijk[:, 1]) * ct.shape[2] + ijk[:, 0], device=device)
-            batch.index_add_(0, flat, torch.full((n_e,), emissions.local_mev / n_e, dtype=torch.float64, device=device))
+        transport_decays(per_batch, decay, act.array, materials, density, spacing, tables, rng, device,
+                         seed * 1000 + 2 * b, batch)
         sums.add_(batch)
         squares.addcmul_(batch, batch)
         if progress is not None:
             progress(b + 1, batches)
     total_bq = float(act.array.astype(np.float64).sum())
-    mean = (sums / batches).reshape(ct.shape).cpu().numpy()
-    var = np.maximum((squares / batches).reshape(ct.shape).cpu().numpy() - mean ** 2, 0.0) * batches / (batches - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(mean > 0, np.sqrt(var / batches) / mean, np.nan)
+    mean, rel = batch_mean_and_relative_error(sums, squares, batches, ct.shape)
     dose = dose_rate_from_energy(mean, per_batch, density, spacing, total_bq)
     return McResult(ct.with_array(dose.astype(np.float32)), ct.with_array(rel.astype(np.float32)), per_batch * batches,
                     batches, total_bq, decay.nuclide)

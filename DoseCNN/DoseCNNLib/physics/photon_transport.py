@@ -1,21 +1,29 @@
 """Monte Carlo photon transport on a voxelised patient (torch: the same code on the CPU and on CUDA).
 
-Method (one function per step):
+Method (one function per step; :func:`transport_photons` runs them in this order):
 
-* Woodcock (delta) tracking, :func:`woodcock_step`: distances to the next tentative collision are drawn with a
-  majorant attenuation coefficient mu_max(E) (the largest mu/rho of the materials x the largest density of the grid),
-  so no voxel boundary is ever computed; a tentative collision at a voxel is real with probability mu(voxel)/mu_max.
-* Interaction type by the partial coefficients of :mod:`.photon_xs` (photoelectric, incoherent, coherent).
+* Woodcock (delta) tracking: distances to the next tentative collision are drawn with a majorant attenuation
+  coefficient mu_max(E) (the largest mu/rho of the materials x the largest density of the grid),
+  :func:`sample_free_path_cm`, and flown, :func:`advance`, so no voxel boundary is ever computed; a tentative collision
+  at a voxel is real with probability mu(voxel)/mu_max, :func:`is_real_collision`.
+* Interaction type by the partial coefficients of :mod:`.photon_xs` (photoelectric, incoherent, coherent),
+  :func:`choose_interaction`.
 * Photoelectric absorption: the photon's energy is deposited in the voxel.
-* Incoherent (Compton) scattering: the scattered energy and angle from the Klein-Nishina cross section by Kahn's
-  rejection method, :func:`sample_klein_nishina`; the electron's kinetic energy E - E' is deposited in the voxel.
-  (Binding lowers the total incoherent coefficient, which the tables include; the angular sampling is free-electron.)
-* Coherent (Rayleigh) scattering: the direction from the Thomson distribution (1 + cos^2)/2 without atomic form
-  factors (which would make it more forward); no energy is lost. Coherent scattering is ~2 % of the attenuation of
-  soft tissue at 208 keV.
+* Incoherent (Compton) scattering, :func:`compton_scatter`: the scattered energy and angle from the Klein-Nishina
+  cross section by Kahn's rejection method, :func:`sample_klein_nishina`; the electron's kinetic energy E - E' is
+  deposited in the voxel. (Binding lowers the total incoherent coefficient, which the tables include; the angular
+  sampling is free-electron.)
+* Coherent (Rayleigh) scattering, :func:`coherent_scatter`: the direction from the Thomson distribution
+  (1 + cos^2)/2 without atomic form factors (which would make it more forward); no energy is lost. Coherent scattering
+  is ~2 % of the attenuation of soft tissue at 208 keV.
 * Secondary electrons (photo- and Compton electrons) deposit their energy where they are set free (a kerma
   approximation: their ranges at Lu-177's photon energies are below 0.5 mm, small against CT voxels); the electron
-  transport of betas is a separate step. Photons below ``cutoff_mev`` are absorbed where they are.
+  transport of betas is a separate step. Photons below ``cutoff_mev`` are absorbed where they are,
+  :func:`absorb_below_cutoff`.
+
+The random numbers are drawn in this order for every step (the results of a seed depend on it): free paths,
+real-collision tests, interaction types, then Klein-Nishina and azimuths of the Compton photons, then Thomson and
+azimuths of the coherent ones.
 
 Geometry: :class:`~.voxel_grid.VoxelGrid` (positions in mm from the grid's corner). Photons leaving the grid
 escape. Results are energies in MeV per voxel (float64) and the escaped energy; everything is reproducible for a
@@ -141,6 +149,83 @@ class _Tables:
         return torch.exp(self.log_major[i] + (self.log_major[i + 1] - self.log_major[i]) * t)
 
 
+def sample_free_path_cm(majorant_per_cm, generator):
+    """Woodcock step length (cm) to the next tentative collision: ``-ln(xi) / mu_max``, exponential with the majorant
+    coefficient mu_max (1/cm) of each photon's energy (Woodcock et al. 1965); one uniform xi per photon."""
+    import torch
+
+    xi = torch.rand(majorant_per_cm.shape, generator=generator, device=majorant_per_cm.device, dtype=majorant_per_cm.dtype)
+    return -torch.log(xi) / majorant_per_cm
+
+
+def advance(positions_mm, directions, distance_mm):
+    """Positions (mm) after a straight flight of ``distance_mm`` ``[n]`` along the unit ``directions`` ``[n, 3]``."""
+    return positions_mm + directions * distance_mm[:, None]
+
+
+def is_real_collision(mu_per_cm, majorant_per_cm, generator):
+    """Woodcock's rejection: a tentative collision is real with probability mu / mu_max (both 1/cm, mu of the voxel
+    where it happens), i.e. where ``xi mu_max < mu``; one uniform xi per photon. Virtual collisions change nothing."""
+    import torch
+
+    xi = torch.rand(mu_per_cm.shape, generator=generator, device=mu_per_cm.device, dtype=mu_per_cm.dtype)
+    return xi * majorant_per_cm < mu_per_cm
+
+
+def choose_interaction(partial_cm2_g, generator):
+    """(photoelectric, incoherent, coherent) boolean masks of real collisions, each interaction chosen with
+    probability its partial mass attenuation coefficient / their sum (``partial_cm2_g`` ``[n, 3]`` in that order, from
+    :mod:`.photon_xs`); one uniform number per photon."""
+    import torch
+
+    u = torch.rand(len(partial_cm2_g), generator=generator, device=partial_cm2_g.device,
+                   dtype=partial_cm2_g.dtype) * partial_cm2_g.sum(-1)
+    photo = u < partial_cm2_g[:, 0]
+    compton = ~photo & (u < partial_cm2_g[:, 0] + partial_cm2_g[:, 1])
+    return photo, compton, ~photo & ~compton
+
+
+def compton_scatter(directions, energy_mev, generator):
+    """Incoherent (Compton) scattering: (new directions, scattered photon energies E' in MeV, kinetic energies
+    E - E' in MeV of the Compton electrons). E' and the angle from Klein-Nishina (:func:`sample_klein_nishina`),
+    uniform azimuth (:func:`rotate_direction`)."""
+    scattered_mev, cos_theta = sample_klein_nishina(energy_mev, generator)
+    electron_mev = energy_mev - scattered_mev
+    return rotate_direction(directions, cos_theta, generator), scattered_mev, electron_mev
+
+
+def coherent_scatter(directions, generator):
+    """Coherent (Rayleigh) scattering: new directions, polar angle from the Thomson distribution
+    (:func:`sample_thomson_cosine`, no form factors), uniform azimuth; the energy is unchanged."""
+    cos_theta = sample_thomson_cosine(len(directions), generator, directions.device, directions.dtype)
+    return rotate_direction(directions, cos_theta, generator)
+
+
+def absorb_below_cutoff(energy_mev, cutoff_mev: float):
+    """(energies with those below ``cutoff_mev`` set to 0, mask of those absorbed): a photon below the cutoff
+    deposits its energy where it is and stops."""
+    import torch
+
+    absorbed = energy_mev < cutoff_mev
+    return torch.where(absorbed, torch.zeros_like(energy_mev), energy_mev), absorbed
+
+
+def _record_first_collisions(first_collision_mm: list, first_done, alive, positions_mm, real) -> None:
+    """Append the positions (mm) of the photons whose first real collision this is; mark them in ``first_done``."""
+    new_first = real & ~first_done[alive]
+    first_collision_mm.extend(positions_mm[new_first].cpu().numpy().tolist())
+    first_done[alive[new_first]] = True
+
+
+def _survivors(alive, real, stopped):
+    """``alive`` (photon indices) without those of the real collisions (mask ``real``) that ``stopped``."""
+    import torch
+
+    gone = torch.zeros(len(alive), device=alive.device, dtype=torch.bool)
+    gone[real.nonzero(as_tuple=True)[0][stopped]] = True
+    return alive[~gone]
+
+
 def transport_photons(positions_mm, directions, energies_mev, materials: np.ndarray, density_g_cm3: np.ndarray,
                       spacing_mm: Sequence[float], table: PhotonTable, device: str = "cpu", seed: int = 0,
                       cutoff_mev: float = 0.001, max_steps: int = 100_000,
@@ -171,7 +256,7 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
     external = deposit is not None
     target = deposit if external else torch.zeros(grid.size, device=device, dtype=dtype)
 
-    def add(index, values):
+    def add(index, values):  # energy stays in the voxel (kerma approximation for the secondary electrons)
         target.index_add_(0, index, values * weight if external else values)
     escaped = torch.zeros((), device=device, dtype=dtype)
     first_done = torch.zeros(len(energy), device=device, dtype=torch.bool)
@@ -182,46 +267,34 @@ def transport_photons(positions_mm, directions, energies_mev, materials: np.ndar
         if alive.numel() == 0:
             break
         p, d, e = pos[alive], direction[alive], energy[alive]
-        step_cm = -torch.log(torch.rand(len(e), generator=gen, device=device, dtype=dtype)) / tabs.majorant(e)
-        p = p + d * (10.0 * step_cm)[:, None]
+        p = advance(p, d, 10.0 * sample_free_path_cm(tabs.majorant(e), gen))  # Woodcock step; 10 mm per cm
         inside = grid.inside(p)
-        escaped = escaped + e[~inside].sum()
+        escaped = escaped + e[~inside].sum()  # photons leaving the grid escape
         alive, p, d, e = alive[inside], p[inside], d[inside], e[inside]
         flat = grid.flat_index(p)
-        m = grid.material_at(flat)
-        partial = tabs.partial(m, e)  # cm2/g
-        mu = partial.sum(-1) * grid.density_at(flat)
-        real = torch.rand(len(e), generator=gen, device=device, dtype=dtype) * tabs.majorant(e) < mu
+        partial = tabs.partial(grid.material_at(flat), e)  # cm2/g
+        real = is_real_collision(partial.sum(-1) * grid.density_at(flat), tabs.majorant(e), gen)
         pos[alive] = p
         if first_collision_mm is not None:
-            new_first = real & ~first_done[alive]
-            first_collision_mm.extend(p[new_first].cpu().numpy().tolist())
-            first_done[alive[new_first]] = True
+            _record_first_collisions(first_collision_mm, first_done, alive, p, real)
         if not bool(real.any()):
             continue
         idx, d_r, e_r, flat_r, part_r = alive[real], d[real], e[real], flat[real], partial[real]
         interactions += len(idx)
-        u = torch.rand(len(idx), generator=gen, device=device, dtype=dtype) * part_r.sum(-1)
-        photo = u < part_r[:, 0]
-        compton = ~photo & (u < part_r[:, 0] + part_r[:, 1])
-        coherent = ~photo & ~compton
-        add(flat_r[photo], e_r[photo])
-        dead = photo.clone()
+        photo, compton, coherent = choose_interaction(part_r, gen)
+        add(flat_r[photo], e_r[photo])  # photoelectric absorption: all of the photon's energy
+        stopped = photo.clone()
         if bool(compton.any()):
-            e_new, cos_t = sample_klein_nishina(e_r[compton], gen)
-            add(flat_r[compton], e_r[compton] - e_new)
-            d_r[compton] = rotate_direction(d_r[compton], cos_t, gen)
-            low = e_new < cutoff_mev
-            add(flat_r[compton][low], e_new[low])
-            e_r[compton] = torch.where(low, torch.zeros_like(e_new), e_new)
-            dead[compton] = low
+            d_c, e_c, electron_mev = compton_scatter(d_r[compton], e_r[compton], gen)
+            add(flat_r[compton], electron_mev)
+            d_r[compton] = d_c
+            e_kept, absorbed = absorb_below_cutoff(e_c, cutoff_mev)
+            add(flat_r[compton][absorbed], e_c[absorbed])
+            e_r[compton], stopped[compton] = e_kept, absorbed
         if bool(coherent.any()):
-            cos_t = sample_thomson_cosine(int(coherent.sum()), gen, device, dtype)
-            d_r[coherent] = rotate_direction(d_r[coherent], cos_t, gen)
+            d_r[coherent] = coherent_scatter(d_r[coherent], gen)
         direction[idx], energy[idx] = d_r, e_r
-        gone = torch.zeros(len(alive), device=device, dtype=torch.bool)
-        gone[real.nonzero(as_tuple=True)[0][dead]] = True
-        alive = alive[~gone]
+        alive = _survivors(alive, real, stopped)
     else:
         raise RuntimeError("photon transport did not finish within max_steps")
     out = None if external else grid.to_numpy(target)
