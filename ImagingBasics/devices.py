@@ -1,8 +1,8 @@
 """Where torch computes: device choice, a device report, mixed precision, and the fallback to the CPU when a GPU runs
 out of memory. Shared by both networks (the perfusion ARNN and the dose CNN).
 
-torch is imported inside the functions, so that this module (and the Slicer modules that read :data:`DEVICE_CHOICES`)
-loads without it. ``python -m ImagingBasics.devices --json`` prints :func:`device_report` as one JSON line: the Slicer
+torch is imported inside the functions, so that this module (and the Slicer modules that read :data:`DEVICE`) loads
+without it. ``python -m ImagingBasics.devices --json`` prints :func:`device_report` as one JSON line: the Slicer
 modules ask a child process for it, so that torch is never imported into Slicer itself.
 """
 
@@ -15,10 +15,17 @@ import warnings
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from .errors import UserError
+from .options import Option
 
-#: The device choices offered by the GUIs and batch scripts (the command lines also take "cuda:N" and "mps").
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-#: Help text of a --device option.
+#: The devices a pipeline run may ask for: the same on every surface (command line, batch scripts, GUIs). The training
+#: commands also take "cuda:N" (:data:`DEVICE_HELP`); a run on another GPU than the first sets CUDA_VISIBLE_DEVICES.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+#: The ``--device`` option of the pipeline commands (``ctpm run/evaluate/batch``, ``dosecnn run/integrate``), their
+#: batch scripts and their Slicer modules.
+DEVICE = Option("device", "--device", str, "auto", choices=DEVICE_CHOICES,
+                help="where torch computes: auto (a CUDA GPU, then Apple MPS, then the CPU), cpu, cuda (the first GPU "
+                     "that CUDA_VISIBLE_DEVICES leaves visible) or mps (Apple silicon)")
+#: Help text of a --device option that also takes "cuda:N" (no pipeline command uses it: they take DEVICE).
 DEVICE_HELP = "auto (CUDA, then Apple MPS, then CPU), cpu, cuda (or cuda:N) or mps"
 
 

@@ -338,6 +338,9 @@ class SceneDouble:
     def GetFirstNodeByClass(self, class_name):
         return next((n for n in self.nodes if isinstance(n, self.CLASSES.get(class_name, ()))), None)
 
+    def Clear(self, removeSingletons=False):
+        self.nodes = []
+
 
 def np_identity_rows():
     return [[1.0 if r == c else 0.0 for c in range(4)] for r in range(4)]
@@ -402,6 +405,48 @@ def make_cli_double(calls: list, fail: set, cip_mask=None):
     return run_sync
 
 
+class WithinRangeDouble:
+    """slicer.parameterNodeWrapper.WithinRange (validators.py): ``minimum``, ``maximum``, inclusive; ``validate``
+    raises ValueError."""
+
+    def __init__(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+    def validate(self, value):
+        if not self.minimum <= value <= self.maximum:
+            raise ValueError(f"Value must be within range [{self.minimum}, {self.maximum}], is {value}")
+
+
+class ChoiceDouble:
+    """slicer.parameterNodeWrapper.Choice: ``choices``; ``validate`` raises ValueError."""
+
+    def __init__(self, choices):
+        self.choices = choices
+
+    def validate(self, value):
+        if value not in self.choices:
+            raise ValueError(f"Value is {value}, but must be in one of the following: {self.choices}")
+
+
+SLICER_GLUE_PACKAGES = ("SlicerModuleBase",)
+
+
+def load_module(monkeypatch, doubles: dict, path, name: str):
+    """Import a module file (or batch script) with the double in place of Slicer. The shared Slicer glue
+    (SlicerModuleBase) is imported afresh too, so that it sees this test's double, not an earlier test's."""
+    import importlib.util
+    import sys
+
+    for key, module in doubles.items():
+        monkeypatch.setitem(sys.modules, key, module)
+    for key in [k for k in sys.modules if k.split(".")[0] in SLICER_GLUE_PACKAGES]:
+        monkeypatch.delitem(sys.modules, key)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli: set = frozenset(), cip_mask=None):
     """A stand-in ``slicer`` package: the scene, util, app and base classes that CTPerfusionMapping.py needs
     (``with_brains``: BRAINSFit and BRAINSResample are "installed"; ``slicer.cli_calls`` records their runs)."""
@@ -443,13 +488,31 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
     def save_node(node, path):
         from ImagingBasics.imageio import write_volume
 
-        write_volume(slicer_nodes.volume_from_node(node), path)
+        slicer.saved[str(path)] = node
+        if isinstance(node, VolumeNodeDouble):
+            write_volume(slicer_nodes.volume_from_node(node), path)
         return True
 
+    def load_volume(path, name=None):
+        """slicer.util.loadVolume (and loadLabelVolume): a new volume node in the scene; raises on a bad file."""
+        from ImagingBasics.imageio import read_volume
+
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or str(path))
+        slicer_nodes.update_node_from_volume(node, read_volume(path))
+        return node
+
+    def load_segmentation(path):
+        return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", str(path))
+
+    slicer.saved = {}  # path -> node, of every saveNode
+    slicer.module_logics = {}  # module name -> the Logic slicer.util.getModuleLogic returns
+    slicer.exit_codes = []
     slicer.util = types.SimpleNamespace(
         saveNode=save_node, arrayFromVolume=array_from_volume, updateSegmentBinaryLabelmapFromArray=update_segment,
         arrayFromSegmentBinaryLabelmap=array_from_segment, setSliceViewerLayers=set_layers,
-        VTKObservationMixin=VTKObservationMixin)
+        VTKObservationMixin=VTKObservationMixin, loadVolume=load_volume, loadLabelVolume=load_volume,
+        loadSegmentation=load_segmentation, getModuleLogic=lambda name: slicer.module_logics[name],
+        exit=slicer.exit_codes.append)
 
     class Base:
         def __init__(self, *args, **kwargs):
@@ -473,15 +536,31 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
         return {name: getattr(cls, name, [] if typing.get_origin(annotation) is list else None)
                 for name, annotation in cls.__annotations__.items()}
 
+    def field_validators(cls):
+        """Each field's validators: the objects of its Annotated[...] metadata that have ``validate``."""
+        return {name: [m for m in getattr(annotation, "__metadata__", ()) if hasattr(m, "validate")]
+                for name, annotation in cls.__annotations__.items()}
+
+    def validated_setattr(validators):
+        """Writing a field validates the value first (the real wrapper's serializer does, raising ValueError)."""
+        def setattr_(self, name, value):
+            for validator in validators.get(name, ()):
+                validator.validate(value)
+            object.__setattr__(self, name, value)
+
+        return setattr_
+
     def parameter_node_wrapper(cls):
-        """Fields become plain attributes with their defaults (None for nodes), like the real wrapper's values."""
+        """Fields become plain attributes with their defaults (None for nodes), like the real wrapper's values; the
+        defaults and every write are validated."""
         defaults = field_defaults(cls)
 
         def init(self, _node=None):
             for name, value in defaults.items():
                 setattr(self, name, list(value) if isinstance(value, list) else value)
 
-        return type(cls.__name__, (), {"__init__": init, "__annotations__": dict(cls.__annotations__)})
+        return type(cls.__name__, (), {"__init__": init, "__setattr__": validated_setattr(field_validators(cls)),
+                                       "__annotations__": dict(cls.__annotations__)})
 
     def parameter_pack(cls):
         """A parameterPack: a class whose fields take keyword (or positional) arguments, else their defaults."""
@@ -497,12 +576,13 @@ def make_slicer_double(temporary_path: str, with_brains: bool = False, fail_cli:
                     raise TypeError(f"__init__() got an unexpected keyword argument '{name}'")
                 setattr(self, name, value)
 
-        return type(cls.__name__, (), {"__init__": init, "__annotations__": dict(cls.__annotations__)})
+        return type(cls.__name__, (), {"__init__": init, "__setattr__": validated_setattr(field_validators(cls)),
+                                       "__annotations__": dict(cls.__annotations__)})
 
     wrapper.parameterNodeWrapper = parameter_node_wrapper
     wrapper.parameterPack = parameter_pack
-    wrapper.WithinRange = lambda lo, hi: ("WithinRange", lo, hi)
-    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper.WithinRange = WithinRangeDouble
+    wrapper.Choice = ChoiceDouble
     for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode", "vtkMRMLTableNode",
                  "vtkMRMLPlotChartNode"):
         setattr(slicer, name, type(name, (), {}))

@@ -1,9 +1,10 @@
 """The layer rules of the code, checked on every test run (DESIGN: foundation below both cores, Slicer glue above).
 
 * the import-linter contracts in pyproject.toml (``[tool.importlinter]``): the foundation ``ImagingBasics`` below
-  both cores, the cores independent of each other, no import cycles between sibling modules or packages at any
-  depth, nothing in the foundation or the cores imports Slicer, Qt or CTK -- and a deliberate violation in a copy of
-  the code is caught, so the check cannot pass vacuously;
+  both cores and the shared Slicer glue ``SlicerModuleBase`` (which imports neither core), the cores independent of
+  each other, no import cycles between sibling modules or packages at any depth, nothing in the foundation or the
+  cores imports Slicer, Qt or CTK -- and a deliberate violation in a copy of the code is caught, so the check cannot
+  pass vacuously;
 * no private name (``_x``) is imported from another package (import-linter sees modules, not names).
 """
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"ImagingBasics": ROOT / "ImagingBasics",
+PACKAGES = {"ImagingBasics": ROOT / "ImagingBasics", "SlicerModuleBase": ROOT / "SlicerModuleBase",
             "CTPerfusionMappingLib": ROOT / "CTPerfusionMapping" / "CTPerfusionMappingLib",
             "DoseCNNLib": ROOT / "DoseCNN" / "DoseCNNLib"}
 

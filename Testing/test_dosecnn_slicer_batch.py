@@ -1,15 +1,20 @@
-"""The DoseCNN Slicer batch script's argument handling, as a plain function (the script itself needs Slicer)."""
+"""The DoseCNN Slicer batch script: its argument handling as a plain function, and the script itself with the test
+double of Slicer and a Logic double that checks the keywords against the real Logic's ``process``."""
 
-import ast
+import inspect
 from pathlib import Path
 
 import pytest
-from tiny_images import write_tiny_ct
+from slicer_double import ScalarVolumeNodeDouble, TableNodeDouble, load_module, make_slicer_double
+from tiny_images import tiny_ct, write_tiny_ct
 
 from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
+from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "DoseCNN" / "Resources" / "Scripts" / "DoseCNNBatch.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "DoseCNN" / "Resources" / "Scripts" / "DoseCNNBatch.py"
+MODULE = ROOT / "DoseCNN" / "DoseCNN.py"
 
 
 @pytest.fixture
@@ -54,6 +59,8 @@ def test_a_manifest_of_time_points(files):
     (["--spect", "{d}/spect.nrrd", "--activity-mbq", "1", "--out", "o"], "--spect needs --ct"),
     (["--spect", "{d}/spect.nrrd", "--ct", "{d}/ct.nrrd", "--out", "o"], "give a calibration"),
     (["--spect", "{d}/spect.nrrd", "--ct", "{d}/ct.nrrd", "--activity-mbq", "-5", "--out", "o"], "must be positive"),
+    (["--spect", "{d}/spect.nrrd", "--ct", "{d}/ct.nrrd", "--activity-mbq", "2e6", "--out", "o"],
+     "--activity-mbq must be positive and at most 100000 MBq, got 2e"),
     (["--spect", "{d}/spect.nrrd", "--ct", "{d}/ct.nrrd", "--activity-mbq", "5", "--calibration", "2", "--out", "o"],
      "not allowed with"),
     (["--spect", "{d}/none.nrrd", "--ct", "{d}/ct.nrrd", "--activity-mbq", "5", "--out", "o"], "SPECT not found"),
@@ -86,13 +93,69 @@ def test_a_manifest_mixing_calibrations_is_refused(files):
     assert not r.by_activity and r.time_points[1].bq_per_count == 10.0
 
 
-def test_the_script_uses_the_parser_and_exits_with_a_status():
-    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"), feature_version=(3, 9))
-    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert {"parse_batch_arguments", "slicer.util.getModuleLogic", "slicer.util.exit", "_save", "logic.process",
-            "logic.inputProblem", "slicer.util.saveNode", "slicer.util.loadVolume"} <= calls
-    assert {"slicer.util.loadSegmentation", "slicer.util.loadLabelVolume"} <= calls
-    script = SCRIPT.read_text(encoding="utf-8")
-    for field in ("inputCT", "inputSPECT", "inputSegmentation", "inputLabelmap", "inputReference", "timePoints",
-                  "activityMBq", "bqPerCount", "fitModel", "startMode", "registerCTs", "registrationMetric"):
-        assert f"p.{field}" in script, f"the batch script never sets {field}"
+class LogicDouble:
+    """The module's Logic as the batch script sees it: ``process`` takes exactly the keywords of the real
+    ``DoseCNNLogic.process`` (checked), records them and returns output nodes (with a table when labels are given)."""
+
+    summary = "maximum dose rate 1 mGy/s"
+
+    def __init__(self, signature):
+        self.signature = signature
+        self.calls = []
+
+    def process(self, **keywords):
+        self.signature.bind(None, **keywords)
+        self.calls.append(keywords)
+
+        def volume():
+            node = ScalarVolumeNodeDouble("dose")
+            slicer_nodes.update_node_from_volume(node, tiny_ct())
+            return node
+
+        outputs = {"outputAbsorbedDose": volume(), "outputTimePointDoseRates": [volume() for _ in keywords["timePoints"]]
+                   } if keywords["timePoints"] is not None else {"outputDoseRate": volume()}
+        if keywords["inputSegmentation"] is not None or keywords["inputLabelmap"] is not None:
+            outputs.update(outputTable=TableNodeDouble(), outputDVHTable=TableNodeDouble())
+        return outputs
+
+
+@pytest.fixture
+def script(monkeypatch, tmp_path):
+    module = load_module(monkeypatch, make_slicer_double(str(tmp_path)), MODULE, "DoseCNN_for_batch")
+    logic = LogicDouble(inspect.signature(module.DoseCNNLogic.process))
+    doubles = make_slicer_double(str(tmp_path))
+    doubles["slicer"].module_logics["DoseCNN"] = logic
+    return load_module(monkeypatch, doubles, SCRIPT, "DoseCNNBatch_under_test"), logic, doubles["slicer"]
+
+
+def test_the_script_runs_one_time_point_through_the_logic(script, files, capsys):
+    script, logic, slicer = script
+    write_tiny_ct(files / "spect.nrrd")
+    out = files / "out"
+    assert script.main(["--spect", str(files / "spect.nrrd"), "--ct", str(files / "ct.nrrd"), "--calibration", "12.5",
+                        "--labels", str(files / "organs.seg.nrrd"), "--method", "cnn", "--device", "cpu",
+                        "--out", str(out)]) == 0
+    (call,) = logic.calls
+    assert (call["bqPerCount"], call["activityMBq"], call["method"], call["device"]) == (12.5, None, "cnn", "cpu")
+    assert call["timePoints"] is None and call["inputSegmentation"] is not None and call["inputLabelmap"] is None
+    assert sorted(Path(path).name for path in slicer.saved) == ["dose_rate.nrrd", "dvh.csv", "segments.csv"]
+    assert "1 of 1 cases done" in capsys.readouterr().out
+
+
+def test_the_script_runs_a_manifest_through_the_logic(script, files, capsys):
+    script, logic, slicer = script
+    for name in ("spect.nrrd", "spect2.nrrd"):
+        write_tiny_ct(files / name)
+    out = files / "out"
+    assert script.main(["--manifest", str(files / "tp.csv"), "--fit", "trapezoid", "--no-register", "--out",
+                        str(out)]) == 0
+    (call,) = logic.calls
+    assert [(p.hours, p.activityMBq) for p in call["timePoints"]] == [(24.0, 5000.0), (96.0, 2500.0)]
+    assert (call["fitModel"], call["registerCTs"], call["bqPerCount"], call["inputSPECT"]) == ("trapezoid", False, None,
+                                                                                                None)
+    assert call["timePoints"][0].ct is call["inputCT"]  # the reference CT: the first time point's, loaded once
+    assert sorted(Path(path).name for path in slicer.saved) == ["absorbed_dose.nrrd", "dose_rate_24h.nrrd",
+                                                                "dose_rate_96h.nrrd"]
+    assert script.main(["--manifest", str(files / "tp.csv"), "--fit", "cubic", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == "error: --fit: invalid choice 'cubic' (choose from mono, bi, trapezoid)\n"
+    assert len(logic.calls) == 1

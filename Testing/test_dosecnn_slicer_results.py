@@ -22,16 +22,16 @@ def test_run_command_is_a_valid_dosecnn_run(tmp_path):
                                       method="cnn", weights="w.pt", device="cpu", kernel_cache="k")
     assert cmd[:4] == [sys.executable, "-m", "DoseCNNLib.cli", "run"]
     args = build_parser().parse_args(cmd[3:])
-    assert (args.spect, args.ct, args.labels, args.activity_mbq, args.calibration) == ("s.nrrd", "ct.nrrd", "l.nrrd",
-                                                                                      5000.0, None)
+    assert (args.spect, args.ct, args.labels, args.activity_mbq, args.bq_per_count) == ("s.nrrd", "ct.nrrd", "l.nrrd",
+                                                                                       5000.0, None)
     assert (args.method, args.weights, args.device, str(args.kernel_cache)) == ("cnn", "w.pt", "cpu", "k")
     assert args.progress_lines and args.out == tmp_path
     cmd = slicer_commands.run_command("s", "c", "o", bq_per_count=2.5, method="vdk", weights="ignored.pt")
     args = build_parser().parse_args(cmd[3:])
-    assert args.calibration == 2.5 and args.activity_mbq is None and "--weights" not in cmd and args.device == "auto"
+    assert args.bq_per_count == 2.5 and args.activity_mbq is None and "--weights" not in cmd and args.device == "auto"
     with pytest.raises(UserError, match="exactly one calibration"):
         slicer_commands.run_command("s", "c", "o")
-    with pytest.raises(UserError, match="unknown method"):
+    with pytest.raises(UserError, match="--method: invalid choice 'mc'"):
         slicer_commands.run_command("s", "c", "o", activity_mbq=1.0, method="mc")
 
 
@@ -42,9 +42,9 @@ def test_integrate_command_is_a_valid_dosecnn_integrate(tmp_path):
     assert cmd[:4] == [sys.executable, "-m", "DoseCNNLib.cli", "integrate"]
     args = build_parser().parse_args(cmd[3:])
     assert str(args.manifest) == "tp.csv" and args.out == tmp_path and str(args.reference_ct) == "ct.nrrd"
-    assert (args.fit, args.start, args.no_register, args.registration_metric) == ("bi", "zero", True, "mattes")
+    assert (args.fit, args.start, args.register, args.registration_metric) == ("bi", "zero", False, "mattes")
     assert args.names == ["2=liver", "10=lesion 10"] and args.dose_rate_maps and args.progress_lines
-    with pytest.raises(UserError, match="unknown fit"):
+    with pytest.raises(UserError, match="--fit: invalid choice 'cubic'"):
         slicer_commands.integrate_command("m", "o", fit="cubic")
 
 

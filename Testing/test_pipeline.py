@@ -236,7 +236,7 @@ def test_high_percentile_option_is_checked_and_reported(cases, tmp_path, capsys)
     case = cases / "case000"
     assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--baseline", "--high-percentile", "150", "--out",
                  str(tmp_path), "--quiet"]) == 2
-    assert "--high-percentile must be between 0 and 100" in capsys.readouterr().err
+    assert "--high-percentile must be from 1 to 99, got 150" in capsys.readouterr().err
     assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--lungs", str(case / "lungs.nrrd"), "--baseline",
                  "--high-percentile", "50", "--out", str(tmp_path), "--quiet"]) == 0
     assert "split at the 50th percentile" in capsys.readouterr().out

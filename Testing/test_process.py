@@ -34,11 +34,11 @@ def test_protocol_lines_round_trip_and_other_lines_are_text():
 
 def test_run_command_is_a_valid_ctpm_run(tmp_path):
     cmd = commands.run_command("ct.nrrd", tmp_path, spect="s.nrrd", lobes="l.nrrd", device="cpu", register=False,
-                              threshold=0.7, mc_dropout=3, baseline=True)
+                              threshold=0.7, mc_dropout_passes=3, baseline=True)
     assert cmd[:4] == [sys.executable, "-m", "CTPerfusionMappingLib.cli", "run"]
     args = build_parser().parse_args(cmd[3:])
     assert (args.ct, args.spect, args.lobes, args.lungs) == ("ct.nrrd", "s.nrrd", "l.nrrd", None)
-    assert args.no_register and args.baseline and args.progress_lines and args.mc_dropout == 3
+    assert not args.register and args.baseline and args.progress_lines and args.mc_dropout_passes == 3
     assert args.threshold == 0.7 and args.device == "cpu" and args.out == tmp_path
     env = commands.child_environment({"PYTHONPATH": "/elsewhere"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(process.LIB_PARENT), str(commands.CTPM_LIB_PARENT), "/elsewhere"]

@@ -1,15 +1,20 @@
-"""The Slicer batch script's argument handling, as a plain function (the script itself needs Slicer)."""
+"""The Slicer batch script: its argument handling as a plain function, and the script itself with the test double of
+Slicer and a Logic double that checks the keywords against the real Logic's ``process``."""
 
-import ast
+import inspect
 from pathlib import Path
 
 import pytest
-from tiny_images import write_tiny_ct
+from slicer_double import ScalarVolumeNodeDouble, SegmentationNodeDouble, TableNodeDouble, load_module, make_slicer_double
+from tiny_images import tiny_ct, write_tiny_ct
 
 from CTPerfusionMappingLib.slicer_glue.batch import parse_batch_arguments
+from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "CTPerfusionMapping" / "Resources" / "Scripts" / "CTPerfusionMappingBatch.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "CTPerfusionMapping" / "Resources" / "Scripts" / "CTPerfusionMappingBatch.py"
+MODULE = ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py"
 
 
 @pytest.fixture
@@ -56,8 +61,49 @@ def test_bad_arguments_are_one_line_user_errors(files, argv, message):
         parse_batch_arguments([a.format(d=files) for a in argv])
 
 
-def test_the_script_uses_the_parser_and_exits_with_a_status():
-    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"), feature_version=(3, 9))
-    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert {"parse_batch_arguments", "slicer.util.getModuleLogic", "slicer.util.exit", "_save"} <= calls
-    assert "slicer.util.saveNode" in calls and "logic.process" in calls
+class LogicDouble:
+    """The module's Logic as the batch script sees it: ``process`` takes exactly the keywords of the real
+    ``CTPerfusionMappingLogic.process`` (checked), records them and returns output nodes; a case without a SPECT
+    fails, as a case whose run fails."""
+
+    summary = "lungs 4000 mL"
+
+    def __init__(self, signature):
+        self.signature = signature
+        self.calls = []
+
+    def process(self, **keywords):
+        self.signature.bind(None, **keywords)
+        self.calls.append(keywords)
+        if keywords["inputSPECT"] is None:
+            raise UserError("simulated failure")
+        perfusion = ScalarVolumeNodeDouble("perfusion")
+        slicer_nodes.update_node_from_volume(perfusion, tiny_ct())
+        return {"outputPerfusion": perfusion, "outputFunctional": SegmentationNodeDouble(),
+                "outputTable": TableNodeDouble()}
+
+
+def test_the_script_runs_each_case_through_the_logic_and_saves_its_outputs(monkeypatch, tmp_path, capsys):
+    module = load_module(monkeypatch, make_slicer_double(str(tmp_path)), MODULE, "CTPerfusionMapping_for_batch")
+    logic = LogicDouble(inspect.signature(module.CTPerfusionMappingLogic.process))
+    doubles = make_slicer_double(str(tmp_path))
+    doubles["slicer"].module_logics["CTPerfusionMapping"] = logic
+    script = load_module(monkeypatch, doubles, SCRIPT, "CTPerfusionMappingBatch_under_test")
+    for name in ("ct.nrrd", "spect.nrrd"):
+        write_tiny_ct(tmp_path / name)
+    (tmp_path / "cases.csv").write_text("id,ct,spect\np1,ct.nrrd,spect.nrrd\np2,ct.nrrd,\n")
+    out = tmp_path / "out"
+    assert script.main(["--manifest", str(tmp_path / "cases.csv"), "--out", str(out), "--threshold", "0.7",
+                        "--no-register", "--device", "cpu", "--uncertainty"]) == 1  # p2 failed, p1 done
+    first, second = logic.calls
+    assert (first["threshold"], first["registerSPECT"], first["device"], first["uncertainty"]) == (0.7, False, "cpu", True)
+    assert first["highPercentile"] is None and first["weightsFile"] is None and first["segmentationSource"] == "Automatic"
+    assert second["inputSPECT"] is None
+    saved = doubles["slicer"].saved
+    assert sorted(Path(path).relative_to(out).as_posix() for path in saved) == [
+        "p1/functional.seg.nrrd", "p1/perfusion.nrrd", "p1/regions.csv"]
+    captured = capsys.readouterr()
+    assert "error: case p2: simulated failure" in captured.err and "1 of 2 cases done; failed: p2" in captured.out
+    assert script.main(["--ct", str(tmp_path / "ct.nrrd"), "--out", str(out), "--high-percentile", "99.5"]) == 2
+    assert capsys.readouterr().err == "error: --high-percentile must be from 1 to 99, got 99.5\n"
+    assert len(logic.calls) == 2  # nothing ran

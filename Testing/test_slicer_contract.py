@@ -3,7 +3,8 @@
 * each module's CMakeLists.txt lists every Python file of its Lib package and every file of its Resources folder
   (else Slicer does not install it), each shared package's CMakeLists.txt every file of the package, both modules
   add the shared packages, and every listed file exists (a missing one is a configure error);
-* nothing in the Lib packages or the foundation imports Slicer, Qt or CTK;
+* nothing in the Lib packages or the foundation imports Slicer, Qt or CTK (the shared Slicer glue SlicerModuleBase
+  does, and nothing else: it parses as Python 3.9 and imports torch nowhere);
 * torch: what the Slicer modules and their batch scripts import at load time, and the two command lines (``--help``,
   ``info``), work where torch cannot be imported; only the modules of :data:`TORCH_AT_IMPORT` import it at module level;
 * everything Slicer imports parses as Python 3.9 (Slicer 5.8);
@@ -24,9 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"CTPerfusionMapping": "CTPerfusionMappingLib", "DoseCNN": "DoseCNNLib"}
 #: the packages both modules share (top-level folders, installed by whichever module comes first)
-SHARED_PACKAGES = ("ImagingBasics",)
+SHARED_PACKAGES = ("ImagingBasics", "SlicerModuleBase")
 #: the shared packages that are Slicer glue (they import slicer, qt, vtk; the rules of the Lib packages do not apply)
-SLICER_GLUE = ()
+SLICER_GLUE = ("SlicerModuleBase",)
 SLICER_ONLY = {"slicer", "qt", "ctk", "vtk.qt", "SimpleITK.sitkUtils", "sitkUtils"}
 
 #: The only modules that import torch at module level: the two network definitions (their nn.Module classes are
@@ -40,7 +41,9 @@ TORCH_FREE = (
     "CTPerfusionMappingLib.slicer_glue.batch", "CTPerfusionMappingLib.slicer_glue.commands",
     "CTPerfusionMappingLib.slicer_glue.segments", "DoseCNNLib.slicer_glue.commands", "DoseCNNLib.slicer_glue.batch",
     "DoseCNNLib.slicer_glue.results", "ImagingBasics.slicer_nodes", "ImagingBasics.process", "ImagingBasics.devices",
-    "CTPerfusionMappingLib.cli", "DoseCNNLib.cli",
+    "CTPerfusionMappingLib.cli", "DoseCNNLib.cli", "CTPerfusionMappingLib.options", "DoseCNNLib.options",
+    "CTPerfusionMappingLib.slicer_glue.request", "DoseCNNLib.slicer_glue.request", "ImagingBasics.options",
+    "SlicerModuleBase.batch", "SlicerModuleBase.jobs",
 )
 
 #: Prefix of a Python program that cannot import torch. (A finder that refuses it, not ``sys.modules["torch"] = None``:

@@ -6,7 +6,9 @@
   (bool: QCheckBox; float: ctkSliderWidget or QDoubleSpinBox; Choice: QComboBox; node: qMRMLNodeComboBox of that node
   class); the fields bound by hand (lists, paths) are named below with the reason;
 * every node combo box follows the scene (mrmlSceneChanged -> setMRMLScene);
-* the module defines the four classes Slicer expects and imports neither torch nor the core at load time.
+* the module defines the four classes Slicer expects (its Widget and Logic on the shared bases of SlicerModuleBase),
+  imports neither torch nor more of the core than its option definitions and request at load time, and stays under
+  450 lines.
 """
 
 import ast
@@ -18,6 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py"
+#: the Widget base: the .ui widgets it touches must be in every module's .ui
+WIDGET_BASE = ROOT / "SlicerModuleBase" / "widget.py"
+MAX_MODULE_LINES = 450
 #: parameters each Widget binds by hand (and why)
 UNBOUND = {
     "CTPerfusionMapping": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)"},
@@ -59,14 +64,26 @@ def _parameter_fields(tree, module_name):
     return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
 
 
-def test_every_widget_the_code_touches_is_in_the_ui(ui, module_ast, module_name):
-    _, widgets, _ = ui
-    used = {n.attr for n in ast.walk(module_ast)
+def _ui_widgets_used(tree):
+    """The names of ``self.ui.<name>`` in a module, and the keys of its ``pathParameters`` (widgets bound by hand)."""
+    used = {n.attr for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "ui"
             and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pathParameters" for t in node.targets):
+            used |= {k.value for k in node.value.keys}
+    return used
+
+
+def test_every_widget_the_code_touches_is_in_the_ui(ui, module_ast, module_name):
+    _, widgets, _ = ui
+    used = _ui_widgets_used(module_ast)
     assert used, "the widget uses no .ui widgets?"
     missing = sorted(used - set(widgets))
     assert not missing, f"widgets used in {module_name}.py but absent from the .ui: {missing}"
+    base = _ui_widgets_used(ast.parse(WIDGET_BASE.read_text(encoding="utf-8"), feature_version=(3, 9)))
+    assert {"applyButton", "cancelButton", "progressBar", "statusLabel", "deviceLabel"} <= base
+    assert not sorted(base - set(widgets)), f"widgets the Widget base uses but absent from {module_name}.ui"
 
 
 def test_parameter_names_match_fields_and_widget_types(ui, module_ast, module_name):
@@ -106,8 +123,8 @@ def test_node_combo_boxes_follow_the_scene(ui, module_name):
 def test_module_classes_and_lazy_imports(module_ast, module_name):
     classes = {n.name: [ast.unparse(b) for b in n.bases] for n in module_ast.body if isinstance(n, ast.ClassDef)}
     assert classes[module_name] == ["ScriptedLoadableModule"]
-    assert classes[f"{module_name}Widget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert classes[f"{module_name}Logic"] == ["ScriptedLoadableModuleLogic"]
+    assert classes[f"{module_name}Widget"] == ["PipelineWidget"]  # SlicerModuleBase.widget
+    assert classes[f"{module_name}Logic"] == ["PipelineLogic"]  # SlicerModuleBase.logic
     assert classes[f"{module_name}Test"] == ["ScriptedLoadableModuleTest"]
     top = [n for n in module_ast.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
@@ -115,17 +132,24 @@ def test_module_classes_and_lazy_imports(module_ast, module_name):
     assert not any(m.split(".")[0] in ("torch", "qt") for m in names), names
     lib_name = f"{module_name}Lib"
     lib = [m for m in names if m.startswith(lib_name) or m.startswith("CTPerfusionMappingLib")]
-    assert lib == [f"{lib_name}.slicer_glue"], "import only torch-free constants from the core at load time"
+    assert sorted(lib) == [f"{lib_name}.options", f"{lib_name}.slicer_glue.request"], \
+        "import only the torch-free option definitions and request from the core at load time"
     assert not any(isinstance(n, ast.Import) and any(a.name == "torch" for a in n.names) for n in ast.walk(module_ast))
+
+
+def test_module_files_are_short(module_name):
+    lines = len(_module_file(module_name).read_text(encoding="utf-8").splitlines())
+    assert lines < MAX_MODULE_LINES, f"{module_name}.py has {lines} lines; move shared glue to SlicerModuleBase"
 
 
 def test_choices_are_what_the_core_accepts():
     from CTPerfusionMappingLib.cli import build_parser
-    from CTPerfusionMappingLib.slicer_glue import batch as slicer_batch
+    from CTPerfusionMappingLib.options import SEGMENTATION_SOURCES
+    from ImagingBasics.devices import DEVICE
 
     module_ast = ast.parse(MODULE.read_text(encoding="utf-8"), feature_version=(3, 9))
-    namespace = {"SEGMENTATION_SOURCES": slicer_batch.SEGMENTATION_SOURCES, "DEVICES": slicer_batch.DEVICES}
-    assert "SEGMENTATION_SOURCES = list(slicer_batch.SEGMENTATION_SOURCES)" in MODULE.read_text(encoding="utf-8")
+    namespace = {"SEGMENTATION_SOURCES": SEGMENTATION_SOURCES, "DEVICES": DEVICE.choices}
+    assert "Choice(SEGMENTATION_SOURCE.choice_labels)" in MODULE.read_text(encoding="utf-8")
     for device in namespace["DEVICES"]:
         assert build_parser().parse_args(["run", "--ct", "x", "--out", "y", "--device", device]).device == device
     logic = next(n for n in module_ast.body if isinstance(n, ast.ClassDef) and n.name == "CTPerfusionMappingLogic")

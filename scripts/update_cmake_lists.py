@@ -1,5 +1,6 @@
 """Rewrite the file lists of the CMakeLists.txt files from the files on disk: MODULE_PYTHON_SCRIPTS and
-MODULE_PYTHON_RESOURCES of each module, PACKAGE_PYTHON_SCRIPTS of each shared package (ImagingBasics).
+MODULE_PYTHON_RESOURCES of each module, PACKAGE_PYTHON_SCRIPTS of each shared package (ImagingBasics,
+SlicerModuleBase).
 
 Run after adding or removing a file in CTPerfusionMappingLib/, DoseCNNLib/, a shared package or a module's
 Resources/ folder (Testing/test_slicer_contract.py fails until the lists match).
@@ -13,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = {"CTPerfusionMapping": "CTPerfusionMappingLib", "DoseCNN": "DoseCNNLib"}
 #: the packages shared by both modules: top-level folders, each the package itself
-SHARED_PACKAGES = ("ImagingBasics",)
+SHARED_PACKAGES = ("ImagingBasics", "SlicerModuleBase")
 
 
 def main() -> None:

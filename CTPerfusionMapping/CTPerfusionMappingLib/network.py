@@ -1,7 +1,7 @@
-"""The CT-to-perfusion networks: the attention residual network (ARNN) of Ren et al. 2021 and a plain 3D U-Net.
+"""The CT-to-perfusion networks: the attention residual network (ARNN) of Ren 2021 IJROBP and a plain 3D U-Net.
 
-This docstring is the *architecture* part of the model card. The reference is Ren et al., IJROBP 2021 (DL-CTPM),
-section "Proposed CNN architecture" and its Fig. 2; the ablations are Ren et al., Front Oncol 2021.
+This docstring is the *architecture* part of the model card. The reference is Ren 2021 IJROBP (DL-CTPM), section
+"Proposed CNN architecture" and its Fig. 2; the ablations are Ren 2021 Front Oncol.
 
 Input and output
     One pre-processed hemi-lung per sample: a float32 tensor ``(N, 1, D, H, W)`` = ``(N, 1, z, y, x)``, by default
@@ -98,7 +98,7 @@ from ImagingBasics.errors import UserError
 
 ARCHITECTURES = ("arnn", "unet")
 
-#: Channels of the ROI attention feature map (Ren et al. 2021: "increase the number of feature channels to four").
+#: Channels of the ROI attention feature map (Ren 2021 IJROBP: "increase the number of feature channels to four").
 ROI_CHANNELS = 4
 #: Number of skip connections (the deepest ones) that get an attention gate (Ren et al. 2021: "two").
 N_SKIP_GATES = 2

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+from ImagingBasics.devices import DEVICE
 from ImagingBasics.errors import UserError
 from ImagingBasics.parallel import default_workers
 
@@ -80,7 +81,7 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     p.add_argument("--seed", type=int, default=1, help="seed of the synthetic patient (default 1)")
     p.add_argument("--weights", help="network weights (default: the bundled model, when installed)")
-    p.add_argument("--device", default="auto")
+    DEVICE.add_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_demo)
 
@@ -88,10 +89,12 @@ def add_demo_command(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     import sys
 
+    from .pipeline import RunOptions
     from .run_cli import _print_summary, load_model
     from .synthetic.cohort import generate_cohort
     from .weights import bundled_weights
 
+    options = RunOptions(device=DEVICE.check(args.device))  # every other option at its default (0.66 split, ...)
     patient = generate_cohort(args.out / "patient", 1, args.seed, "small", pathology_probabilities={"tumour": 1.0},
                               preview=True, progress=False)[0]
     meta = json.loads((patient / "meta.json").read_text(encoding="utf-8"))
@@ -100,18 +103,15 @@ def _demo(args: argparse.Namespace) -> int:
     baseline = args.weights is None and bundled_weights() is None
     if baseline:
         print("note: this installation has no bundled network weights: the HU-only baseline predicts", file=sys.stderr)
-    model, info = load_model(args.weights, baseline, args.device)
+    model, info = load_model(args.weights, baseline, options.device)
     if not baseline:
         trained_on = info["metadata"].get("trained_on", "unknown data")
         print(f"model: {info['weights']} ({info['config']['arch']}; trained on {trained_on})")
-    run_args = argparse.Namespace(no_register=False, device=args.device, no_amp=False, mc_dropout=0, threshold=0.66,
-                                  high_percentile=None,
-                                  labels_source="auto", eval_spacing=None)
     from .run_cli import _progress_bar, run_case
 
     bar, update = _progress_bar(args.quiet)
     try:
-        result = run_case(str(patient / "ct.nrrd"), args.out / "results", run_args, model, info,
+        result = run_case(str(patient / "ct.nrrd"), args.out / "results", options, model, info,
                           spect=str(patient / "spect.nrrd"), progress=update)
     finally:
         if bar is not None:

@@ -29,6 +29,7 @@ from ImagingBasics.volume import Volume
 from .labels import LungLabels, lung_thirds, normalise_labels
 from .lungseg import segment_lungs
 from .metrics import evaluate, functional_volumes, percentile_functional_volumes, region_table
+from .options import RUN
 from .preprocess import (
     LungSample,
     PreprocessParams,
@@ -43,16 +44,20 @@ Progress = Optional[Callable[[float, str], None]]
 
 @dataclass(frozen=True)
 class RunOptions:
-    register: bool = True  # rigid SPECT-to-CT registration (off: SPECT used where it lies, e.g. one scanner)
-    device: str = "auto"
-    amp: bool = True
-    mc_dropout_passes: int = 0  # >= 2 gives an uncertainty map (standard deviation over passes)
-    threshold: float = 0.66  # high/low functional split, fraction of the map's maximum
-    high_percentile: Optional[float] = None  # instead: high = at or above this percentile of the lungs' perfusion
-    labels_source: str = "auto"
+    """The options object of :func:`run_pipeline`. The fields named in :data:`~.options.RUN` take their defaults,
+    ranges and meaning from there (``RunOptions(**RUN.check(values))`` is a checked one); ``preprocess`` and ``seed``
+    are for training and tests."""
+
+    register: bool = RUN["register"].default  # rigid SPECT-to-CT registration (off: SPECT used where it lies)
+    device: str = RUN["device"].default
+    amp: bool = RUN["amp"].default
+    mc_dropout_passes: int = RUN["mc_dropout_passes"].default  # >= 2 gives an uncertainty map (sd over passes)
+    threshold: float = RUN["threshold"].default  # high/low functional split, fraction of the map's maximum
+    high_percentile: Optional[float] = RUN["high_percentile"].default  # instead: high = at or above this percentile
+    labels_source: str = RUN["labels_source"].default
     preprocess: PreprocessParams = PreprocessParams()
     seed: int = 0
-    evaluation_spacing_mm: Optional[float] = None  # None: the SPECT's voxel size (as Ren 2021 IJROBP); 0: the CT grid
+    evaluation_spacing_mm: Optional[float] = RUN["evaluation_spacing_mm"].default  # None: the SPECT's voxel size
 
     def to_dict(self) -> Dict[str, Any]:
         return {"register": self.register, "device": self.device, "amp": self.amp,

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 
 from ImagingBasics.errors import UserError
 
+from .options import EVALUATE, RUN
+
 
 def load_model(weights: Optional[str], baseline: bool, device: str):
     """(model or None, model info) from --weights / --baseline / the bundled weights."""
@@ -45,23 +47,10 @@ def _progress_bar(quiet: bool):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    """The model, the pipeline options (:data:`~.options.RUN`) and the progress bar switch of run and batch."""
     p.add_argument("--weights", help="network weights file (default: the bundled model, when installed)")
     p.add_argument("--baseline", action="store_true", help="predict with the HU-only baseline instead of a network")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda or mps")
-    p.add_argument("--no-register", action="store_true", help="use the SPECT where it lies (same-scanner SPECT/CT)")
-    p.add_argument("--labels-source", default="auto",
-                   help="label convention of --lungs/--lobes: auto, cip, totalsegmentator, totalsegmentator_v1, "
-                        "lungmask_r231, lungmask_ltrclobes")
-    p.add_argument("--threshold", type=float, default=0.66, help="high/low functional split, fraction of max (0.66)")
-    p.add_argument("--high-percentile", type=float, default=None, metavar="P",
-                   help="instead of --threshold: the high-functional volume is the voxels at or above the P-th percentile "
-                        "of the lungs' perfusion (50: the better half); the SPECT evaluation keeps --threshold")
-    p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
-                   help="Monte Carlo dropout passes (>= 2 also writes perfusion_std.nrrd)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--eval-spacing", type=float, default=None, metavar="MM",
-                   help="voxel size of the grid on which maps are compared with the SPECT (default: the SPECT's, as in "
-                        "Ren 2021 IJROBP; 0: the CT grid)")
+    RUN.add_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -82,25 +71,17 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
+    """The checked :class:`~.pipeline.RunOptions` of the parsed arguments: the commands' first step, so that a wrong
+    value is refused (one line, exit 2) before any file is read."""
     from .pipeline import RunOptions
 
-    if not 0.0 < args.threshold < 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.high_percentile is not None and not 0.0 < args.high_percentile < 100.0:
-        raise UserError(f"--high-percentile must be between 0 and 100, got {args.high_percentile}")
-    if args.mc_dropout < 0:
-        raise UserError(f"--mc-dropout must be 0 or more, got {args.mc_dropout}")
-    if args.eval_spacing is not None and args.eval_spacing < 0:
-        raise UserError(f"--eval-spacing must be 0 or more, got {args.eval_spacing}")
-    return RunOptions(register=not args.no_register, device=args.device, amp=not args.no_amp,
-                      mc_dropout_passes=args.mc_dropout, threshold=args.threshold,
-                      high_percentile=getattr(args, "high_percentile", None), labels_source=args.labels_source,
-                      evaluation_spacing_mm=args.eval_spacing)
+    return RunOptions(**RUN.from_arguments(args))
 
 
-def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_info: Dict[str, Any],
-             spect: Optional[str] = None, lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
-    """Read the inputs, run the pipeline and write every output into ``out``; returns the RunResult."""
+def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any], spect: Optional[str] = None,
+             lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
+    """Read the inputs, run the pipeline with ``options`` (a :class:`~.pipeline.RunOptions`) and write every output
+    into ``out``; returns the RunResult."""
     from ImagingBasics.imageio import read_volume
 
     from .pipeline import run_pipeline
@@ -109,7 +90,7 @@ def run_case(ct_path: str, out: Path, args: argparse.Namespace, model, model_inf
     ct = read_volume(ct_path)
     volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
     info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
-    result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, _options(args), progress, info)
+    result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
     write_run_outputs(result, out, ct)
     return result
 
@@ -129,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         bar, update = _progress_bar(args.quiet)
     try:
-        result = run_case(args.ct, args.out, args, model, info, args.spect, args.lungs, args.lobes, update)
+        result = run_case(args.ct, args.out, options, model, info, args.spect, args.lungs, args.lobes, update)
     finally:
         if bar is not None:
             bar.close()
@@ -178,50 +159,53 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lungs", help="lung label map (default: built-in segmentation)")
     p.add_argument("--lobes", help="lobe label map (default: lung thirds)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--no-register", action="store_true", help="use the SPECT where it lies")
-    p.add_argument("--labels-source", default="auto")
-    p.add_argument("--threshold", type=float, default=0.66)
-    p.add_argument("--eval-spacing", type=float, default=None, metavar="MM",
-                   help="comparison grid voxel size (default: the SPECT's; 0: the CT grid)")
+    EVALUATE.add_arguments(p)
     p.set_defaults(func=_evaluate)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs: Optional[str] = None,
+                  lobes: Optional[str] = None) -> Dict[str, Any]:
+    """Score the perfusion map of ``perfusion_path`` (on the CT grid) against the SPECT with ``options`` (a
+    :class:`~.pipeline.RunOptions`: register, labels_source, threshold, evaluation_spacing_mm); writes lobes.csv and
+    metrics.json into ``out`` and returns the metrics."""
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.validation import check_ct, require_finite
 
     from .metrics import region_table, write_region_csv
-    from .pipeline import (
-        PreprocessParams,
-        RunOptions,
-        align_spect,
-        evaluate_against_spect,
-        normalised_spect,
-        resolve_labels,
-    )
+    from .pipeline import PreprocessParams, align_spect, evaluate_against_spect, normalised_spect, resolve_labels
 
-    ct = read_volume(args.ct)
+    ct = read_volume(ct_path)
     ct_warnings = check_ct(ct)
-    perfusion = read_volume(args.perfusion)
+    perfusion = read_volume(perfusion_path)
     require_finite(perfusion, "perfusion map")
     if not perfusion.same_geometry(ct):
         raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
-    labels, label_info = resolve_labels(ct, read_volume(args.lungs) if args.lungs else None,
-                                        read_volume(args.lobes) if args.lobes else None, args.labels_source)
-    spect = read_volume(args.spect)
-    spect_on_ct, reg = align_spect(ct, spect, labels.lungs, not args.no_register)
+    labels, label_info = resolve_labels(ct, read_volume(lungs) if lungs else None,
+                                        read_volume(lobes) if lobes else None, options.labels_source)
+    spect = read_volume(spect_path)
+    spect_on_ct, reg = align_spect(ct, spect, labels.lungs, options.register)
     ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
-    spacing = float(min(spect.spacing)) if args.eval_spacing is None else args.eval_spacing
-    evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, RunOptions(threshold=args.threshold),
-                                        spacing)
+    spacing = options.evaluation_spacing_mm
+    if spacing is None:
+        spacing = float(min(spect.spacing))
+    evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, options, spacing)
     result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
               "grid_spacing_mm": evaluation["grid_spacing_mm"],
               "warnings": ct_warnings + (list(reg.get("warnings", [])) if reg else [])}
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_region_csv(rows, args.out / "lobes.csv")
-    write_json(result, args.out / "metrics.json")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_region_csv(rows, out / "lobes.csv")
+    write_json(result, out / "metrics.json")
+    return result
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import RunOptions
+
+    options = RunOptions(**EVALUATE.from_arguments(args))
+    result = evaluate_case(args.ct, args.perfusion, args.spect, args.out, options, args.lungs, args.lobes)
     e = result["evaluation"]["patient"]
     print(f"vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, DSC high {_num(e['dsc_high'])}, "
           f"low {_num(e['dsc_low'])}; results in {args.out}")
@@ -248,8 +232,8 @@ def _batch(args: argparse.Namespace) -> int:
 
     from .report import OUTPUT_FILES
 
-    rows = read_manifest(args.manifest)
     options = _options(args)
+    rows = read_manifest(args.manifest)
     model, info = load_model(args.weights, args.baseline, options.device)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: List[Dict[str, Any]] = []
@@ -267,7 +251,7 @@ def _batch(args: argparse.Namespace) -> int:
                 metrics = json.loads((out / OUTPUT_FILES["metrics"]).read_text(encoding="utf-8"))
                 entry["status"] = "skipped (done)"
             else:
-                result = run_case(row["ct"], out, args, model, info, row.get("spect") or None,
+                result = run_case(row["ct"], out, options, model, info, row.get("spect") or None,
                                   row.get("lungs") or None, row.get("lobes") or None)
                 metrics = result.metrics
                 entry["status"] = "ok"

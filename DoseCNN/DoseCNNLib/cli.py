@@ -13,6 +13,7 @@ from ImagingBasics.cli_common import add_convert_command, add_devices_command, a
 
 from . import __version__
 from .demo import add_demo_command
+from .options import INTEGRATE, RUN
 from .phantom_cli import add_phantom_command
 
 
@@ -240,14 +241,8 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="organ/lesion label map on the CT grid (optional)")
     p.add_argument("--names", nargs="+", metavar="VALUE=NAME",
                    help="label names: pairs such as 1=liver 2=kidney, or a CSV file with columns label,name")
-    p.add_argument("--method", choices=["vdk", "cnn"], default="vdk",
-                   help="vdk: kernel convolution with density scaling (default); cnn: VDK + the residual CNN (Li 2020)")
     p.add_argument("--weights", help="CNN weights for --method cnn (best.pt of dosecnn train; default: the bundled model)")
-    cal = p.add_mutually_exclusive_group(required=True)
-    cal.add_argument("--activity-mbq", type=float, help="total activity in the SPECT's field of view (MBq)")
-    cal.add_argument("--calibration", type=float, help="Bq per SPECT count")
-    p.add_argument("--nuclide", default="Lu-177")
-    p.add_argument("--device", default="cpu")
+    RUN.add_arguments(p, require_exclusive=True)  # one calibration: --activity-mbq or --calibration
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--progress-lines", action="store_true",
@@ -267,7 +262,8 @@ def _run(args: argparse.Namespace) -> int:
     from .dosimetry.pipeline import dose_rate_map, label_names_from_args, label_table
     from .physics.vdk import check_calibration
 
-    check_calibration(args.calibration, args.activity_mbq)
+    options = RUN.from_arguments(args)  # first: a wrong value is refused before any file is read
+    check_calibration(options["bq_per_count"], options["activity_mbq"])
     say = _progress_lines(args)
     say(0.0, "reading the images")
     t0 = time.perf_counter()
@@ -277,8 +273,7 @@ def _run(args: argparse.Namespace) -> int:
     if labels is not None and not labels.same_geometry(ct):
         raise UserError("the label map must be on the CT grid")
     say(0.1, "computing the dose rate")
-    result = dose_rate_map(spect, ct, args.calibration, args.activity_mbq, method=args.method,
-                           weights=getattr(args, "weights", None), device=_device(args.device), nuclide=args.nuclide,
+    result = dose_rate_map(spect, ct, **dict(options, device=_device(options["device"])), weights=args.weights,
                            kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     dose = result.dose_rate_mgy_s
     for warning in result.info.get("warnings", []):
@@ -291,9 +286,9 @@ def _run(args: argparse.Namespace) -> int:
         write_csv(rows, args.out / "table.csv")
     summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
                "labels": rows,
-               "note": "research use only; " + ("VDK with density scaling (Li 2020) ignores heterogeneity effects"
-                                                if args.method == "vdk" else "VDK plus a residual CNN correction (Li 2020); "
-                                                "the CNN is only as good as its training data")}
+               "note": "research use only; " + (
+                   "VDK with density scaling (Li 2020) ignores heterogeneity effects" if options["method"] == "vdk"
+                   else "VDK plus a residual CNN correction (Li 2020); the CNN is only as good as its training data")}
     write_json(summary, args.out / "run.json")
     dose_figure(ct, dose, args.out / "overview.png")
     print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
@@ -346,20 +341,8 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
                         "(dosecnn phantom writes labels.csv)")
     p.add_argument("--reference-ct", type=Path, help="CT whose frame and grid the outputs use (default: the first "
                                                      "time point's CT)")
-    p.add_argument("--method", choices=["vdk", "cnn"], default="vdk", help="dose-rate method per time point")
     p.add_argument("--weights", help="CNN weights for --method cnn (default: the bundled model)")
-    p.add_argument("--fit", choices=["mono", "bi", "trapezoid"], default="mono",
-                   help="mono-exponential (default), bi-exponential uptake-washout (>= 3 time points) or trapezoid with "
-                        "an exponential tail; failed voxel fits fall back to the trapezoid with a physical-decay tail")
-    p.add_argument("--start", choices=["constant", "zero"], default="constant",
-                   help="the trapezoid before the first time point: the first value held back to t = 0 (default) or "
-                        "a line from zero")
-    p.add_argument("--no-register", action="store_true", help="do not register the CTs (images matched by scanner "
-                                                              "coordinates)")
-    p.add_argument("--registration-metric", choices=["meansquares", "mattes"], default="meansquares",
-                   help="CT-to-CT metric: mean squares of HU (default) or Mattes mutual information")
-    p.add_argument("--nuclide", default="Lu-177")
-    p.add_argument("--device", default="cpu")
+    INTEGRATE.add_arguments(p)
     p.add_argument("--kernel-cache", type=Path, help="folder of computed kernels (default ~/.cache/dosecnn/kernels)")
     p.add_argument("--dose-rate-maps", action="store_true",
                    help="also write each time point's dose rate in the reference frame (dose_rate_NN.nrrd, mGy/s)")
@@ -375,14 +358,13 @@ def _integrate(args: argparse.Namespace) -> int:
     from .dosimetry.integrate import run_integrate
     from .dosimetry.pipeline import label_names_from_args
 
+    options = INTEGRATE.from_arguments(args)  # first: a wrong value is refused before any file is read
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
     s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
-                      names=names, method=args.method, weights=args.weights, fit=args.fit, start=args.start,
-                      register=not args.no_register, registration_metric=args.registration_metric,
-                      device=_device(args.device), nuclide=args.nuclide, kernel_cache=args.kernel_cache,
+                      names=names, weights=args.weights, kernel_cache=args.kernel_cache,
                       progress=lambda msg: print(msg, file=sys.stderr, flush=True), fraction=say,
-                      dose_rate_maps=args.dose_rate_maps)
+                      dose_rate_maps=args.dose_rate_maps, **dict(options, device=_device(options["device"])))
     print(f"{len(s['time_points'])} time points, {s['method']} dose rate, {s['fit']} fits "
           f"({s['nuclide']}, physical half-life {s['physical_half_life_h']:.1f} h); results in {args.out}")
     for tp in s["time_points"]:

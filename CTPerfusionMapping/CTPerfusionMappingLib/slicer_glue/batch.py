@@ -5,8 +5,9 @@
 
 Slicer passes the script's arguments in ``sys.argv[1:]``. One case (``--ct``) or a manifest (columns ``id, ct`` and
 optional ``spect, lungs, lobes``; paths relative to the CSV), one output folder per case (``DIR`` itself for a single
-case, ``DIR/<id>`` for a manifest). The script exits with status 0 when every case succeeded, 1 when some failed, 2
-for bad arguments (the ``ctpm`` convention).
+case, ``DIR/<id>`` for a manifest). The options are the Slicer module's (:data:`~.options.MODULE`: the flags, ranges
+and checks of ``ctpm run`` where they are the same options). The script exits with status 0 when every case
+succeeded, 1 when some failed, 2 for bad arguments (the ``ctpm`` convention).
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from ImagingBasics.batch import BatchArgumentParser
-from ImagingBasics.devices import DEVICE_CHOICES as DEVICES
 from ImagingBasics.errors import UserError
 from ImagingBasics.validation import read_ct
 
-SEGMENTATION_SOURCES = ("Automatic", "TotalSegmentator", "Chest Imaging Platform", "Built-in", "Given segmentation")
-#: SPECT-to-CT registration: Automatic = Slicer's BRAINSFit (rigid, Mattes MI) + BRAINSResample when installed, else
-#: the built-in registration of the core (validated on synthetic phantoms: 0.65 mm mean error, bench/RESULTS.md).
-REGISTRATION_METHODS = ("Automatic", "BRAINSFit", "Built-in")
+from ..options import MODULE
 
 
 @dataclass
@@ -39,15 +36,21 @@ class BatchCase:
 
 @dataclass
 class BatchRequest:
+    """The cases, the weights (None: the bundled model) and the checked values of the module's options (by name)."""
+
     cases: List[BatchCase]
     weights: Optional[str]
     device: str
-    threshold: float
     register: bool
+    registration_method: str
     segmentation_source: str
+    threshold: float
+    high_percentile: Optional[float]
     uncertainty: bool
-    registration_method: str = "Automatic"
-    high_percentile: Optional[float] = None
+
+    def options(self) -> Dict[str, Any]:
+        """The values of :data:`~.options.MODULE` by option name."""
+        return {name: getattr(self, name) for name in MODULE.names}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lobes", help="lobe label map (with --ct)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--weights", help="network weights (default: the bundled model)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--threshold", type=float, default=0.66)
-    p.add_argument("--high-percentile", type=float, help="high-functional volume at or above this percentile instead")
-    p.add_argument("--no-register", action="store_true")
-    p.add_argument("--registration", choices=REGISTRATION_METHODS, default="Automatic")
-    p.add_argument("--segmentation", choices=SEGMENTATION_SOURCES, default="Automatic")
-    p.add_argument("--uncertainty", action="store_true", help="Monte Carlo dropout standard deviation")
+    MODULE.add_arguments(p)
     return p
 
 
@@ -75,10 +72,7 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
     from ImagingBasics.manifest import read_manifest
 
     args = build_parser().parse_args(list(argv))
-    if not 0.0 < args.threshold < 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.high_percentile is not None and not 0.0 < args.high_percentile < 100.0:
-        raise UserError(f"--high-percentile must be between 0 and 100, got {args.high_percentile}")
+    options = MODULE.from_arguments(args)  # the ranges the GUI and the Logic accept too (one line, exit 2)
     if args.weights and not Path(args.weights).is_file():
         raise UserError(f"network weights not found: {args.weights}")
     out = Path(args.out)
@@ -96,7 +90,6 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
             path = getattr(case, what)
             if path and not Path(path).exists():
                 raise UserError(f"case {case.case_id}: {what} not found: {path}")
-    if (args.lungs or args.lobes) and args.segmentation == "Automatic":
-        args.segmentation = "Given segmentation"
-    return BatchRequest(cases, args.weights, args.device, args.threshold, not args.no_register, args.segmentation,
-                        args.uncertainty, args.registration, args.high_percentile)
+    if (args.lungs or args.lobes) and options["segmentation_source"] == "Automatic":
+        options["segmentation_source"] = "Given segmentation"
+    return BatchRequest(cases, args.weights, **options)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
+
+from ..options import RUN
 
 #: the folder that holds ``CTPerfusionMappingLib`` (put on the child's PYTHONPATH beside the foundation's folder)
 CTPM_LIB_PARENT = Path(__file__).resolve().parent.parent.parent
@@ -23,20 +25,14 @@ def child_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 
 def run_command(ct: str, out: str, python: Optional[str] = None, spect: Optional[str] = None,
                 lungs: Optional[str] = None, lobes: Optional[str] = None, weights: Optional[str] = None,
-                baseline: bool = False, device: str = "auto", register: bool = True, threshold: float = 0.66,
-                mc_dropout: int = 0, labels_source: str = "auto", high_percentile: Optional[float] = None) -> List[str]:
-    """The child's command line: ``ctpm run`` with protocol lines, run by ``python`` (default: this interpreter;
-    in Slicer ``sys.executable`` is PythonSlicer)."""
-    cmd = [python or sys.executable, "-m", "CTPerfusionMappingLib.cli", "run", "--ct", str(ct), "--out", str(out),
-           "--device", device, "--threshold", repr(float(threshold)), "--labels-source", labels_source,
-           "--mc-dropout", str(int(mc_dropout)), "--progress-lines"]
+                baseline: bool = False, **options: Any) -> List[str]:
+    """The child's command line: ``ctpm run`` with protocol lines, run by ``python`` (default: this interpreter; in
+    Slicer ``sys.executable`` is PythonSlicer). ``options``: values of :data:`~.options.RUN` by name (the others at
+    their defaults), checked and written by the option definitions, so that ``ctpm run`` reads back the same values."""
+    cmd = [python or sys.executable, "-m", "CTPerfusionMappingLib.cli", "run", "--ct", str(ct), "--out", str(out)]
     for flag, value in (("--spect", spect), ("--lungs", lungs), ("--lobes", lobes), ("--weights", weights)):
         if value:
             cmd += [flag, str(value)]
-    if high_percentile is not None:
-        cmd += ["--high-percentile", repr(float(high_percentile))]
     if baseline:
         cmd.append("--baseline")
-    if not register:
-        cmd.append("--no-register")
-    return cmd
+    return cmd + RUN.to_argv(options) + ["--progress-lines"]

@@ -1,88 +1,57 @@
 """CTPerfusionMapping without the GUI, inside Slicer (a batch of one case or a manifest of cases).
 
     Slicer --no-splash --no-main-window --python-script CTPerfusionMappingBatch.py --ct CT.nrrd [--spect SPECT.nrrd]
-           [--lobes LOBES.nrrd] [--weights W.pt] [--device auto|cpu|cuda] --out DIR
+           [--lobes LOBES.nrrd] [--weights W.pt] [--device auto|cpu|cuda|mps] [--threshold 0.66] --out DIR
     Slicer --no-splash --no-main-window --python-script CTPerfusionMappingBatch.py --manifest CASES.csv --out DIR
 
-Arguments: CTPerfusionMappingLib/slicer_batch.py. Per case it writes perfusion.nrrd, functional.seg.nrrd and
-regions.csv (the results table) into the case's output folder, and exits Slicer with status 0 (all cases done),
-1 (some failed; see the log) or 2 (bad arguments). On Linux without a display, prefix the call with xvfb-run -a.
+Arguments: CTPerfusionMappingLib/slicer_glue/batch.py (the options, their ranges and checks are the module's and the
+command line's: CTPerfusionMappingLib/options.py). Each case runs through ``CTPerfusionMappingLogic.process`` and
+writes perfusion.nrrd, functional.seg.nrrd and regions.csv (the results table) into the case's output folder. Slicer
+exits with status 0 (all cases done), 1 (some failed; see the log) or 2 (bad arguments, one ``error:`` line, before
+anything is loaded). On Linux without a display, prefix the call with xvfb-run -a.
 """
 
 import os
 import sys
-import traceback
+
+# The packages: an installed extension keeps them all in the module folder (two folders up); a source checkout keeps
+# CTPerfusionMappingLib there and the shared ImagingBasics and SlicerModuleBase one folder above it.
+_MODULE_FOLDER = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+for _folder in (_MODULE_FOLDER, os.path.dirname(_MODULE_FOLDER)):
+    if _folder not in sys.path and any(os.path.isdir(os.path.join(_folder, package))
+                                       for package in ("CTPerfusionMappingLib", "SlicerModuleBase")):
+        sys.path.append(_folder)
+
+from SlicerModuleBase.batch import exitSlicer, runBatch, saveNode
 
 
-def _exit(code):
+def runCase(logic, request, case):
+    """One case through the Logic's keywords; its outputs saved into the case's folder."""
     import slicer
 
-    slicer.util.exit(code)  # ends Slicer's event loop with this status
-    sys.exit(code)
-
-
-def _save(node, path):
-    import slicer
-
-    if not slicer.util.saveNode(node, path):  # returns False instead of raising
-        raise RuntimeError(f"could not write {path}")
-
-
-def run_case(logic, request, case):
-    import slicer
+    from CTPerfusionMappingLib.options import logic_keywords
 
     slicer.mrmlScene.Clear()
-    p = logic.getParameterNode()
-    p.inputCT = slicer.util.loadVolume(case.ct)  # raises on an unreadable file
-    p.inputSPECT = slicer.util.loadVolume(case.spect) if case.spect else None
     labels = case.lobes or case.lungs
-    p.inputLabelmap = slicer.util.loadLabelVolume(labels) if labels else None
-    p.segmentationSource = request.segmentation_source
-    p.registerSPECT = request.register
-    p.registrationMethod = request.registration_method
-    p.useBundledModel = request.weights is None
-    p.weightsFile = request.weights or ""
-    p.device = request.device
-    p.threshold = request.threshold
-    p.splitAtPercentile = request.high_percentile is not None
-    p.highPercentile = request.high_percentile or 50.0
-    p.uncertainty = request.uncertainty
-    problem = logic.inputProblem(p)
-    if problem:
-        raise RuntimeError(problem)
-    logic.process(p, onProgress=lambda fraction, step: print(f"{case.case_id}: {100 * fraction:3.0f}% {step}", flush=True))
+    outputs = logic.process(
+        inputCT=slicer.util.loadVolume(case.ct),  # raises on an unreadable file
+        inputSPECT=slicer.util.loadVolume(case.spect) if case.spect else None,
+        inputLabelmap=slicer.util.loadLabelVolume(labels) if labels else None,
+        weightsFile=request.weights, **logic_keywords(request.options()),
+        onProgress=lambda fraction, step: print(f"{case.case_id}: {100 * fraction:3.0f}% {step}", flush=True))
     os.makedirs(case.out, exist_ok=True)
-    _save(p.outputPerfusion, os.path.join(case.out, "perfusion.nrrd"))
-    _save(p.outputFunctional, os.path.join(case.out, "functional.seg.nrrd"))
-    _save(p.outputTable, os.path.join(case.out, "regions.csv"))
+    saveNode(outputs["outputPerfusion"], os.path.join(case.out, "perfusion.nrrd"))
+    saveNode(outputs["outputFunctional"], os.path.join(case.out, "functional.seg.nrrd"))
+    saveNode(outputs["outputTable"], os.path.join(case.out, "regions.csv"))
     print(f"{case.case_id}: {logic.summary}; results in {case.out}", flush=True)
 
 
 def main(argv):
-    import slicer
-
+    """Exit status of the batch run of ``argv`` (its arguments are checked before Slicer is touched)."""
     from CTPerfusionMappingLib.slicer_glue.batch import parse_batch_arguments
-    from ImagingBasics.errors import UserError
 
-    try:
-        request = parse_batch_arguments(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logic = slicer.util.getModuleLogic("CTPerfusionMapping")
-    failed = []
-    for case in request.cases:
-        try:
-            run_case(logic, request, case)
-        except Exception as exc:  # one failed case does not stop the batch
-            failed.append(case.case_id)
-            print(f"error: case {case.case_id}: {exc}", file=sys.stderr)
-            if not isinstance(exc, UserError):
-                traceback.print_exc()
-    print(f"{len(request.cases) - len(failed)} of {len(request.cases)} cases done" +
-          (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
-    return 1 if failed else 0
+    return runBatch(argv, parse_batch_arguments, "CTPerfusionMapping", runCase)
 
 
 if __name__ == "__main__":
-    _exit(main(sys.argv[1:]))
+    exitSlicer(main(sys.argv[1:]))

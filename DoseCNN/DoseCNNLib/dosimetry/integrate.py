@@ -33,6 +33,7 @@ import numpy as np
 from ImagingBasics.errors import UserError
 from ImagingBasics.volume import Volume
 
+from ..options import ACTIVITY_MBQ, BQ_PER_COUNT
 from .time_integration import CurveFit
 
 Progress = Optional[Callable[[str], None]]
@@ -109,8 +110,11 @@ def _spec(row: Dict[str, str], path: Path, line: int) -> TimePointSpec:
     factor = _number(row.get("bq_per_count", ""), "bq_per_count", where)
     if (activity is None) == (factor is None):
         raise UserError(f"{where}: give exactly one of activity_mbq and bq_per_count")
-    if (activity if activity is not None else factor) <= 0:
-        raise UserError(f"{where}: the calibration must be positive")
+    try:  # the ranges of --activity-mbq and --calibration
+        ACTIVITY_MBQ.check(activity, "activity_mbq")
+        BQ_PER_COUNT.check(factor, "bq_per_count")
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     return TimePointSpec(t, files["spect"], files["ct"], activity, factor)
 
 

@@ -10,8 +10,9 @@ One time point (``--spect``, ``--ct`` and a calibration: ``--activity-mbq``, the
 or ``--calibration``, Bq per count) gives the dose-rate map; a manifest of time points (the CSV of ``dosecnn
 integrate``: columns time_h, spect, ct and activity_mbq or bq_per_count, paths relative to the CSV) gives the absorbed
 dose. ``--labels``: a label map on the (reference) CT grid, or a ``.seg.nrrd`` segmentation (its segment names name the
-table's rows). The argument parser and the file checks are CTPerfusionMapping's (``CTPerfusionMappingLib.slicer_glue.batch``);
-exit status 0 done, 1 failed, 2 bad arguments (the ``dosecnn`` convention).
+table's rows). The options are the Slicer module's (:data:`~.options.MODULE`: the flags, ranges and checks of
+``dosecnn run`` and ``integrate``); every CT is checked up front. Exit status 0 done, 1 failed, 2 bad arguments (the
+``dosecnn`` convention).
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ImagingBasics.batch import BatchArgumentParser, existing_file
-from ImagingBasics.devices import DEVICE_CHOICES as DEVICES
 from ImagingBasics.errors import UserError
 from ImagingBasics.validation import read_ct
 
-from .commands import FIT_MODELS, METHODS, REGISTRATION_METRICS, START_MODES
+from ..options import MODULE
 
 
 @dataclass
@@ -50,13 +50,13 @@ class DoseBatchRequest:
     time_points: List[DoseBatchTimePoint] = field(default_factory=list)
     labels: Optional[str] = None
     reference: Optional[str] = None
-    method: str = "vdk"
+    method: str = MODULE["method"].default
     weights: Optional[str] = None
-    device: str = "auto"
-    fit: str = "mono"
-    start: str = "constant"
-    register: bool = True
-    registration_metric: str = "meansquares"
+    device: str = MODULE["device"].default
+    fit: str = MODULE["fit"].default
+    start: str = MODULE["start"].default
+    register: bool = MODULE["register"].default
+    registration_metric: str = MODULE["registration_metric"].default
 
     @property
     def integrate(self) -> bool:
@@ -73,6 +73,20 @@ class DoseBatchRequest:
     def labels_are_segmentation(self) -> bool:
         return bool(self.labels) and str(self.labels).lower().endswith(".seg.nrrd")
 
+    @property
+    def case_id(self) -> str:
+        return Path(self.out).name or "dose"
+
+    @property
+    def cases(self) -> List[DoseBatchRequest]:
+        """One case: the request itself (the batch runner's interface)."""
+        return [self]
+
+    def options(self) -> dict:
+        """The values of :data:`~.options.MODULE` by option name (a manifest's calibration: its common Bq per count,
+        or None when every row gives its activity)."""
+        return {name: getattr(self, name) for name in MODULE.names}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = BatchArgumentParser(prog="DoseCNNBatch.py", description="DoseCNN in Slicer without the GUI.")
@@ -82,19 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ct", help="CT in HU (with --spect); with --manifest the same as --reference-ct")
     p.add_argument("--reference-ct", help="with --manifest: the CT whose grid the outputs use (default: the first "
                                           "time point's)")
-    cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--activity-mbq", type=float, help="activity in the SPECT's field of view (MBq), with --spect")
-    cal.add_argument("--calibration", type=float, help="Bq per SPECT count, with --spect")
     p.add_argument("--labels", help="organ/lesion label map on the (reference) CT grid, or a .seg.nrrd segmentation")
     p.add_argument("--reference", help="reference map on the CT grid for MDE/NRMSE: dose rate (mGy/s) for one time "
                                        "point, absorbed dose (Gy) for a manifest")
-    p.add_argument("--method", choices=sorted(METHODS.values()), default="vdk")
     p.add_argument("--weights", help="CNN weights (--method cnn; default: the bundled model)")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--fit", choices=sorted(FIT_MODELS.values()), default="mono")
-    p.add_argument("--start", choices=sorted(START_MODES.values()), default="constant")
-    p.add_argument("--no-register", action="store_true", help="do not register the time points' CTs")
-    p.add_argument("--registration-metric", choices=sorted(REGISTRATION_METRICS.values()), default="meansquares")
+    MODULE.add_arguments(p)  # --activity-mbq and --calibration (with --spect) exclude each other
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -102,36 +108,34 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
     """The batch request of ``argv`` (``sys.argv[1:]``); raises UserError with a one-line message when it is wrong."""
     args = build_parser().parse_args(list(argv))
-    if args.weights and args.method != "cnn":
+    options = MODULE.from_arguments(args)  # the ranges the GUI and the Logic accept too (one line, exit 2)
+    if args.weights and options["method"] != "cnn":
         raise UserError("--weights goes with --method cnn")
     existing_file(args.weights, "CNN weights")
     existing_file(args.labels, "labels")
     existing_file(args.reference, "reference map")
-    common = dict(out=Path(args.out), labels=args.labels, reference=args.reference, method=args.method,
-                  weights=args.weights, device=args.device)
+    common = dict(out=Path(args.out), labels=args.labels, reference=args.reference, method=options["method"],
+                  weights=args.weights, device=options["device"])
     if args.spect:
         if not args.ct:
             raise UserError("--spect needs --ct (the CT of the same time point)")
-        if args.activity_mbq is None and args.calibration is None:
+        if options["activity_mbq"] is None and options["bq_per_count"] is None:
             raise UserError("give a calibration: --activity-mbq (activity in the SPECT's field of view) or --calibration "
                             "(Bq per count)")
-        value = args.activity_mbq if args.activity_mbq is not None else args.calibration
-        if not value > 0:
-            raise UserError("the calibration (--activity-mbq or --calibration) must be positive")
         if args.reference_ct:
             raise UserError("--reference-ct goes with --manifest")
         existing_file(args.spect, "SPECT")
         read_ct(args.ct)  # checked up front: a bad CT is a bad argument (exit 2), not a failed run
-        return DoseBatchRequest(ct=args.ct, spect=args.spect, activity_mbq=args.activity_mbq,
-                                bq_per_count=args.calibration, **common)
+        return DoseBatchRequest(ct=args.ct, spect=args.spect, activity_mbq=options["activity_mbq"],
+                                bq_per_count=options["bq_per_count"], **common)
     from ..dosimetry.integrate import read_time_manifest
 
-    if args.activity_mbq is not None or args.calibration is not None:
+    if options["activity_mbq"] is not None or options["bq_per_count"] is not None:
         raise UserError("with --manifest the calibration is a column of the CSV (activity_mbq or bq_per_count)")
     if args.ct and args.reference_ct and Path(args.ct) != Path(args.reference_ct):
         raise UserError("--ct and --reference-ct name different CTs; give one")
     specs = read_time_manifest(Path(args.manifest))  # one clear UserError per problem of the CSV
-    if args.fit == "bi" and len(specs) < 3:
+    if options["fit"] == "bi" and len(specs) < 3:
         raise UserError("the bi-exponential fit needs at least 3 time points; use --fit mono")
     points = [DoseBatchTimePoint(s.time_h, str(s.spect), str(s.ct), s.activity_mbq, s.bq_per_count) for s in specs]
     if len({p.activity_mbq is None for p in points}) > 1 or len({p.bq_per_count for p in points} - {None}) > 1:
@@ -143,5 +147,6 @@ def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
     for point in points:  # every CT checked up front (exit 2), before any time point is computed
         if Path(point.ct).resolve() != Path(reference_ct).resolve():
             read_ct(point.ct, f"CT of the {point.time_h:g} h time point")
-    return DoseBatchRequest(ct=reference_ct, time_points=points, fit=args.fit, start=args.start,
-                            register=not args.no_register, registration_metric=args.registration_metric, **common)
+    return DoseBatchRequest(ct=reference_ct, time_points=points, bq_per_count=points[0].bq_per_count,
+                            fit=options["fit"], start=options["start"], register=options["register"],
+                            registration_metric=options["registration_metric"], **common)

@@ -1,8 +1,10 @@
-"""The DoseCNN Slicer module's child processes: ``dosecnn run`` and ``dosecnn integrate`` command lines, the time-point
-manifest the Logic writes, and the choices the GUI offers (pure Python: no Slicer, no Qt, no torch).
+"""The DoseCNN Slicer module's child processes: ``dosecnn run`` and ``dosecnn integrate`` command lines and the
+time-point manifest the Logic writes (pure Python: no Slicer, no Qt, no torch).
 
 The child runs with the protocol and the process handling of ``ImagingBasics.process`` (progress lines,
-Cancel, timeout, error text), shared with the CTPerfusionMapping module; only the command lines are DoseCNN's.
+Cancel, timeout, error text), shared with the CTPerfusionMapping module; only the command lines are DoseCNN's. Their
+options are written by the option definitions (:data:`~.options.RUN`, :data:`~.options.INTEGRATE`), so that the
+child reads back the values the Logic checked.
 """
 
 from __future__ import annotations
@@ -11,24 +13,14 @@ import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ImagingBasics.errors import UserError
 
+from ..options import INTEGRATE, RUN
+
 #: the folder that holds ``DoseCNNLib`` (put on the child's PYTHONPATH beside the foundation's folder)
 DOSE_LIB_PARENT = Path(__file__).resolve().parent.parent.parent
-
-#: GUI label -> ``--method``
-METHODS: Dict[str, str] = {"VDK": "vdk", "VDK + CNN": "cnn"}
-#: GUI label of the calibration; the first: total activity in the SPECT's field of view, the second: Bq per count
-CALIBRATIONS = ("Activity in the field of view (MBq)", "Bq per count")
-#: GUI label -> ``dosecnn integrate --fit``
-FIT_MODELS: Dict[str, str] = {"Mono-exponential": "mono", "Bi-exponential (uptake and washout)": "bi",
-                              "Trapezoid with exponential tail": "trapezoid"}
-#: GUI label -> ``--start`` (the trapezoid before the first time point)
-START_MODES: Dict[str, str] = {"First value held back to 0 h": "constant", "Line from zero at 0 h": "zero"}
-#: GUI label -> ``--registration-metric`` (CT to reference CT)
-REGISTRATION_METRICS: Dict[str, str] = {"Mean squares (HU)": "meansquares", "Mattes mutual information": "mattes"}
 
 
 def child_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -39,59 +31,39 @@ def child_environment(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return shared(base, extra_paths=[DOSE_LIB_PARENT])
 
 
-def _calibration(activity_mbq: Optional[float], bq_per_count: Optional[float]) -> List[str]:
-    if (activity_mbq is None) == (bq_per_count is None):
-        raise UserError("give exactly one calibration: the activity in the field of view (MBq) or Bq per count")
-    if activity_mbq is not None:
-        return ["--activity-mbq", repr(float(activity_mbq))]
-    return ["--calibration", repr(float(bq_per_count))]
-
-
-def _weights(method: str, weights: Optional[str]) -> List[str]:
-    if method not in METHODS.values():
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS.values())}")
-    return ["--weights", str(weights)] if method == "cnn" and weights else []
-
-
-def run_command(spect: str, ct: str, out: str, *, python: Optional[str] = None, activity_mbq: Optional[float] = None,
-                bq_per_count: Optional[float] = None, labels: Optional[str] = None, method: str = "vdk",
-                weights: Optional[str] = None, device: str = "auto", kernel_cache: Optional[str] = None) -> List[str]:
-    """``dosecnn run`` with protocol lines, run by ``python`` (default this interpreter; in Slicer PythonSlicer)."""
-    cmd = [python or sys.executable, "-m", "DoseCNNLib.cli", "run", "--spect", str(spect), "--ct", str(ct),
-           "--out", str(out), "--method", method, "--device", device, "--progress-lines"]
-    cmd += _calibration(activity_mbq, bq_per_count) + _weights(method, weights)
+def _files(weights: Optional[str], method: str, labels: Optional[str], kernel_cache: Optional[str]) -> List[str]:
+    cmd = ["--weights", str(weights)] if method == "cnn" and weights else []
     if labels:
         cmd += ["--labels", str(labels)]
     if kernel_cache:
         cmd += ["--kernel-cache", str(kernel_cache)]
     return cmd
+
+
+def run_command(spect: str, ct: str, out: str, *, python: Optional[str] = None, labels: Optional[str] = None,
+                weights: Optional[str] = None, kernel_cache: Optional[str] = None, **options: Any) -> List[str]:
+    """``dosecnn run`` with protocol lines, run by ``python`` (default this interpreter; in Slicer PythonSlicer).
+    ``options``: values of :data:`~.options.RUN` by name (the others at their defaults); exactly one calibration
+    (``activity_mbq`` or ``bq_per_count``)."""
+    if (options.get("activity_mbq") is None) == (options.get("bq_per_count") is None):
+        raise UserError("give exactly one calibration: the activity in the field of view (MBq) or Bq per count")
+    cmd = [python or sys.executable, "-m", "DoseCNNLib.cli", "run", "--spect", str(spect), "--ct", str(ct),
+           "--out", str(out)] + RUN.to_argv(options)
+    return cmd + _files(weights, options.get("method", "vdk"), labels, kernel_cache) + ["--progress-lines"]
 
 
 def integrate_command(manifest: str, out: str, *, python: Optional[str] = None, reference_ct: Optional[str] = None,
-                      labels: Optional[str] = None, names: Optional[Mapping[int, str]] = None, method: str = "vdk",
-                      weights: Optional[str] = None, fit: str = "mono", start: str = "constant", register: bool = True,
-                      registration_metric: str = "meansquares", device: str = "auto",
-                      kernel_cache: Optional[str] = None) -> List[str]:
-    """``dosecnn integrate`` with protocol lines and the dose-rate map of every time point written too."""
-    if fit not in FIT_MODELS.values() or start not in START_MODES.values():
-        raise UserError(f"unknown fit {fit!r} or start {start!r}")
-    if registration_metric not in REGISTRATION_METRICS.values():
-        raise UserError(f"unknown registration metric {registration_metric!r}")
-    cmd = [python or sys.executable, "-m", "DoseCNNLib.cli", "integrate", str(manifest), "--out", str(out),
-           "--method", method, "--fit", fit, "--start", start, "--registration-metric", registration_metric,
-           "--device", device, "--dose-rate-maps", "--progress-lines"]
-    cmd += _weights(method, weights)
+                      labels: Optional[str] = None, names: Optional[Mapping[int, str]] = None,
+                      weights: Optional[str] = None, kernel_cache: Optional[str] = None, **options: Any) -> List[str]:
+    """``dosecnn integrate`` with protocol lines and the dose-rate map of every time point written too. ``options``:
+    values of :data:`~.options.INTEGRATE` by name (the others at their defaults)."""
+    cmd = [python or sys.executable, "-m", "DoseCNNLib.cli", "integrate", str(manifest), "--out", str(out)]
+    cmd += INTEGRATE.to_argv(options) + _files(weights, options.get("method", "vdk"), labels, kernel_cache)
     if reference_ct:
         cmd += ["--reference-ct", str(reference_ct)]
-    if labels:
-        cmd += ["--labels", str(labels)]
-        if names:
-            cmd += ["--names"] + [f"{int(v)}={n}" for v, n in sorted(names.items())]
-    if not register:
-        cmd.append("--no-register")
-    if kernel_cache:
-        cmd += ["--kernel-cache", str(kernel_cache)]
-    return cmd
+    if labels and names:
+        cmd += ["--names"] + [f"{int(v)}={n}" for v, n in sorted(names.items())]
+    return cmd + ["--dose-rate-maps", "--progress-lines"]
 
 
 @dataclass
@@ -116,6 +88,36 @@ def write_time_manifest(points: Sequence[TimePointFiles], path: Path) -> Path:
                              "" if p.activity_mbq is None else repr(float(p.activity_mbq)),
                              "" if p.bq_per_count is None else repr(float(p.bq_per_count))])
     return path
+
+
+def export_time_points(points: Sequence[Any], reference_ct: Any, folder: str, by_activity: bool,
+                       bq_per_count: Optional[float]) -> Dict[str, Any]:
+    """Write the time points of a Slicer run for ``dosecnn integrate``: each SPECT and CT node as NRRD in ``folder`` (a
+    node used twice is written once; the reference CT node is ``folder/ct.nrrd``, written already; a point without a
+    CT uses it) and the manifest, in time order. ``points``: the module's time points (``spect``, ``ct``, ``hours``,
+    ``activityMBq``, used when ``by_activity``; else ``bq_per_count`` for every row). Returns the manifest's path and
+    the hours in time order."""
+    from ImagingBasics.imageio import write_volume
+    from ImagingBasics.slicer_nodes import volume_from_node
+
+    written = [(reference_ct, str(Path(folder) / "ct.nrrd"))]
+
+    def file_of(node: Any, what: str) -> str:
+        for known, path in written:
+            if known is node:
+                return path
+        path = str(Path(folder) / f"{what}_{len(written)}.nrrd")
+        write_volume(volume_from_node(node, what), path)
+        written.append((node, path))
+        return path
+
+    points = sorted(points, key=lambda point: point.hours)
+    rows = [TimePointFiles(point.hours, file_of(point.spect, "spect"),
+                           file_of(point.ct if point.ct is not None else reference_ct, "ct"),
+                           point.activityMBq if by_activity else None, None if by_activity else bq_per_count)
+            for point in points]
+    manifest = write_time_manifest(rows, Path(folder) / "timepoints.csv")
+    return {"manifest": str(manifest), "times": [point.hours for point in points]}
 
 
 def time_label(hours: float) -> str:

@@ -2,33 +2,30 @@
 
     Slicer --no-splash --no-main-window --python-script DoseCNNBatch.py --spect SPECT.nrrd --ct CT.nrrd
            --activity-mbq 5000 [--labels LABELS.nrrd | --labels ORGANS.seg.nrrd] [--reference MC.nrrd]
-           [--method vdk|cnn] [--weights W.pt] [--device auto|cpu|cuda] --out DIR
+           [--method vdk|cnn] [--weights W.pt] [--device auto|cpu|cuda|mps] --out DIR
     Slicer --no-splash --no-main-window --python-script DoseCNNBatch.py --manifest timepoints.csv
            [--reference-ct CT.nrrd] [--labels L] [--fit mono|bi|trapezoid] [--start constant|zero] [--no-register]
            [--registration-metric meansquares|mattes] [--method vdk|cnn] --out DIR
 
-Arguments: DoseCNNLib/slicer_batch.py. It writes into DIR: dose_rate.nrrd (one time point) or absorbed_dose.nrrd and
-dose_rate_<T>h.nrrd per time point; with labels segments.csv (the results table) and dvh.csv. Slicer exits with status
-0 (done), 1 (failed; see the log) or 2 (bad arguments). On Linux without a display, prefix the call with xvfb-run -a.
+Arguments: DoseCNNLib/slicer_glue/batch.py (the options, their ranges and checks are the module's and the command
+line's: DoseCNNLib/options.py). The run goes through ``DoseCNNLogic.process`` and writes into DIR: dose_rate.nrrd (one
+time point) or absorbed_dose.nrrd and dose_rate_<T>h.nrrd per time point; with labels segments.csv (the results table)
+and dvh.csv. Slicer exits with status 0 (done), 1 (failed; see the log) or 2 (bad arguments, one ``error:`` line,
+before anything is loaded). On Linux without a display, prefix the call with xvfb-run -a.
 """
 
 import os
 import sys
-import traceback
 
+# The packages: an installed extension keeps them all in the module folder (two folders up); a source checkout keeps
+# DoseCNNLib there and the shared ImagingBasics and SlicerModuleBase one folder above it.
+_MODULE_FOLDER = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+for _folder in (_MODULE_FOLDER, os.path.dirname(_MODULE_FOLDER)):
+    if _folder not in sys.path and any(os.path.isdir(os.path.join(_folder, package))
+                                       for package in ("DoseCNNLib", "SlicerModuleBase")):
+        sys.path.append(_folder)
 
-def _exit(code):
-    import slicer
-
-    slicer.util.exit(code)  # ends Slicer's event loop with this status
-    sys.exit(code)
-
-
-def _save(node, path):
-    import slicer
-
-    if not slicer.util.saveNode(node, path):  # returns False instead of raising
-        raise RuntimeError(f"could not write {path}")
+from SlicerModuleBase.batch import exitSlicer, runBatch, saveNode
 
 
 def _labels(request):
@@ -42,17 +39,15 @@ def _labels(request):
     return None, slicer.util.loadLabelVolume(request.labels)
 
 
-def run(logic, request):
+def runCase(logic, request, case):
+    """The run through the Logic's keywords; its outputs saved into --out."""
     import slicer
 
-    import DoseCNN  # the module file: its parameter pack and choices
-    from DoseCNNLib.slicer_glue import commands
-
-    def label(choices, value):  # the GUI label of a command-line value
-        return next(text for text, v in choices.items() if v == value)
+    from DoseCNNLib.options import logic_keywords
+    from DoseCNNLib.slicer_glue.commands import time_label
+    from DoseCNNLib.slicer_glue.request import TimePoint
 
     slicer.mrmlScene.Clear()
-    p = logic.getParameterNode()
     loaded = {}
 
     def volume(path):  # a file used twice (e.g. one CT for every time point) is loaded once
@@ -61,65 +56,37 @@ def run(logic, request):
             loaded[path] = slicer.util.loadVolume(path)  # raises on an unreadable file
         return loaded[path]
 
-    p.inputCT = volume(request.ct)
-    p.inputSegmentation, p.inputLabelmap = _labels(request)
-    p.inputReference = volume(request.reference) if request.reference else None
-    p.method = label(commands.METHODS, request.method)
-    p.useBundledModel = request.weights is None
-    p.weightsFile = request.weights or ""
-    p.device = request.device
-    p.integrate = request.integrate
-    p.calibration = DoseCNN.CALIBRATIONS[0 if request.by_activity else 1]
+    inputCT = volume(request.ct)
+    segmentation, labelmap = _labels(request)
+    timePoints = None
     if request.integrate:
-        p.bqPerCount = request.time_points[0].bq_per_count or 0.0  # one factor for all rows (checked by the parser)
-        p.timePoints = [DoseCNN.DoseTimePoint(spect=volume(tp.spect), ct=volume(tp.ct), hours=tp.time_h,
-                                              activityMBq=tp.activity_mbq or 0.0) for tp in request.time_points]
-        p.fitModel = label(commands.FIT_MODELS, request.fit)
-        p.startMode = label(commands.START_MODES, request.start)
-        p.registerCTs = request.register
-        p.registrationMetric = label(commands.REGISTRATION_METRICS, request.registration_metric)
-    else:
-        p.inputSPECT = volume(request.spect)
-        p.activityMBq = request.activity_mbq or 0.0
-        p.bqPerCount = request.bq_per_count or 0.0
-    problem = logic.inputProblem(p)
-    if problem:
-        raise RuntimeError(problem)
-    logic.process(p, onProgress=lambda fraction, step: print(f"{100 * fraction:3.0f}% {step}", flush=True))
+        timePoints = [TimePoint(spect=volume(tp.spect), ct=volume(tp.ct), hours=tp.time_h,
+                                activityMBq=tp.activity_mbq or 0.0) for tp in request.time_points]
+    outputs = logic.process(
+        inputCT=inputCT, inputSPECT=None if request.integrate else volume(request.spect), timePoints=timePoints,
+        inputSegmentation=segmentation, inputLabelmap=labelmap,
+        inputReference=volume(request.reference) if request.reference else None, weightsFile=request.weights,
+        **logic_keywords(request.options()),
+        onProgress=lambda fraction, step: print(f"{100 * fraction:3.0f}% {step}", flush=True))
     os.makedirs(request.out, exist_ok=True)
     if request.integrate:
-        _save(p.outputAbsorbedDose, os.path.join(request.out, "absorbed_dose.nrrd"))
-        for tp, node in zip(sorted(request.time_points, key=lambda t: t.time_h), p.outputTimePointDoseRates):
-            _save(node, os.path.join(request.out, f"dose_rate_{commands.time_label(tp.time_h).replace(' ', '')}.nrrd"))
+        saveNode(outputs["outputAbsorbedDose"], os.path.join(request.out, "absorbed_dose.nrrd"))
+        for tp, node in zip(sorted(request.time_points, key=lambda t: t.time_h), outputs["outputTimePointDoseRates"]):
+            saveNode(node, os.path.join(request.out, f"dose_rate_{time_label(tp.time_h).replace(' ', '')}.nrrd"))
     else:
-        _save(p.outputDoseRate, os.path.join(request.out, "dose_rate.nrrd"))
-    if p.outputTable is not None:
-        _save(p.outputTable, os.path.join(request.out, "segments.csv"))
-        _save(p.outputDVHTable, os.path.join(request.out, "dvh.csv"))
+        saveNode(outputs["outputDoseRate"], os.path.join(request.out, "dose_rate.nrrd"))
+    if "outputTable" in outputs:
+        saveNode(outputs["outputTable"], os.path.join(request.out, "segments.csv"))
+        saveNode(outputs["outputDVHTable"], os.path.join(request.out, "dvh.csv"))
     print(f"{logic.summary}; results in {request.out}", flush=True)
 
 
 def main(argv):
-    import slicer
-
+    """Exit status of the batch run of ``argv`` (its arguments are checked before Slicer is touched)."""
     from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
-    from ImagingBasics.errors import UserError
 
-    try:
-        request = parse_batch_arguments(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logic = slicer.util.getModuleLogic("DoseCNN")
-    try:
-        run(logic, request)
-    except Exception as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if not isinstance(exc, UserError):
-            traceback.print_exc()
-        return 1
-    return 0
+    return runBatch(argv, parse_batch_arguments, "DoseCNN", runCase)
 
 
 if __name__ == "__main__":
-    _exit(main(sys.argv[1:]))
+    exitSlicer(main(sys.argv[1:]))
