@@ -43,3 +43,24 @@ def warning_dicts(warnings: Iterable[QualityWarning]) -> List[Dict[str, Any]]:
             seen.add((w.code, w.message))
             out.append(w.to_dict())
     return out
+
+
+def read_warning_messages(path) -> List[str]:
+    """The messages of the ``"warnings"`` of a results file (``metrics.json``, ``run.json``, ``integrate.json``);
+    [] when the file or the list is absent. Strings are taken as they are (files of earlier versions)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    warnings = json.loads(path.read_text(encoding="utf-8")).get("warnings") or []
+    return [w["message"] if isinstance(w, dict) else str(w) for w in warnings]
+
+
+def status_text(messages: List[str]) -> str:
+    """What a status line appends for the warnings of a run: "" or "; 2 warnings: <the first> (all in the log)"."""
+    if not messages:
+        return ""
+    more = " (all in the log)" if len(messages) > 1 else ""
+    return f"; {len(messages)} warning{'s' if len(messages) > 1 else ''}: {messages[0]}{more}"

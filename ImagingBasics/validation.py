@@ -22,6 +22,7 @@ from typing import List
 import numpy as np
 
 from .errors import UserError
+from .quality import QualityWarning
 from .volume import Volume
 
 #: a CT in HU has some voxels at or below this value (air is -1000 HU, lung -900..-500 HU)
@@ -53,7 +54,7 @@ def require_finite(volume: Volume, name: str) -> None:
         raise UserError(f"the {name} has an unsupported voxel type {a.dtype}")
 
 
-def check_geometry(volume: Volume, name: str = "CT") -> List[str]:
+def check_geometry(volume: Volume, name: str = "CT") -> List[QualityWarning]:
     """Raise a one-line UserError for too few voxels along an axis or an implausible voxel size; return warnings for
     coarse voxels."""
     for axis, n in zip(_AXES, volume.size):
@@ -65,8 +66,9 @@ def check_geometry(volume: Volume, name: str = "CT") -> List[str]:
         raise UserError(f"the {name}'s voxel size {spacing} mm is implausible (each side must be {MIN_VOXEL_MM:g} to "
                         f"{MAX_VOXEL_MM:g} mm): check the image header (spacing, slice thickness)")
     if max(volume.spacing) > COARSE_VOXEL_MM:
-        return [f"the {name} has coarse voxels ({spacing} mm; above {COARSE_VOXEL_MM:g} mm): results are less "
-                "reliable than on a CT of 0.5-3 mm voxels"]
+        return [QualityWarning("coarse_voxels", f"the {name} has coarse voxels ({spacing} mm; above "
+                               f"{COARSE_VOXEL_MM:g} mm): results are less reliable than on a CT of 0.5-3 mm voxels",
+                               {"spacing_mm": [round(float(s), 4) for s in volume.spacing]})]
     return []
 
 
@@ -84,13 +86,13 @@ def check_hounsfield_units(ct: Volume, name: str = "CT") -> None:
                         "of your scanner); a CT cropped inside the body cannot be used")
 
 
-def check_ct(ct: Volume, name: str = "CT") -> List[str]:
+def check_ct(ct: Volume, name: str = "CT") -> List[QualityWarning]:
     """The checks of a CT before any pipeline runs on it: finite values, Hounsfield units, geometry.
 
     Raises:
         UserError: one line naming what is wrong and what to do.
     Returns:
-        Quality warnings (possibly none) for the caller's report.
+        Quality warnings (:class:`~.quality.QualityWarning`, possibly none) for the caller's report.
     """
     require_finite(ct, name)
     warnings = check_geometry(ct, name)

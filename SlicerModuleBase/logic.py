@@ -27,6 +27,9 @@ from ImagingBasics.process import device_probe_command, device_text
 
 from .jobs import startJob
 
+#: the results files of the pipelines' children, the first found holds the run's quality warnings
+RESULTS_FILES = ("metrics.json", "run.json", "integrate.json")
+
 
 class PipelineLogic(ScriptedLoadableModuleLogic):
     """What both modules' Logic share; the module sets the class attributes and defines the hooks below."""
@@ -42,6 +45,7 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.summary = ""  # one line about the last results, for the status line
+        self.warnings = []  # the quality warnings of the last results
 
     # --- the module's hooks ---------------------------------------------------------------------------------------
     def requiredPackages(self, request=None):
@@ -108,12 +112,30 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
                         self.childEnvironment(), onProgress)
 
     def finish(self, job):
-        """After the child ended: the output nodes by keyword; raises the child's one-line error. The job's folder is
-        removed either way."""
+        """After the child ended: the output nodes by keyword; raises the child's one-line error. The run's quality
+        warnings (:attr:`warnings`) are logged and the first is added to :attr:`summary`. The job's folder is removed
+        either way."""
         try:
-            return self.importResults(job.outputFolder(), job.request, job.inputs)
+            outputFolder = job.outputFolder()
+            outputs = self.importResults(outputFolder, job.request, job.inputs)
+            self.reportWarnings(outputFolder)
+            return outputs
         finally:
             job.cleanup()
+
+    def reportWarnings(self, outputFolder):
+        """The quality warnings the child wrote into its results file (metrics.json, run.json or integrate.json):
+        kept in :attr:`warnings`, logged, and the first shown in the status line."""
+        import logging
+        import os
+
+        from ImagingBasics.quality import read_warning_messages, status_text
+
+        results = [os.path.join(outputFolder, name) for name in RESULTS_FILES]
+        self.warnings = next((read_warning_messages(path) for path in results if os.path.isfile(path)), [])
+        for message in self.warnings:
+            logging.warning("%s: %s", type(self).__name__, message)
+        self.summary += status_text(self.warnings)
 
     def run(self, request, waitForCompletion=True, timeoutSeconds=None, onProgress=None):
         """:meth:`start`; with ``waitForCompletion`` wait and :meth:`finish` (the output nodes), else the job."""

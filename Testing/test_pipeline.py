@@ -79,7 +79,7 @@ def test_run_without_spect_uses_builtin_lungs_and_thirds(cases, tmp_path):
     assert "spect_on_ct.nrrd" not in names and "perfusion.nrrd" in names
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["labels"]["lungs"] == "built-in segmentation" and metrics["regions_kind"] == "thirds"
-    assert "evaluation" not in metrics and any("HU-only baseline" in w for w in metrics["warnings"])
+    assert "evaluation" not in metrics and any("HU-only baseline" in w["message"] for w in metrics["warnings"])
     rows = list(csv.DictReader(open(tmp_path / "lobes.csv")))
     assert all("third" in r["name"] or "lung" in r["name"] for r in rows)  # thirds are never called lobes
 

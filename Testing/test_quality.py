@@ -55,3 +55,19 @@ def test_the_end_follows_the_patient_axes_of_a_flipped_image():
     flipped = Volume(a, (2.0, 2.0, 3.0), direction=np.diag([1.0, 1.0, -1.0]))  # slices run toward the feet
     assert [w.values["end"] for w in lung_truncation(lps, min_area_cm2=0.1)] == ["bottom (base)"]
     assert [w.values["end"] for w in lung_truncation(flipped, min_area_cm2=0.1)] == ["top (apex)"]
+
+
+@pytest.mark.parametrize("name, truncated", [("cip_chest_ct/ct-64.nrrd", False),
+                                             ("totalsegmentator_chest_ct/pulmonary_report_ct_cropped_chestCTA_1p5mm.nii.gz",
+                                              True)])
+def test_ctpm_run_reports_truncated_lungs_in_metrics_and_on_stderr(shared_data, tmp_path, capsys, name, truncated):
+    from CTPerfusionMappingLib.cli import main as ctpm
+
+    out = tmp_path / "run"
+    assert ctpm(["run", "--ct", str(shared_data / "real" / name), "--out", str(out), "--baseline", "--quiet"]) == 0
+    warnings = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert all(set(w) == {"code", "message", "values"} for w in warnings)
+    codes = [w["code"] for w in warnings]
+    assert "baseline_predictor" in codes and ("lung_truncated" in codes) == truncated
+    err = capsys.readouterr().err
+    assert all(f"warning: {w['message']}" in err for w in warnings)

@@ -183,3 +183,25 @@ def test_the_widget_base_runs_polls_finishes_and_cancels(monkeypatch, tmp_path, 
     widget._parameterNode = None  # a closed scene: Apply cannot start
     widget._checkCanApply()
     assert widget.ui.statusLabel.text == "no parameters"
+
+
+def test_the_runs_quality_warnings_reach_the_status_line_and_the_log(monkeypatch, tmp_path, caplog):
+    import json
+    import logging
+
+    doubles = make_slicer_double(str(tmp_path))
+    mod = load_module(monkeypatch, doubles, ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py", "CTPM_warnings")
+    logic = mod.CTPerfusionMappingLogic()
+    (tmp_path / "metrics.json").write_text(json.dumps({"warnings": [
+        {"code": "lung_truncated", "message": "the right lung is cut by the field of view at its top", "values": {}},
+        {"code": "coarse_voxels", "message": "the CT has coarse voxels", "values": {}}]}))
+    logic.summary = "lungs 4348 mL"
+    with caplog.at_level(logging.WARNING):
+        logic.reportWarnings(str(tmp_path))
+    assert logic.warnings == ["the right lung is cut by the field of view at its top", "the CT has coarse voxels"]
+    assert logic.summary == ("lungs 4348 mL; 2 warnings: the right lung is cut by the field of view at its top "
+                             "(all in the log)")
+    assert [r.getMessage() for r in caplog.records] == [f"CTPerfusionMappingLogic: {w}" for w in logic.warnings]
+    logic.summary = "x"
+    logic.reportWarnings(str(tmp_path / "nothing"))  # no results file: no warnings
+    assert logic.warnings == [] and logic.summary == "x"

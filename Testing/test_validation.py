@@ -79,7 +79,9 @@ def test_thresholds():
     with pytest.raises(UserError, match=r"3 voxels along z \(slices\); at least 4"):
         check_ct(thin)
     assert check_ct(tiny_ct(shape=(MIN_VOXELS_PER_AXIS, 10, 12))) == []
-    assert check_ct(tiny_ct(spacing=(2.0, 2.0, MAX_VOXEL_MM)))[0].startswith("the CT has coarse voxels")
+    coarse = check_ct(tiny_ct(spacing=(2.0, 2.0, MAX_VOXEL_MM)))
+    assert coarse[0].code == "coarse_voxels" and str(coarse[0]).startswith("the CT has coarse voxels")
+    assert coarse[0].values["spacing_mm"] == [2.0, 2.0, MAX_VOXEL_MM]
     with pytest.raises(UserError, match="implausible"):
         check_ct(tiny_ct(spacing=(2.0, 2.0, MAX_VOXEL_MM * 1.01)))
     with pytest.raises(UserError, match="implausible"):
@@ -114,7 +116,7 @@ def test_real_cts_pass_and_their_damaged_copies_fail(shared_data, name):
 
 def test_real_files_that_are_not_usable_cts_are_refused(shared_data):
     coarse = check_ct(read_volume(shared_data / "real" / "cip_chest_ct" / "TestInput.nrrd"))
-    assert coarse and "6.99 mm" in coarse[0]  # 5.28 x 5.28 x 6.99 mm: usable, with a warning
+    assert coarse and "6.99 mm" in str(coarse[0])  # 5.28 x 5.28 x 6.99 mm: usable, with a warning
     with pytest.raises(UserError, match=r"the CT has 2 voxels along z \(slices\)"):
         read_ct(shared_data / "real" / "cip_chest_ct" / "crop_ct_2slices.nrrd")
     gate = shared_data / "real" / "lu177_dotatate_patient15" / "patient15_LuDOTATATE_attn.h33"  # stored as HU + 1000

@@ -35,6 +35,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ImagingBasics.errors import UserError
+from ImagingBasics.quality import QualityWarning
 from ImagingBasics.resample import resample_labels
 from ImagingBasics.volume import Volume
 
@@ -396,7 +397,7 @@ MAX_LUNG_MEDIAN_HU = -500.0
 MIN_REGION_COVERAGE = 0.9
 
 
-def check_lung_labels(labels: LungLabels, ct: Volume, name: str = "the lung labels") -> List[str]:
+def check_lung_labels(labels: LungLabels, ct: Volume, name: str = "the lung labels") -> List[QualityWarning]:
     """Given labels checked against the CT they are used with; where they would give a wrong result, a one-line
     UserError, else a list of warnings.
 
@@ -431,7 +432,8 @@ def check_lung_labels(labels: LungLabels, ct: Volume, name: str = "the lung labe
                         "(--labels-source) and the CT's orientation")
     covered = float(np.count_nonzero((np.asarray(labels.regions.array) > 0) & (lungs > 0))) / (right + left)
     if covered < MIN_REGION_COVERAGE:
-        return [f"the {labels.kind} cover {100 * covered:.0f} % of the lungs; the rest is in no region of the table"]
+        return [QualityWarning("regions_partial", f"the {labels.kind} cover {100 * covered:.0f} % of the lungs; the "
+                               "rest is in no region of the table", {"covered_percent": round(100 * covered, 1)})]
     return []
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ImagingBasics.errors import UserError
+from ImagingBasics.quality import QualityWarning, warning_dicts
 from ImagingBasics.resample import resample_labels
 from ImagingBasics.validation import check_ct, require_finite
 from ImagingBasics.volume import Volume
@@ -38,6 +39,7 @@ from .preprocess import (
     preprocess_case,
     sample_to_ct,
 )
+from .quality import lung_quality
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -124,6 +126,15 @@ def align_spect(ct: Volume, spect: Volume, lungs: Volume, register: bool) -> Tup
             "fraction_in_lungs_after": result.fraction_in_lungs_after,
             "suspicious": result.suspicious, "warnings": list(result.warnings)}
     return result.spect_on_ct, info
+
+
+def registration_warnings(info: Optional[Dict[str, Any]]) -> List[QualityWarning]:
+    """The registration's warnings (:func:`align_spect`'s info) as quality warnings with its numbers."""
+    if not info:
+        return []
+    numbers = {k: info[k] for k in ("translation_mm", "rotation_deg", "fraction_in_lungs_before",
+                                    "fraction_in_lungs_after") if info.get(k) is not None}
+    return [QualityWarning("registration_suspicious", str(w), numbers) for w in info.get("warnings", [])]
 
 
 def network_inputs(samples: List[LungSample]) -> np.ndarray:
@@ -242,9 +253,10 @@ def run_pipeline(
     baseline (a warning goes into the metrics); otherwise ``model`` is a network from :func:`~.weights.load_weights`."""
     times: Dict[str, float] = {}
     t0 = time.perf_counter()
-    ct_warnings = check_ct(ct)
+    quality = list(check_ct(ct))
     _say(progress, 0.02, "lung labels")
     labels, label_info = resolve_labels(ct, lungs, lobes, options.labels_source)
+    quality += lung_quality(labels, ct, given=lungs is not None or lobes is not None)
     times["labels"] = time.perf_counter() - t0
 
     spect_on_ct = reg_info = spect_norm = None
@@ -262,10 +274,10 @@ def run_pipeline(
 
     t = time.perf_counter()
     baseline = samples_to_ct([s.ct_input for s in samples], samples, ct, labels.lungs)
-    warnings: List[str] = list(ct_warnings)
     uncertainty = None
     if model is None:
-        warnings.append("no network weights: the perfusion map is the HU-only baseline, not a network prediction")
+        quality.append(QualityWarning("baseline_predictor", "no network weights: the perfusion map is the HU-only "
+                                      "baseline, not a network prediction"))
         perfusion, device = baseline, "none"
     else:
         _say(progress, 0.6, "network")
@@ -292,7 +304,7 @@ def run_pipeline(
         "model": dict(model_info or {}, device=device),
         "options": options.to_dict(),
         "registration": reg_info,
-        "warnings": warnings + (list(reg_info.get("warnings", [])) if reg_info else []),
+        "warnings": warning_dicts(quality + registration_warnings(reg_info)),
     }
     if spect_norm is not None:
         spacing = options.evaluation_spacing_mm

@@ -1,4 +1,5 @@
-"""Quality checks of the lungs a run works on: lungs cut by the field of view, implausible lung volumes.
+"""Quality checks of the lungs a run works on: given labels against their CT, lungs cut by the field of view,
+implausible lung volumes (:func:`lung_quality` runs them all).
 
 Each check returns :class:`~ImagingBasics.quality.QualityWarning` values (code, one-line message, numbers); the
 thresholds are our choices, set on the real CTs of the test data (whole lungs touch the image border with at most
@@ -14,7 +15,7 @@ import numpy as np
 from ImagingBasics.quality import QualityWarning
 from ImagingBasics.volume import Volume, orientation_code
 
-from .labels import LEFT_LUNG, RIGHT_LUNG
+from .labels import LEFT_LUNG, RIGHT_LUNG, LungLabels, check_lung_labels
 
 #: lung on an image face beyond this area (cm^2) means the field of view cuts the lung there
 TRUNCATION_AREA_CM2 = 5.0
@@ -61,3 +62,10 @@ def lung_volume(lungs: Volume, volume_range_ml=LUNG_VOLUME_RANGE_ML) -> List[Qua
                            f"the lungs measure {total_ml:.0f} mL, outside the usual {low:.0f}-{high:.0f} mL of an "
                            f"adult's lungs at inspiration: {why}",
                            {"volume_ml": round(total_ml, 1), "usual_min_ml": low, "usual_max_ml": high})]
+
+
+def lung_quality(labels: LungLabels, ct: Volume, given: bool) -> List[QualityWarning]:
+    """The warnings about the lungs of a run: given labels checked against the CT (:func:`.labels.check_lung_labels`,
+    which refuses labels that would give a wrong result), then :func:`lung_truncation` and :func:`lung_volume`."""
+    warnings = check_lung_labels(labels, ct) if given else []
+    return warnings + lung_truncation(labels.lungs) + lung_volume(labels.lungs)

@@ -117,7 +117,7 @@ def write_overview(ct, result, path: Path) -> Path:
                          f"{_f(e['dsc_low'], 3):>8}")
     for w in result.metrics.get("warnings", []):
         lines.append("")
-        lines.append(f"warning: {w}")
+        lines.append(f"warning: {w['message']}")
     text_ax.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8, va="top", wrap=True)
     fig.suptitle("CT perfusion mapping (research use only, not for clinical use)")
     fig.tight_layout()

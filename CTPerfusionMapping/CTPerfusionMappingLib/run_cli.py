@@ -141,7 +141,7 @@ def _print_summary(result, out: Path) -> None:
             print(f"{key:>12} vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, "
                   f"DSC high {_num(e['dsc_high'])}, low {_num(e['dsc_low'])}")
     for w in m.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {w['message']}", file=sys.stderr)
     print(f"results in {out}")
 
 
@@ -170,19 +170,29 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     metrics.json into ``out`` and returns the metrics."""
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.quality import warning_dicts
     from ImagingBasics.validation import check_ct, require_finite
 
     from .metrics import region_table, write_region_csv
-    from .pipeline import PreprocessParams, align_spect, evaluate_against_spect, normalised_spect, resolve_labels
+    from .pipeline import (
+        PreprocessParams,
+        align_spect,
+        evaluate_against_spect,
+        normalised_spect,
+        registration_warnings,
+        resolve_labels,
+    )
+    from .quality import lung_quality
 
     ct = read_volume(ct_path)
-    ct_warnings = check_ct(ct)
+    quality = list(check_ct(ct))
     perfusion = read_volume(perfusion_path)
     require_finite(perfusion, "perfusion map")
     if not perfusion.same_geometry(ct):
         raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
     labels, label_info = resolve_labels(ct, read_volume(lungs) if lungs else None,
                                         read_volume(lobes) if lobes else None, options.labels_source)
+    quality += lung_quality(labels, ct, given=bool(lungs or lobes))
     spect = read_volume(spect_path)
     spect_on_ct, reg = align_spect(ct, spect, labels.lungs, options.register)
     ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
@@ -192,7 +202,7 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, options, spacing)
     result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
               "grid_spacing_mm": evaluation["grid_spacing_mm"],
-              "warnings": ct_warnings + (list(reg.get("warnings", [])) if reg else [])}
+              "warnings": warning_dicts(quality + registration_warnings(reg))}
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +220,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"vs SPECT: Spearman {_num(e['spearman'])}, SSIM {_num(e['ssim'])}, DSC high {_num(e['dsc_high'])}, "
           f"low {_num(e['dsc_low'])}; results in {args.out}")
     for w in result["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {w['message']}", file=sys.stderr)
     return 0
 
 

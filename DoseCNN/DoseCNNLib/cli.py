@@ -277,7 +277,7 @@ def _run(args: argparse.Namespace) -> int:
                            kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     dose = result.dose_rate_mgy_s
     for warning in result.info.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {warning['message']}", file=sys.stderr)
     say(0.9, "writing the results")
     write_volume(dose, args.out / "dose_rate.nrrd")
     names = label_names_from_args(args.names)
@@ -384,7 +384,7 @@ def _integrate(args: argparse.Namespace) -> int:
                   f"{r['effective_half_life_h']:9.1f}{r['mean_dose_gy_organ_fit']:10.4g}"
                   f"{r['mean_dose_gy_voxel_map']:10.4g}{r['d98_gy']:8.3g}{r['d50_gy']:8.3g}{r['d2_gy']:8.3g}")
     for warning in s["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {warning['message']}", file=sys.stderr)
     say(1.0, "done", out=args.out)
     return 0
 

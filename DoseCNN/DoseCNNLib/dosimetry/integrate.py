@@ -400,12 +400,14 @@ def time_activity_figure(result: IntegrationResult, fits: Mapping[int, Tuple[Cur
 
 
 # --- the command ------------------------------------------------------------------------------------------------------
-def check_time_point_cts(specs: Sequence[TimePointSpec], reference_ct: Volume, reference_path: Path) -> List[str]:
+def check_time_point_cts(specs: Sequence[TimePointSpec], reference_ct: Volume, reference_path: Path
+                         ) -> List[Dict[str, object]]:
     """Every CT checked before any dose is computed (:func:`ImagingBasics.validation.check_ct`): a bad CT of the last
     time point fails at once, not after the first time points' work. The reference CT is "the CT" in messages when
     it is a time point's own CT (the default), "the reference CT" otherwise; the others are named by their time
-    point. Returns the quality warnings, each once."""
+    point. Returns the quality warnings (as dicts for integrate.json), each once."""
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.quality import warning_dicts
     from ImagingBasics.validation import check_ct
 
     reference = Path(reference_path).resolve()
@@ -414,7 +416,7 @@ def check_time_point_cts(specs: Sequence[TimePointSpec], reference_ct: Volume, r
     for spec in specs:
         if Path(spec.ct).resolve() != reference:
             warnings += check_ct(read_volume(spec.ct), f"CT of the {spec.time_h:g} h time point")
-    return list(dict.fromkeys(warnings))
+    return warning_dicts(warnings)
 
 
 def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = None,

@@ -27,6 +27,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ImagingBasics.errors import UserError
+from ImagingBasics.quality import warning_dicts
 from ImagingBasics.resample import resample_amount
 from ImagingBasics.validation import check_ct
 from ImagingBasics.volume import Volume
@@ -161,5 +162,5 @@ def vdk_from_counts(spect: Volume, ct: Volume, bq_per_count: Optional[float] = N
     vdk, parts = vdk_dose_rate(activity, ct, electron, photon, device=device)
     info: Dict[str, object] = {"nuclide": nuclide, "total_activity_mbq": float(activity.array.sum(dtype=np.float64) / 1e6),
                                "kernel_sizes": [int(electron.shape[0]), int(photon.shape[0])], **parts,
-                               "warnings": ct_warnings}
+                               "warnings": warning_dicts(ct_warnings)}
     return activity, vdk, info
