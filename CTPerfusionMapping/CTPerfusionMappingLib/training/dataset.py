@@ -72,6 +72,7 @@ def preprocess_row(row: Dict[str, str], params: PreprocessParams, register: bool
                    labels_source: str = "auto") -> List[TrainSample]:
     """One manifest row -> its hemi-lung samples (the inference pipeline's own steps)."""
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.validation import check_ct
 
     from ..pipeline import align_spect, resolve_labels
     from ..preprocess import preprocess_case
@@ -79,6 +80,7 @@ def preprocess_row(row: Dict[str, str], params: PreprocessParams, register: bool
     if not row.get("spect"):
         raise UserError(f"case {row['id']}: training needs a SPECT (column spect)")
     ct = read_volume(row["ct"])
+    check_ct(ct, f"CT of case {row['id']}")  # the checks of every command (quality warnings do not stop training)
     labels, _ = resolve_labels(ct, read_volume(row["lungs"]) if row.get("lungs") else None,
                                read_volume(row["lobes"]) if row.get("lobes") else None, labels_source)
     spect_on_ct, _ = align_spect(ct, read_volume(row["spect"]), labels.lungs, register)
