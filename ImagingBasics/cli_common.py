@@ -1,16 +1,28 @@
 """Pieces shared by the ``ctpm`` and ``dosecnn`` command lines: error handling and common subcommands.
 
 Every command follows one contract: a :class:`~.errors.UserError` (or a missing file) prints
-``error: <message>`` on stderr and exits with status 2, without a traceback; success exits 0.
+``error: <message>`` on stderr and exits with status 2, without a traceback; success exits 0. Ctrl-C and SIGTERM (a
+job scheduler's stop) end a command with status 130 or 143 after its cleanup has run (temporary and staging files
+removed: :mod:`.files`, :mod:`.outputs`).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence
 
 from .errors import UserError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and context managers clean up as for Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional[Sequence[str]] = None) -> int:
@@ -20,14 +32,21 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def add_info_command(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,9 @@ Paths are relative to the manifest's folder (absolute paths are kept). Used by `
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -22,7 +24,13 @@ def read_rows(path: Path, required: Sequence[str], path_columns: Sequence[str] =
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start} cannot be read): save the CSV as UTF-8") from None
+    if "\0" in text:
+        raise UserError(f"{path} is not a CSV text file (it holds binary data)")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in required if c not in fields]
@@ -47,4 +55,19 @@ def read_manifest(path: Path, required: Sequence[str] = ("id", "ct"),
         raise UserError(f"{path} has no cases")
     if len(set(ids)) != len(ids) or any(not i for i in ids):
         raise UserError(f"{path}: every case needs a unique, non-empty id")
+    for case_id in ids:
+        check_case_id(case_id, path)
     return rows
+
+
+#: a case id is a plain folder name: letters, digits, '.', '_' and '-', not starting with '.'
+CASE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+def check_case_id(case_id: str, where) -> str:
+    """``case_id`` unchanged when it is a plain folder name (:data:`CASE_ID`); else a UserError: ids become folder
+    names under --out, and ``../other/case000`` would write outside it."""
+    if not CASE_ID.fullmatch(case_id):
+        raise UserError(f"{where}: case id {case_id!r} is not a plain name (letters, digits, '.', '_', '-', not starting "
+                        "with '.'); ids become folder names under --out")
+    return case_id

@@ -66,7 +66,7 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--progress-lines", action="store_true",
                    help="instead of a progress bar, print machine-readable progress lines on stdout (for a calling "
-                        "program such as the Slicer module; see CTPerfusionMappingLib/process.py)")
+                        "program such as the Slicer module; see ImagingBasics/process.py)")
     p.set_defaults(func=_run)
 
 
@@ -81,24 +81,32 @@ def _options(args: argparse.Namespace):
 def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any], spect: Optional[str] = None,
              lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
     """Read the inputs, run the pipeline with ``options`` (a :class:`~.pipeline.RunOptions`) and write every output
-    into ``out``; returns the RunResult."""
+    into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input, no mix with an
+    earlier run's files); returns the RunResult."""
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.outputs import output_folder
 
     from .pipeline import run_pipeline
-    from .report import write_run_outputs
+    from .report import OUTPUT_FILES, write_run_outputs
 
-    ct = read_volume(ct_path)
-    volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
-    info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
-    result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
-    write_run_outputs(result, out, ct)
+    with output_folder(out, [ct_path, spect, lungs, lobes], list(OUTPUT_FILES.values()),
+                       OUTPUT_FILES["metrics"]) as staging:
+        ct = read_volume(ct_path)
+        volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
+        info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
+        result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
+        write_run_outputs(result, staging, ct)
     return result
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ImagingBasics.outputs import check_output_folder
     from ImagingBasics.process import progress_line
 
+    from .report import OUTPUT_FILES
+
     options = _options(args)
+    check_output_folder(args.out, [args.ct, args.spect, args.lungs, args.lobes], list(OUTPUT_FILES.values()))
     if args.progress_lines:
         print(progress_line({"progress": 0.0, "step": "loading the model"}), flush=True)
     model, info = load_model(args.weights, args.baseline, options.device)
@@ -170,6 +178,7 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     metrics.json into ``out`` and returns the metrics."""
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
+    from ImagingBasics.outputs import output_folder
     from ImagingBasics.quality import warning_dicts
     from ImagingBasics.validation import check_ct, require_finite
 
@@ -184,30 +193,30 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     )
     from .quality import lung_quality
 
-    ct = read_volume(ct_path)
-    quality = list(check_ct(ct))
-    perfusion = read_volume(perfusion_path)
-    require_finite(perfusion, "perfusion map")
-    if not perfusion.same_geometry(ct):
-        raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
-    labels, label_info = resolve_labels(ct, read_volume(lungs) if lungs else None,
-                                        read_volume(lobes) if lobes else None, options.labels_source)
-    quality += lung_quality(labels, ct, given=bool(lungs or lobes))
-    spect = read_volume(spect_path)
-    spect_on_ct, reg = align_spect(ct, spect, labels.lungs, options.register)
-    ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
-    spacing = options.evaluation_spacing_mm
-    if spacing is None:
-        spacing = float(min(spect.spacing))
-    evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, options, spacing)
-    result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
-              "grid_spacing_mm": evaluation["grid_spacing_mm"],
-              "warnings": warning_dicts(quality + registration_warnings(reg))}
-    rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_region_csv(rows, out / "lobes.csv")
-    write_json(result, out / "metrics.json")
+    inputs = [ct_path, perfusion_path, spect_path, lungs, lobes]
+    with output_folder(out, inputs, ["lobes.csv", "metrics.json"], "metrics.json") as staging:
+        ct = read_volume(ct_path)
+        quality = list(check_ct(ct))
+        perfusion = read_volume(perfusion_path)
+        require_finite(perfusion, "perfusion map")
+        if not perfusion.same_geometry(ct):
+            raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
+        labels, label_info = resolve_labels(ct, read_volume(lungs) if lungs else None,
+                                            read_volume(lobes) if lobes else None, options.labels_source)
+        quality += lung_quality(labels, ct, given=bool(lungs or lobes))
+        spect = read_volume(spect_path)
+        spect_on_ct, reg = align_spect(ct, spect, labels.lungs, options.register)
+        ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
+        spacing = options.evaluation_spacing_mm
+        if spacing is None:
+            spacing = float(min(spect.spacing))
+        evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, options, spacing)
+        result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
+                  "grid_spacing_mm": evaluation["grid_spacing_mm"],
+                  "warnings": warning_dicts(quality + registration_warnings(reg))}
+        rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
+        write_region_csv(rows, staging / "lobes.csv")
+        write_json(result, staging / "metrics.json")
     return result
 
 

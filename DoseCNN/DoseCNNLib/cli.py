@@ -190,37 +190,40 @@ def _mc(args: argparse.Namespace) -> int:
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume, write_volume
+    from ImagingBasics.outputs import output_folder
     from ImagingBasics.validation import check_ct
 
     from .physics.monte_carlo import run_mc
 
     if args.activity_scale <= 0:
         raise UserError("--activity-scale must be positive")
-    ct = read_volume(args.ct)
-    for warning in check_ct(ct):
-        print(f"warning: {warning}", file=sys.stderr)
-    activity = read_volume(args.activity)
-    activity = activity.with_array(activity.array.astype("float64") * args.activity_scale)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
+    with output_folder(args.out, [args.ct, args.activity], ["dose_rate.nrrd", "uncertainty.nrrd", "mc.json"],
+                       "mc.json") as staging:  # --out checked before any work
+        ct = read_volume(args.ct)
+        for warning in check_ct(ct):
+            print(f"warning: {warning}", file=sys.stderr)
+        activity = read_volume(args.activity)
+        activity = activity.with_array(activity.array.astype("float64") * args.activity_scale)
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
 
-        bar = tqdm(total=args.batches, desc="Monte Carlo", unit="batch", file=sys.stderr)
-    t0 = time.perf_counter()
-    try:
-        result = run_mc(activity, ct, args.nuclide, args.decays, args.batches, args.device, args.seed,
-                        progress=(lambda done, total: bar.update(1)) if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-    write_volume(result.dose_rate_mgy_s, args.out / "dose_rate.nrrd")
-    write_volume(result.relative_uncertainty, args.out / "uncertainty.nrrd")
-    summary = {"nuclide": result.nuclide, "decays": result.n_decays, "batches": result.batches,
-               "total_activity_bq": result.total_activity_bq, "seconds": seconds,
-               "decays_per_second": result.n_decays / seconds, "device": args.device,
-               "max_dose_rate_mgy_s": float(result.dose_rate_mgy_s.array.max())}
-    write_json(summary, args.out / "mc.json")
+            bar = tqdm(total=args.batches, desc="Monte Carlo", unit="batch", file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            result = run_mc(activity, ct, args.nuclide, args.decays, args.batches, args.device, args.seed,
+                            progress=(lambda done, total: bar.update(1)) if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        write_volume(result.dose_rate_mgy_s, staging / "dose_rate.nrrd")
+        write_volume(result.relative_uncertainty, staging / "uncertainty.nrrd")
+        summary = {"nuclide": result.nuclide, "decays": result.n_decays, "batches": result.batches,
+                   "total_activity_bq": result.total_activity_bq, "seconds": seconds,
+                   "decays_per_second": result.n_decays / seconds, "device": args.device,
+                   "max_dose_rate_mgy_s": float(result.dose_rate_mgy_s.array.max())}
+        write_json(summary, staging / "mc.json")
     print(f"{result.n_decays} decays in {seconds:.1f} s ({summary['decays_per_second']:.0f}/s); maximum dose rate "
           f"{summary['max_dose_rate_mgy_s']:.4g} mGy/s; results in {args.out}")
     return 0
@@ -247,8 +250,12 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--progress-lines", action="store_true",
                    help="print machine-readable progress lines on stdout (for a calling program such as the "
-                        "Slicer module; see CTPerfusionMappingLib/process.py)")
+                        "Slicer module; see ImagingBasics/process.py)")
     p.set_defaults(func=_run)
+
+
+#: the files dosecnn run writes into --out (run.json last: its presence marks a finished run)
+RUN_OUTPUTS = ["dose_rate.nrrd", "table.csv", "run.json", "overview.png"]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -258,39 +265,43 @@ def _run(args: argparse.Namespace) -> int:
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
+    from ImagingBasics.outputs import output_folder
 
-    from .dosimetry.pipeline import dose_rate_map, label_names_from_args, label_table
+    from .dosimetry.pipeline import dose_rate_map, label_names_from_args, label_table, load_dose_weights_for
     from .physics.vdk import check_calibration
 
     options = RUN.from_arguments(args)  # first: a wrong value is refused before any file is read
     check_calibration(options["bq_per_count"], options["activity_mbq"])
     say = _progress_lines(args)
-    say(0.0, "reading the images")
-    t0 = time.perf_counter()
-    ct = read_volume(args.ct)
-    spect = read_volume(args.spect)
-    labels = read_volume(args.labels) if args.labels else None
-    if labels is not None and not labels.same_geometry(ct):
-        raise UserError("the label map must be on the CT grid")
-    say(0.1, "computing the dose rate")
-    result = dose_rate_map(spect, ct, **dict(options, device=_device(options["device"])), weights=args.weights,
-                           kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    dose = result.dose_rate_mgy_s
-    for warning in result.info.get("warnings", []):
-        print(f"warning: {warning['message']}", file=sys.stderr)
-    say(0.9, "writing the results")
-    write_volume(dose, args.out / "dose_rate.nrrd")
     names = label_names_from_args(args.names)
-    rows = label_table(dose, labels, result.activity_bq, names) if labels is not None else []
-    if rows:
-        write_csv(rows, args.out / "table.csv")
-    summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
-               "labels": rows,
-               "note": "research use only; " + (
-                   "VDK with density scaling (Li 2020) ignores heterogeneity effects" if options["method"] == "vdk"
-                   else "VDK plus a residual CNN correction (Li 2020); the CNN is only as good as its training data")}
-    write_json(summary, args.out / "run.json")
-    dose_figure(ct, dose, args.out / "overview.png")
+    inputs = [args.spect, args.ct, args.labels, args.weights] + list(args.names or [])
+    with output_folder(args.out, inputs, RUN_OUTPUTS, "run.json") as staging:  # --out checked before any work
+        weights = load_dose_weights_for(options["method"], args.weights)  # a wrong weights file, too
+        say(0.0, "reading the images")
+        t0 = time.perf_counter()
+        ct = read_volume(args.ct)
+        spect = read_volume(args.spect)
+        labels = read_volume(args.labels) if args.labels else None
+        if labels is not None and not labels.same_geometry(ct):
+            raise UserError("the label map must be on the CT grid")
+        say(0.1, "computing the dose rate")
+        result = dose_rate_map(spect, ct, **dict(options, device=_device(options["device"])), weights=weights,
+                               kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        dose = result.dose_rate_mgy_s
+        for warning in result.info.get("warnings", []):
+            print(f"warning: {warning['message']}", file=sys.stderr)
+        say(0.9, "writing the results")
+        write_volume(dose, staging / "dose_rate.nrrd")
+        rows = label_table(dose, labels, result.activity_bq, names) if labels is not None else []
+        if rows:
+            write_csv(rows, staging / "table.csv")
+        summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
+                   "labels": rows,
+                   "note": "research use only; " + (
+                       "VDK with density scaling (Li 2020) ignores heterogeneity effects" if options["method"] == "vdk"
+                       else "VDK plus a residual CNN correction (Li 2020); the CNN is only as good as its training data")}
+        write_json(summary, staging / "run.json")
+        dose_figure(ct, dose, staging / "overview.png")
     print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
           f"({summary['seconds']:.1f} s); results in {args.out}")
     for r in rows:
@@ -348,7 +359,7 @@ def add_integrate_command(sub: argparse._SubParsersAction) -> None:
                    help="also write each time point's dose rate in the reference frame (dose_rate_NN.nrrd, mGy/s)")
     p.add_argument("--progress-lines", action="store_true",
                    help="print machine-readable progress lines on stdout (for a calling program such as the "
-                        "Slicer module; see CTPerfusionMappingLib/process.py)")
+                        "Slicer module; see ImagingBasics/process.py)")
     p.set_defaults(func=_integrate)
 
 

@@ -47,6 +47,9 @@ OUTPUT_FILES = ("absorbed_dose.nrrd", "tia.nrrd", "organs.csv", "dvh.csv", "dvh.
                 "integrate.json")
 #: with ``dose_rate_maps``: the dose rate (mGy/s) of the i-th time point (0-based, in time order) in the reference frame
 DOSE_RATE_MAP = "dose_rate_{index:02d}.nrrd"
+#: the files ``dosecnn integrate`` writes into --out (integrate.json last: its presence marks a finished run)
+INTEGRATE_OUTPUTS = ["absorbed_dose.nrrd", "tia.nrrd", "dose_rate_[0-9][0-9].nrrd", "organs.csv", "dvh.csv", "dvh.png",
+                     "time_activity.png", "integrate.json"]
 
 
 # --- the manifest --------------------------------------------------------------------------------------------------
@@ -430,47 +433,52 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
     dose rate in the reference frame (:data:`DOSE_RATE_MAP`); ``fraction``: see :data:`Fraction`."""
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
+    from ImagingBasics.outputs import output_folder
 
     from .metrics import dvh_figure, dvh_rows
+    from .pipeline import load_dose_weights_for
 
     t0 = time.perf_counter()
-    out = Path(out)
     specs = read_time_manifest(manifest)
-    reference_path = Path(reference_ct_path) if reference_ct_path else specs[0].ct
-    reference_ct = read_volume(reference_path)
-    warnings = check_time_point_cts(specs, reference_ct, reference_path)
-    labels = read_volume(labels_path) if labels_path else None
-    if labels is not None and not labels.same_geometry(reference_ct):
-        raise UserError("the label map must be on the reference CT's grid (the first time point's CT, or "
-                        "--reference-ct)")
-    result = integrate_time_points(specs, reference_ct, method=method, weights=weights, fit=fit, start=start,
-                                   register=register, registration_metric=registration_metric, device=device,
-                                   nuclide=nuclide, kernel_cache=kernel_cache, progress=progress, fraction=fraction)
-    if fraction is not None:
-        fraction((len(specs) + 1) / (len(specs) + 2), "writing the results")
-    write_volume(result.absorbed_dose_gy, out / "absorbed_dose.nrrd")
-    write_volume(result.tia_mbq_h, out / "tia.nrrd")
-    if dose_rate_maps:
-        for index, rate in enumerate(result.dose_rate_mgy_s):
-            write_volume(reference_ct.with_array(rate), out / DOSE_RATE_MAP.format(index=index))
-    rows: List[Dict[str, object]] = []
-    label_names: Dict[int, str] = dict(names or {})
-    if labels is not None:
-        rows, fits = organ_rows(result, labels, label_names)
-        if rows:
-            write_csv(rows, out / "organs.csv")
-            dvh = dvh_rows(result.absorbed_dose_gy, labels, label_names)
-            write_csv(dvh, out / "dvh.csv")
-            dvh_figure(dvh, out / "dvh.png")
-            time_activity_figure(result, fits, label_names, out / "time_activity.png")
-    summary = {"nuclide": nuclide, "physical_half_life_h": math.log(2.0) / result.lambda_phys_per_h,
-               "method": method, "fit": fit, "start": start, "reference_ct": str(reference_path),
-               "registration_metric": registration_metric if register else None,
-               "time_points": result.time_points, "voxel_fits": result.voxel_fits,
-               "total_tia_mbq_h": float(result.tia_mbq_h.array.sum(dtype=np.float64)),
-               "max_absorbed_dose_gy": float(result.absorbed_dose_gy.array.max()), "organs": rows,
-               "seconds": time.perf_counter() - t0, "notes": _notes(result), "warnings": warnings}
-    write_json(summary, out / "integrate.json")  # last: its presence marks a finished run
+    inputs = [manifest, labels_path, reference_ct_path, weights if isinstance(weights, (str, Path)) else None]
+    inputs += [path for spec in specs for path in (spec.ct, spec.spect)]
+    with output_folder(out, inputs, INTEGRATE_OUTPUTS, "integrate.json") as staging:  # --out checked before any work
+        weights = load_dose_weights_for(method, weights)  # a wrong weights file, too
+        reference_path = Path(reference_ct_path) if reference_ct_path else specs[0].ct
+        reference_ct = read_volume(reference_path)
+        warnings = check_time_point_cts(specs, reference_ct, reference_path)
+        labels = read_volume(labels_path) if labels_path else None
+        if labels is not None and not labels.same_geometry(reference_ct):
+            raise UserError("the label map must be on the reference CT's grid (the first time point's CT, or "
+                            "--reference-ct)")
+        result = integrate_time_points(specs, reference_ct, method=method, weights=weights, fit=fit, start=start,
+                                       register=register, registration_metric=registration_metric, device=device,
+                                       nuclide=nuclide, kernel_cache=kernel_cache, progress=progress, fraction=fraction)
+        if fraction is not None:
+            fraction((len(specs) + 1) / (len(specs) + 2), "writing the results")
+        write_volume(result.absorbed_dose_gy, staging / "absorbed_dose.nrrd")
+        write_volume(result.tia_mbq_h, staging / "tia.nrrd")
+        if dose_rate_maps:
+            for index, rate in enumerate(result.dose_rate_mgy_s):
+                write_volume(reference_ct.with_array(rate), staging / DOSE_RATE_MAP.format(index=index))
+        rows: List[Dict[str, object]] = []
+        label_names: Dict[int, str] = dict(names or {})
+        if labels is not None:
+            rows, fits = organ_rows(result, labels, label_names)
+            if rows:
+                write_csv(rows, staging / "organs.csv")
+                dvh = dvh_rows(result.absorbed_dose_gy, labels, label_names)
+                write_csv(dvh, staging / "dvh.csv")
+                dvh_figure(dvh, staging / "dvh.png")
+                time_activity_figure(result, fits, label_names, staging / "time_activity.png")
+        summary = {"nuclide": nuclide, "physical_half_life_h": math.log(2.0) / result.lambda_phys_per_h,
+                   "method": method, "fit": fit, "start": start, "reference_ct": str(reference_path),
+                   "registration_metric": registration_metric if register else None,
+                   "time_points": result.time_points, "voxel_fits": result.voxel_fits,
+                   "total_tia_mbq_h": float(result.tia_mbq_h.array.sum(dtype=np.float64)),
+                   "max_absorbed_dose_gy": float(result.absorbed_dose_gy.array.max()), "organs": rows,
+                   "seconds": time.perf_counter() - t0, "notes": _notes(result), "warnings": warnings}
+        write_json(summary, staging / "integrate.json")  # last: its presence marks a finished run
     return summary
 
 

@@ -59,6 +59,17 @@ def dose_rate_map(spect: Volume, ct: Volume, bq_per_count: Optional[float] = Non
     return DoseRateResult(dose, activity, vdk, method, info)
 
 
+def load_dose_weights_for(method: str, weights=None, device: str = "cpu"):
+    """The CNN weights a run of ``method`` needs, loaded now (``method="cnn"``: a file, or the bundled model when
+    ``weights`` is None), so that a missing or damaged weights file is refused before any dose is computed; None for
+    ``method="vdk"``."""
+    if method != "cnn":
+        return None
+    from ..cnn.weights import resolve_weights
+
+    return resolve_weights(weights, device)
+
+
 def label_table(dose_rate: Volume, labels: Volume, activity: Optional[Volume] = None,
                 names: Optional[Dict[int, str]] = None) -> List[Dict[str, object]]:
     """Per label > 0: name, volume (mL), mean and maximum dose rate (mGy/s), activity (MBq) when given."""
