@@ -71,3 +71,36 @@ def test_ctpm_run_reports_truncated_lungs_in_metrics_and_on_stderr(shared_data, 
     assert "baseline_predictor" in codes and ("lung_truncated" in codes) == truncated
     err = capsys.readouterr().err
     assert all(f"warning: {w['message']}" in err for w in warnings)
+
+
+def test_a_ct_outside_the_bundled_models_training_domain_is_flagged():
+    from CTPerfusionMappingLib.quality import BUNDLED_TRAINING_DOMAIN, model_domain
+
+    a = np.full((20, 30, 30), 40.0, np.float32)
+    lungs = np.zeros(a.shape, np.uint8)
+    lungs[5:15, 5:25, 5:14], lungs[5:15, 5:25, 16:25] = 1, 2
+    a[lungs > 0] = -850.0
+    inside = Volume(a, (0.98, 0.98, 2.5))
+    assert model_domain(inside, inside.with_array(lungs)) == []
+    coarse = Volume(a, (5.28, 5.28, 6.99))  # CIP's TestInput
+    warnings = model_domain(coarse, coarse.with_array(lungs))
+    assert [w.code for w in warnings] == ["outside_training_domain"] * 2
+    assert warnings[0].values == {"in_plane_mm": 5.28} and warnings[1].values == {"slice_mm": 6.99}
+    dense = inside.with_array(np.where(lungs > 0, -700.0, a).astype(np.float32))  # expiration, or a soft kernel?
+    assert [w.values for w in model_domain(dense, dense.with_array(lungs))] == [{"lung_median_hu": -700.0}]
+    assert BUNDLED_TRAINING_DOMAIN["slice_mm"] == (1.25, 5.0)
+
+
+def test_a_spect_that_covers_part_of_the_lungs_is_flagged():
+    from CTPerfusionMappingLib.quality import spect_coverage
+
+    lungs = Volume(np.zeros((40, 30, 30), np.uint8), (2.0, 2.0, 2.0))
+    lungs.array[5:35, 5:25, 5:25] = 1
+    whole = Volume(np.zeros((50, 40, 40), np.float32), (2.0, 2.0, 2.0), (-10.0, -10.0, -10.0))
+    assert spect_coverage(lungs, whole) == []
+    upper = Volume(np.zeros((32, 40, 40), np.float32), (2.0, 2.0, 2.0), (-10.0, -10.0, 40.0))  # z 40-102 mm only
+    [w] = spect_coverage(lungs, upper)
+    assert w.code == "spect_partial_coverage" and 45 < w.values["covered_percent"] < 60
+    shift = np.eye(4)
+    shift[2, 3] = 30.0  # the registration: CT point -> SPECT point 30 mm higher (the lungs at z 40-98 mm there)
+    assert spect_coverage(lungs, upper, shift) == []

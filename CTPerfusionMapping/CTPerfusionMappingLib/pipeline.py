@@ -39,7 +39,7 @@ from .preprocess import (
     preprocess_case,
     sample_to_ct,
 )
-from .quality import lung_quality
+from .quality import lung_quality, model_domain, spect_coverage
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -126,6 +126,13 @@ def align_spect(ct: Volume, spect: Volume, lungs: Volume, register: bool) -> Tup
             "fraction_in_lungs_after": result.fraction_in_lungs_after,
             "suspicious": result.suspicious, "warnings": list(result.warnings)}
     return result.spect_on_ct, info
+
+
+def training_domain(model_info: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The voxel sizes and lung HU a model was trained on: ``model_info["training_domain"]`` (the model loader sets it
+    for the bundled model), else its weights' ``training_domain`` metadata, else None (unknown: no domain warnings)."""
+    info = model_info or {}
+    return info.get("training_domain") or (info.get("metadata") or {}).get("training_domain")
 
 
 def registration_warnings(info: Optional[Dict[str, Any]]) -> List[QualityWarning]:
@@ -264,6 +271,7 @@ def run_pipeline(
         _say(progress, 0.2, "registration" if options.register else "SPECT onto CT")
         t = time.perf_counter()
         spect_on_ct, reg_info = align_spect(ct, spect, labels.lungs, options.register)
+        quality += spect_coverage(labels.lungs, spect, reg_info.get("matrix_lps"))
         spect_norm = normalised_spect(spect_on_ct, labels.lungs, options.preprocess)
         times["registration"] = time.perf_counter() - t
 
@@ -280,6 +288,7 @@ def run_pipeline(
                                       "baseline, not a network prediction"))
         perfusion, device = baseline, "none"
     else:
+        quality += model_domain(ct, labels.lungs, training_domain(model_info)) if training_domain(model_info) else []
         _say(progress, 0.6, "network")
         means, stds, device = predict_perfusion(model, samples, options, progress)
         perfusion = samples_to_ct(means, samples, ct, labels.lungs)

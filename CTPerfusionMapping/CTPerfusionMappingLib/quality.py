@@ -69,3 +69,52 @@ def lung_quality(labels: LungLabels, ct: Volume, given: bool) -> List[QualityWar
     which refuses labels that would give a wrong result), then :func:`lung_truncation` and :func:`lung_volume`."""
     warnings = check_lung_labels(labels, ct) if given else []
     return warnings + lung_truncation(labels.lungs) + lung_volume(labels.lungs)
+
+
+#: what the bundled model saw in training (its model card): synthetic phantoms, half of them at 3.9 x 3.9 mm in plane
+#: with 5 mm slices, half at 0.98 mm with 1.25-3.75 mm slices; lungs of median -866 to -833 HU (measured on the
+#: generator's cases), widened by 40 HU
+BUNDLED_TRAINING_DOMAIN = {"in_plane_mm": (0.9765625, 3.90625), "slice_mm": (1.25, 5.0), "lung_median_hu": (-906.0, -793.0)}
+
+
+def model_domain(ct: Volume, lungs: Volume, domain=BUNDLED_TRAINING_DOMAIN) -> List[QualityWarning]:
+    """Warnings where the CT lies outside what the model saw in training (``domain``: ranges of in-plane voxel size,
+    slice spacing (mm) and the lungs' median HU): its prediction there is an extrapolation."""
+    warnings: List[QualityWarning] = []
+    in_plane, slices = max(ct.spacing[0], ct.spacing[1]), ct.spacing[2]
+    for key, value, what in (("in_plane_mm", in_plane, "in-plane voxel size"), ("slice_mm", slices, "slice spacing")):
+        low, high = domain[key]
+        if not low * 0.9 <= value <= high * 1.1:
+            warnings.append(QualityWarning(
+                "outside_training_domain", f"the CT's {what} ({value:.3g} mm) is outside what the model was trained on "
+                f"({low:.3g}-{high:.3g} mm): the perfusion map is an extrapolation", {key: round(float(value), 4)}))
+    inside = np.asarray(lungs.array) > 0
+    if inside.any():
+        median_hu = float(np.median(np.asarray(ct.array)[inside]))
+        low, high = domain["lung_median_hu"]
+        if not low <= median_hu <= high:
+            warnings.append(QualityWarning(
+                "outside_training_domain", f"the lungs' median CT number ({median_hu:.0f} HU) is outside what the model "
+                f"was trained on ({low:.0f} to {high:.0f} HU; e.g. another kernel, dose or inspiration): the perfusion "
+                "map is an extrapolation", {"lung_median_hu": round(median_hu, 1)}))
+    return warnings
+
+
+def spect_coverage(lungs: Volume, spect: Volume, ct_to_spect_lps=None, min_share: float = 0.95) -> List[QualityWarning]:
+    """A warning when less than ``min_share`` of the lung voxels lie inside the SPECT's field of view (through the
+    registration, a 4x4 LPS matrix from a CT point to the SPECT point; None: the identity): the comparison with the
+    SPECT then covers part of the lungs only."""
+    idx = np.argwhere(np.asarray(lungs.array) > 0)[::7, ::-1].astype(float)  # every 7th lung voxel, (i, j, k)
+    if idx.size == 0:
+        return []
+    points = lungs.index_to_lps(idx)
+    if ct_to_spect_lps is not None:
+        m = np.asarray(ct_to_spect_lps, dtype=float)
+        points = points @ m[:3, :3].T + m[:3, 3]
+    ijk = spect.lps_to_index(points)
+    inside = np.all((ijk >= -0.5) & (ijk <= np.array(spect.size) - 0.5), axis=1)
+    share = float(inside.mean())
+    if share >= min_share:
+        return []
+    return [QualityWarning("spect_partial_coverage", f"the SPECT covers {100 * share:.0f} % of the lungs: the "
+                           "agreement figures describe that part only", {"covered_percent": round(100 * share, 1)})]

@@ -28,7 +28,12 @@ def load_model(weights: Optional[str], baseline: bool, device: str):
         raise UserError("no network weights: this installation has no bundled model; pass --weights FILE, or --baseline "
                         "for the HU-only baseline predictor")
     model, config, metadata = load_weights(path, device=device)
-    return model, {"predictor": "network", "weights": str(path), "config": config.to_dict(), "metadata": metadata}
+    info = {"predictor": "network", "weights": str(path), "config": config.to_dict(), "metadata": metadata}
+    if not weights and not os.environ.get("CTPM_WEIGHTS"):  # the bundled model: its training domain is known
+        from .quality import BUNDLED_TRAINING_DOMAIN
+
+        info["training_domain"] = BUNDLED_TRAINING_DOMAIN
+    return model, info
 
 
 def _progress_bar(quiet: bool):
