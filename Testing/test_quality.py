@@ -39,9 +39,11 @@ def test_whole_lungs_carry_no_truncation_warning_and_cropped_ones_do(real_lungs)
     assert lung_truncation(real_lungs["cip"]) == [] and lung_volume(real_lungs["cip"]) == []
     for name in ("ts_pulmonary", "ts_aorta"):
         warnings = lung_truncation(real_lungs[name])
-        cut = {(w.values["lung"], w.values["end"]) for w in warnings}
-        assert {("right", "right side"), ("left", "left side")} <= cut, name  # the crops cut both lungs laterally
-        assert all(w.code == "lung_truncated" and w.values["area_cm2"] > 5 for w in warnings)
+        assert [w.values["lung"] for w in warnings] == ["right", "left"], name  # one warning per lung
+        assert "right side" in warnings[0].values["ends_cm2"] and "left side" in warnings[1].values["ends_cm2"], name
+        assert all(w.code == "lung_truncated" and min(w.values["ends_cm2"].values()) > 5 for w in warnings)
+        assert all(w.values["area_cm2"] == pytest.approx(sum(w.values["ends_cm2"].values()), abs=0.2) for w in warnings)
+        assert "right side" in warnings[0].message and "top (apex)" in warnings[0].message  # all ends in one line
     small = lung_volume(real_lungs["ts_pulmonary"])  # 1.9 L in view
     assert [w.code for w in small] == ["lung_volume_unusual"] and small[0].values["volume_ml"] < 2000
     assert lung_volume(real_lungs["ts_aorta"]) == []  # 2.8 L in view: a plausible volume, the truncation says the rest
@@ -53,8 +55,8 @@ def test_the_end_follows_the_patient_axes_of_a_flipped_image():
     a[2:8, 3:9, 8:12] = 2
     lps = Volume(a, (2.0, 2.0, 3.0))
     flipped = Volume(a, (2.0, 2.0, 3.0), direction=np.diag([1.0, 1.0, -1.0]))  # slices run toward the feet
-    assert [w.values["end"] for w in lung_truncation(lps, min_area_cm2=0.1)] == ["bottom (base)"]
-    assert [w.values["end"] for w in lung_truncation(flipped, min_area_cm2=0.1)] == ["top (apex)"]
+    assert [list(w.values["ends_cm2"]) for w in lung_truncation(lps, min_area_cm2=0.1)] == [["bottom (base)"]]
+    assert [list(w.values["ends_cm2"]) for w in lung_truncation(flipped, min_area_cm2=0.1)] == [["top (apex)"]]
 
 
 @pytest.mark.parametrize("name, truncated", [("cip_chest_ct/ct-64.nrrd", False),

@@ -8,7 +8,7 @@ thresholds are our choices, set on the real CTs of the test data (whole lungs to
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 
@@ -27,14 +27,14 @@ _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
 
 
 def lung_truncation(lungs: Volume, min_area_cm2: float = TRUNCATION_AREA_CM2) -> List[QualityWarning]:
-    """A warning per lung and image face where the lung lies on the border of the image with more than
-    ``min_area_cm2``: the field of view cuts it there, and its volume and region shares are those of the part in
-    view. ``lungs``: 1 right, 2 left."""
+    """One warning per lung that lies on the border of the image with more than ``min_area_cm2`` at one or more
+    image faces: the field of view cuts it there, and its volume and region shares are those of the part in view.
+    ``lungs``: 1 right, 2 left. The values give the area (cm^2) on each face, named by its patient end."""
     labels = np.asarray(lungs.array)
     code = orientation_code(lungs.direction)
     sx, sy, sz = lungs.spacing
     faces = ((2, sy * sz), (1, sx * sz), (0, sx * sy))  # index axis i, j, k: the array axis and the face area (mm^2)
-    warnings: List[QualityWarning] = []
+    cut: Dict[str, Dict[str, float]] = {"right": {}, "left": {}}
     for index_axis, (array_axis, voxel_area_mm2) in enumerate(faces):
         for end in (0, -1):
             letter = code[index_axis] if end == -1 else _OPPOSITE[code[index_axis]]
@@ -42,11 +42,17 @@ def lung_truncation(lungs: Volume, min_area_cm2: float = TRUNCATION_AREA_CM2) ->
             for value, side in ((RIGHT_LUNG, "right"), (LEFT_LUNG, "left")):
                 area_cm2 = float(np.count_nonzero(face == value)) * voxel_area_mm2 / 100.0
                 if area_cm2 > min_area_cm2:
-                    warnings.append(QualityWarning(
-                        "lung_truncated",
-                        f"the {side} lung is cut by the field of view at its {_ENDS[letter]} ({area_cm2:.0f} cm^2 of "
-                        "lung on the image border): its volume and shares are those of the part in view",
-                        {"lung": side, "end": _ENDS[letter], "area_cm2": round(area_cm2, 1)}))
+                    cut[side][_ENDS[letter]] = round(area_cm2, 1)
+    warnings: List[QualityWarning] = []
+    for side, ends in cut.items():
+        if not ends:
+            continue
+        where = ", ".join(f"{end} {area:.0f} cm^2" for end, area in sorted(ends.items(), key=lambda item: -item[1]))
+        warnings.append(QualityWarning(
+            "lung_truncated",
+            f"the {side} lung is cut by the field of view (lung on the image border: {where}): its volume and shares "
+            "are those of the part in view",
+            {"lung": side, "ends_cm2": ends, "area_cm2": round(sum(ends.values()), 1)}))
     return warnings
 
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ImagingBasics.display import centre_slices, label_orientation, radiological_view
 from ImagingBasics.files import save_figure, write_json
 from ImagingBasics.imageio import write_volume
 
@@ -47,20 +48,6 @@ def write_run_outputs(result, out_dir: Path, ct=None) -> Dict[str, Path]:
     return written
 
 
-def _views(ct, lungs: np.ndarray):
-    """An axial slice through the lungs' middle and a coronal slice through their centre (array views)."""
-    if lungs.any():
-        k = int(np.round(np.nonzero(lungs.any(axis=(1, 2)))[0].mean()))
-        j = int(np.round(np.nonzero(lungs.any(axis=(0, 2)))[0].mean()))
-    else:
-        k, j = lungs.shape[0] // 2, lungs.shape[1] // 2
-    sx, sy, sz = ct.spacing
-    nz, ny, nx = ct.shape
-    flip = ct.direction[2, 2] > 0  # show the head at the top
-    return [("axial", lambda a: a[k], [0, nx * sx, ny * sy, 0]),
-            ("coronal", (lambda a: a[::-1, j, :]) if flip else (lambda a: a[:, j, :]), [0, nx * sx, 0, nz * sz])]
-
-
 def _table_text(rows: List[Dict[str, Any]]) -> str:
     has_ref = any(r.get("mean_reference") is not None for r in rows)
     head = f"{'region':<20}{'mL':>7}{'mean':>7}{'share%':>8}" + (f"{'SPECT':>7}{'share%':>8}" if has_ref else "")
@@ -87,22 +74,26 @@ def write_overview(ct, result, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    lungs = result.labels.lungs.array > 0
-    panels = [("CT", None), ("synthetic perfusion", result.perfusion.array)]
+    lungs = radiological_view(result.labels.lungs)
+    panels = [("CT", None), ("synthetic perfusion", radiological_view(result.perfusion))]
     if result.spect_normalised is not None:
-        panels.append(("SPECT (normalised)", result.spect_normalised.array))
-    views = _views(ct, lungs)
+        panels.append(("SPECT (normalised)", radiological_view(result.spect_normalised)))
+    ct_view = radiological_view(ct)
+    slices = centre_slices(lungs.array > 0)
     fig = plt.figure(figsize=(4.2 * len(panels) + 5.5, 8.5), facecolor="white")
     grid = fig.add_gridspec(2, len(panels) + 1, width_ratios=[1] * len(panels) + [1.3])
-    for row, (name, cut, extent) in enumerate(views):
+    for row, name in enumerate(("axial", "coronal")):
+        extent = ct_view.extent(name)
         for col, (title, data) in enumerate(panels):
             ax = fig.add_subplot(grid[row, col])
-            ax.imshow(cut(ct.array), cmap="gray", vmin=-1000, vmax=200, extent=extent)
+            ax.imshow(ct_view.cut(name, slices[name]), cmap="gray", vmin=-1000, vmax=200, extent=extent)
             if data is not None:
-                shown = np.ma.masked_where(~cut(lungs), cut(data))
-                im = ax.imshow(shown, cmap="jet", vmin=0, vmax=1, alpha=0.75, extent=extent)
+                lung_cut = lungs.cut(name, slices[name]) > 0
+                im = ax.imshow(np.ma.masked_where(~lung_cut, data.cut(name, slices[name])), cmap="jet", vmin=0, vmax=1,
+                               alpha=0.75, extent=extent)
             ax.set_title(f"{title} ({name})", fontsize=10)
             ax.axis("off")
+            label_orientation(ax, name)
     fig.colorbar(im, ax=fig.axes[-1], fraction=0.046, pad=0.02).set_label("relative perfusion (0..1)")
     text_ax = fig.add_subplot(grid[:, -1])
     text_ax.axis("off")

@@ -100,22 +100,25 @@ def overview_figure(case, estimates: Dict[str, Volume], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from ImagingBasics.display import label_orientation, radiological_view
     from ImagingBasics.files import save_figure
 
-    lab = case.labels.array
-    j = int(np.argmax(np.isin(lab, (3, 4)).sum(axis=(0, 2))))
-    aspect = case.ct.spacing[2] / case.ct.spacing[0]
-    truth = case.dose_rate_mgy_s[0].array[:, j, :]
+    labels = radiological_view(case.labels).array
+    j = int(np.argmax(np.isin(labels, (3, 4)).sum(axis=(0, 2))))  # the coronal slice with most kidney
+    ct = radiological_view(case.ct)
+    extent = ct.extent("coronal")
+    truth = radiological_view(case.dose_rate_mgy_s[0]).coronal(j)
     vmax = float(np.percentile(truth[truth > 0], 99.5)) if (truth > 0).any() else 1.0
-    panels = [("Monte Carlo truth", truth)] + [(name, v.array[:, j, :]) for name, v in estimates.items()]
+    panels = [("Monte Carlo truth", truth)] + [(name, radiological_view(v).coronal(j)) for name, v in estimates.items()]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.8 * (len(panels) + 1), 3.6))
-    axes[0].imshow(case.ct.array[:, j, :], cmap="gray", vmin=-250, vmax=350, origin="lower", aspect=aspect)
+    axes[0].imshow(ct.coronal(j), cmap="gray", vmin=-250, vmax=350, extent=extent)
     axes[0].set_title("CT (coronal)", fontsize=9)
     for ax, (title, image) in zip(axes[1:], panels):
-        im = ax.imshow(image, cmap="inferno", vmin=0, vmax=vmax, origin="lower", aspect=aspect)
+        im = ax.imshow(image, cmap="inferno", vmin=0, vmax=vmax, extent=extent)
         ax.set_title(f"{title}, {case.times_h[0]:g} h", fontsize=9)
     for ax in axes:
         ax.axis("off")
+        label_orientation(ax, "coronal")
     fig.colorbar(im, ax=axes, label="dose rate (mGy/s)", shrink=0.8)
     save_figure(fig, path, dpi=80)
 

@@ -7,18 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ImagingBasics.display import centre_slices, label_orientation, radiological_view
 from ImagingBasics.files import save_figure
 
 from .spect import resample_to_reference
-
-
-def _slices(case):
-    lungs = case.lungs.array > 0
-    if not lungs.any():
-        return lungs.shape[0] // 2, lungs.shape[1] // 2
-    k = int(np.round(np.nonzero(lungs.any(axis=(1, 2)))[0].mean()))
-    j = int(np.round(np.nonzero(lungs.any(axis=(0, 2)))[0].mean()))
-    return k, j
 
 
 def write_preview(case, path: Path) -> Path:
@@ -29,27 +21,25 @@ def write_preview(case, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    spect_on_ct = resample_to_reference(case.spect, case.ct).array
-    k, j = _slices(case)
-    sx, sy, sz = case.ct.spacing
-    nz, ny, nx = case.ct.shape
-    views = {
-        "axial": (lambda a: a[k], [0, nx * sx, ny * sy, 0]),
-        "coronal": (lambda a: a[::-1, j, :], [0, nx * sx, 0, nz * sz]),
-    }
+    spect_on_ct = resample_to_reference(case.spect, case.ct)
+    lungs = radiological_view(case.lungs)
+    slices = centre_slices(lungs.array > 0)
+    ct, truth, spect = radiological_view(case.ct), radiological_view(case.truth), radiological_view(spect_on_ct)
     truth_max = float(np.percentile(case.truth.array[case.lungs.array > 0], 99.5)) if (case.lungs.array > 0).any() else 1.0
-    spect_max = float(np.percentile(spect_on_ct, 99.9)) or 1.0
+    spect_max = float(np.percentile(spect_on_ct.array, 99.9)) or 1.0
     fig, axes = plt.subplots(2, 3, figsize=(12, 8.5), facecolor="black")
-    for row, (name, (cut, extent)) in enumerate(views.items()):
-        ct = cut(case.ct.array)
-        axes[row, 0].imshow(ct, cmap="gray", vmin=-1000, vmax=200, extent=extent)
-        axes[row, 1].imshow(ct, cmap="gray", vmin=-1000, vmax=200, extent=extent)
-        truth = np.ma.masked_where(cut(case.lungs.array) == 0, cut(case.truth.array))
-        im1 = axes[row, 1].imshow(truth, cmap="jet", vmin=0, vmax=truth_max, alpha=0.8, extent=extent)
-        im2 = axes[row, 2].imshow(cut(spect_on_ct), cmap="hot", vmin=0, vmax=spect_max, extent=extent)
+    for row, name in enumerate(("axial", "coronal")):
+        extent, index = ct.extent(name), slices[name]
+        ct_cut = ct.cut(name, index)
+        axes[row, 0].imshow(ct_cut, cmap="gray", vmin=-1000, vmax=200, extent=extent)
+        axes[row, 1].imshow(ct_cut, cmap="gray", vmin=-1000, vmax=200, extent=extent)
+        truth_cut = np.ma.masked_where(lungs.cut(name, index) == 0, truth.cut(name, index))
+        im1 = axes[row, 1].imshow(truth_cut, cmap="jet", vmin=0, vmax=truth_max, alpha=0.8, extent=extent)
+        im2 = axes[row, 2].imshow(spect.cut(name, index), cmap="hot", vmin=0, vmax=spect_max, extent=extent)
         for col, title in enumerate(("CT (lung window)", "truth perfusion", "SPECT as acquired")):
             axes[row, col].set_title(f"{title}, {name}", color="white", fontsize=10)
             axes[row, col].axis("off")
+            label_orientation(axes[row, col], name)
         if row == 0:
             for im, label, col in ((im1, "relative perfusion", 1), (im2, "counts", 2)):
                 bar = fig.colorbar(im, ax=axes[row, col], fraction=0.046, pad=0.02)

@@ -240,25 +240,31 @@ def write_preview(case: PhantomCase, path: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from ImagingBasics.display import label_orientation, radiological_view
     from ImagingBasics.files import save_figure
     from ImagingBasics.resample import resample_amount
 
-    lab = case.labels.array
-    j = int(np.argmax((np.isin(lab, (3, 4))).sum(axis=(0, 2))))  # the coronal row with most kidney
-    sz, sx = case.ct.spacing[2], case.ct.spacing[0]
-    spect_ct = resample_amount(case.spect[0], case.ct, keep_total=True).array
-    panels = [("CT and labels", case.ct.array[:, j, :], "gray"), ("true activity", case.activity_bq[0].array[:, j, :], "inferno"),
-              ("SPECT (on the CT grid)", spect_ct[:, j, :], "inferno")]
+    labels = radiological_view(case.labels)
+    j = int(np.argmax(np.isin(labels.array, (3, 4)).sum(axis=(0, 2))))  # the coronal slice with most kidney
+    ct = radiological_view(case.ct)
+    extent = ct.extent("coronal")
+    spect_ct = resample_amount(case.spect[0], case.ct, keep_total=True)
+    panels = [("CT and labels", ct.coronal(j), "gray"),
+              ("true activity", radiological_view(case.activity_bq[0]).coronal(j), "inferno"),
+              ("SPECT (on the CT grid)", radiological_view(spect_ct).coronal(j), "inferno")]
     if case.dose_rate_mgy_s:
-        panels.append(("Monte Carlo dose rate (mGy/s)", case.dose_rate_mgy_s[0].array[:, j, :], "inferno"))
+        panels.append(("Monte Carlo dose rate (mGy/s)", radiological_view(case.dose_rate_mgy_s[0]).coronal(j), "inferno"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (title, image, cmap) in zip(axes, panels):
         kw = {"vmin": -250, "vmax": 350} if cmap == "gray" else {}
-        ax.imshow(image, cmap=cmap, origin="lower", aspect=sz / sx, **kw)
+        ax.imshow(image, cmap=cmap, extent=extent, **kw)
         if cmap == "gray":
-            ax.contour(lab[:, j, :], levels=np.arange(1.5, lab.max() + 1), linewidths=0.4, colors="c", origin="lower")
+            lab = labels.coronal(j)
+            ax.contour(lab, levels=np.arange(1.5, max(int(lab.max()), 1) + 1), linewidths=0.4, colors="c",
+                       extent=extent, origin="upper")
         ax.set_title(f"{title}, {case.times_h[0]:g} h", fontsize=9)
         ax.axis("off")
+        label_orientation(ax, "coronal")
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
     return Path(path)
