@@ -274,19 +274,24 @@ class CTPerfusionMappingLogic(PipelineLogic):
         """The output nodes (given or new) from the child's files; shows the perfusion map over the CT."""
         import csv
 
-        from CTPerfusionMappingLib.slicer_glue.segments import FUNCTIONAL_SEGMENTS, region_segments
+        from CTPerfusionMappingLib.slicer_glue.segments import (
+            FUNCTIONAL_SEGMENTS,
+            PERFUSION_COLOUR_NODE_ID,
+            region_segments,
+        )
         from ImagingBasics.imageio import read_volume
         from ImagingBasics.slicer_nodes import fill_table_node
         from SlicerModuleBase.nodes import showVolume
 
         name, ctNode, withSPECT = request.inputCT.GetName(), request.inputCT, bool(files.get("spect"))
         perfusion = showVolume(request.outputPerfusion, name + " perfusion",
-                               read_volume(os.path.join(outDir, "perfusion.nrrd")),
-                               "vtkMRMLColorTableNodeFileColdToHotRainbow.txt", (0.0, 1.0))
+                               read_volume(os.path.join(outDir, "perfusion.nrrd")), PERFUSION_COLOUR_NODE_ID, (0.0, 1.0))
 
+        # The masks are placed through the perfusion node: the CT's grid in world coordinates, with no parent
+        # transform. Through the CT node, updateSegmentBinaryLabelmapFromArray would apply the CT's transform twice.
         segmentation = request.outputFunctional or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                                                       name + " functional volumes")
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(ctNode)
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(perfusion)
         segmentation.GetSegmentation().RemoveAllSegments()
         functional = read_volume(os.path.join(outDir, "functional.nrrd")).array
         regions = read_volume(os.path.join(outDir, "lobes.nrrd")).array
@@ -295,7 +300,7 @@ class CTPerfusionMappingLogic(PipelineLogic):
         segments += [(nm, rgb, regions == value) for value, (nm, rgb) in region_segments(present).items()]
         for segmentName, rgb, mask in segments:
             segmentId = segmentation.GetSegmentation().AddEmptySegment(segmentName.replace(" ", "_"), segmentName, rgb)
-            slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype("uint8"), segmentation, segmentId, ctNode)
+            slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype("uint8"), segmentation, segmentId, perfusion)
         segmentation.CreateDefaultDisplayNodes()
 
         table = request.outputTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name + " lung regions")

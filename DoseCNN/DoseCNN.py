@@ -39,6 +39,7 @@ from DoseCNNLib.options import (  # the option definitions (no torch)
     BQ_PER_COUNT,
     DEVICE,
     FIT,
+    MAX_HOURS,
     METHOD,
     REGISTER,
     REGISTRATION_METRIC,
@@ -51,8 +52,6 @@ from SlicerModuleBase.widget import PipelineWidget
 
 #: the GUI's calibrations: the first, the activity in each SPECT's field of view; the second, one Bq per count
 CALIBRATIONS = ("Activity in the field of view (MBq)", "Bq per count")
-#: the longest time after administration the time-point table takes (h)
-MAX_HOURS = 100000.0
 
 
 class DoseCNN(ScriptedLoadableModule):

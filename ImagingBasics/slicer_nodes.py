@@ -1,8 +1,8 @@
 """The one adapter between Slicer's MRML nodes and the core: volume nodes <-> :class:`~.volume.Volume`, result tables.
 
 The Slicer module passes its nodes in; nothing here imports ``slicer``: only the node methods named below are called
-(MRML's C++ API as wrapped in Python), on ``vtk`` objects. The tests drive these functions with a test double of
-those nodes built on real ``vtk`` objects (``Testing/slicer_double.py``).
+(MRML's C++ API as wrapped in Python), on ``vtk`` objects. The tests drive these functions with real MRML nodes of a
+real scene (slicer-core; ``Testing/slicer_real.py``).
 
 Node methods used:
 

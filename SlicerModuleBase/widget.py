@@ -133,11 +133,15 @@ class PipelineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self):
-        """The module's parameter node; the first scalar volume of the scene as the CT when none is chosen."""
+        """The module's parameter node; the first scalar volume of the scene that is not a label map as the CT when none
+        is chosen (label map nodes are scalar volume nodes too)."""
         self.setParameterNode(self.parameterNodeClass(self.logic.getParameterNode()))
         if not self._parameterNode.inputCT:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first and not first.IsA("vtkMRMLLabelMapVolumeNode"):
+            scene = slicer.mrmlScene
+            volumes = (scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                       for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+            first = next((node for node in volumes if not node.IsA("vtkMRMLLabelMapVolumeNode")), None)
+            if first:
                 self._parameterNode.inputCT = first
 
     def setParameterNode(self, inputParameterNode):
@@ -204,15 +208,17 @@ class PipelineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
-        if job is not None:
-            with slicer.util.tryWithErrorDisplay(self.failureText, waitCursor=True):
-                try:
-                    outputs = self.logic.finish(job)
-                    self._outcome = "Done: " + self.logic.summary
-                    if self._parameterNode:
-                        for name, node in outputs.items():
-                            setattr(self._parameterNode, name, node)
-                except Exception:
-                    self._outcome = "Failed"
-                    raise  # into the error dialog
-        self._checkCanApply()
+        try:
+            if job is not None:
+                with slicer.util.tryWithErrorDisplay(self.failureText, waitCursor=True):
+                    try:
+                        outputs = self.logic.finish(job)
+                        self._outcome = "Done: " + self.logic.summary
+                        if self._parameterNode:
+                            for name, node in outputs.items():
+                                setattr(self._parameterNode, name, node)
+                    except Exception:
+                        self._outcome = "Failed"
+                        raise  # into the error dialog, which raises it again (into Slicer's Python console)
+        finally:
+            self._checkCanApply()  # Apply enabled again and the outcome shown, also after a failure

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-from slicer_double import TableNodeDouble
 
 from DoseCNNLib.cli import build_parser
 from DoseCNNLib.dosimetry.integrate import read_time_manifest
@@ -123,7 +122,7 @@ def test_absorbed_dose_rows_per_time_point_and_organ_fit():
     assert titles["mean_dose_rate_0"] == "Mean dose rate at 24 h" and titles["mean_dose_rate_1"] == "Mean dose rate at 96 h"
 
 
-def test_dvh_table_is_wide_with_one_column_per_segment():
+def test_dvh_table_is_wide_with_one_column_per_segment(real_slicer):
     grid = _grid((2, 10, 10))
     labels = grid.with_array(np.zeros(grid.shape, np.uint8))
     labels.array[0] = 1
@@ -135,7 +134,7 @@ def test_dvh_table_is_wide_with_one_column_per_segment():
     assert series == [("volume_percent_1", "kidney", 1), ("volume_percent_4", "liver", 4)]
     assert len(rows) == 11 and rows[0] == {"dose": 0.0, "volume_percent_1": 100.0, "volume_percent_4": 100.0}
     assert rows[-1]["dose"] == 2.0 and rows[-1]["volume_percent_1"] == 100.0 and rows[-1]["volume_percent_4"] == 0.0
-    table = TableNodeDouble()
+    table = real_slicer.scene.AddNewNodeByClass("vtkMRMLTableNode")  # a real table node
     slicer_nodes.fill_typed_table(table, rows, columns)
     assert table.GetTable().GetNumberOfColumns() == 3 and table.GetColumnUnitLabel("volume_percent_4") == "%"
     assert table.GetColumnTitle("volume_percent_4") == "liver"

@@ -1,25 +1,41 @@
-"""The Slicer module's Logic end to end, with a test double of the `slicer` package (Testing/slicer_double.py).
+"""The CTPerfusionMapping module's Logic end to end on a real MRML scene (slicer-core; Testing/slicer_real.py).
 
-The module file is imported with the double in place of Slicer; the Logic's ``process`` (the keywords a script, the
-batch script and the Widget use) then exports real nodes' voxels, runs the real ``ctpm run`` child process and
-imports its results into (double) nodes, exactly as it would in Slicer.
+The module file is imported as Slicer imports it; the Logic's ``process`` (the keywords a script, the batch script and
+the Widget use) exports real nodes' voxels, runs the real ``ctpm run`` child process and fills real output nodes
+(volume, segmentation, table, their display nodes) through the real ``slicer.util`` and module logics. Where the
+inputs lie in world coordinates (a parent transform, an oblique and axis-flipped CT), the outputs are compared with the
+CT and with each other voxel by voxel in RAS.
 """
 
 import inspect
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from slicer_double import ScalarVolumeNodeDouble, SegmentationNodeDouble, load_module, make_slicer_double
+from slicer_real import (
+    dice,
+    mask_on_volume_grid,
+    reoriented,
+    rotation_ras,
+    segment_ids,
+    segment_world_points,
+    voxel_ras,
+)
 
 from CTPerfusionMappingLib.network import NetworkConfig, build_model
+from CTPerfusionMappingLib.slicer_glue.segments import PERFUSION_COLOUR_NODE_ID
 from CTPerfusionMappingLib.synthetic.cohort import generate_case
 from CTPerfusionMappingLib.weights import save_weights
 from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
 
-MODULE = Path(__file__).resolve().parents[1] / "CTPerfusionMapping" / "CTPerfusionMapping.py"
+LOBES = {4: "lung_upper_lobe_right", 5: "lung_middle_lobe_right", 6: "lung_lower_lobe_right",
+         7: "lung_upper_lobe_left", 8: "lung_lower_lobe_left"}
+#: TotalSegmentator's "standard segment names" (its terminology labels) for its lobe label names
+STANDARD_NAMES = {"lung_upper_lobe_right": "upper lobe of right lung", "lung_middle_lobe_right": "middle lobe of right lung",
+                  "lung_lower_lobe_right": "lower lobe of right lung", "lung_upper_lobe_left": "upper lobe of left lung",
+                  "lung_lower_lobe_left": "lower lobe of left lung", "heart": "heart"}
 
 
 @pytest.fixture(scope="module")
@@ -36,174 +52,243 @@ def tiny_weights(tmp_path_factory):
 
 
 @pytest.fixture
-def module(monkeypatch, tmp_path):
-    doubles = make_slicer_double(str(tmp_path))
-    mod = load_module(monkeypatch, doubles, MODULE, "CTPerfusionMapping_under_test")
-    return mod, doubles["slicer"], tmp_path
+def module(real_slicer):
+    return real_slicer.module("CTPerfusionMapping")
 
 
-def _node(volume, name):
-    node = ScalarVolumeNodeDouble(name)
-    slicer_nodes.update_node_from_volume(node, volume)
-    return node
-
-
-def _arguments(case, tiny_weights, **changes):
+def _arguments(real, case, tiny_weights, transform=None, **changes):
     """The keywords of CTPerfusionMappingLogic.process for the case (a tiny network, on the CPU)."""
-    arguments = dict(inputCT=_node(case.ct, "CT"), inputSPECT=_node(case.spect, "SPECT"), weightsFile=str(tiny_weights),
+    arguments = dict(inputCT=real.add_volume(case.ct, "CT", transform),
+                     inputSPECT=real.add_volume(case.spect, "SPECT", transform), weightsFile=str(tiny_weights),
                      device="cpu")
     arguments.update(changes)
     return arguments
 
 
-def test_logic_runs_the_pipeline_and_creates_the_output_nodes(module, case, tiny_weights):
-    mod, slicer, tmp = module
-    logic = mod.CTPerfusionMappingLogic()
-    arguments = _arguments(case, tiny_weights)
-    ct_before = slicer_nodes.array_from_image_data(arguments["inputCT"].GetImageData())
+def _names(segmentation_node):
+    return list(segment_ids(segmentation_node))
+
+
+def _column(table_node, key):
+    table = table_node.GetTable()
+    return [table.GetColumnByName(key).GetValue(i) for i in range(table.GetNumberOfRows())]
+
+
+def test_logic_runs_the_pipeline_and_fills_real_output_nodes_twice(real_slicer, module, case, tiny_weights):
+    slicer = real_slicer.slicer
+    logic = module.CTPerfusionMappingLogic()
+    arguments = _arguments(real_slicer, case, tiny_weights)
+    ct = arguments["inputCT"]
+    ct_before = slicer.util.arrayFromVolume(ct).copy()
     assert logic.inputProblem(**arguments) is None
     progress = []
     outputs = logic.process(**arguments, timeoutSeconds=300, onProgress=lambda f, step: progress.append(step))
     assert progress[-1] == "done" and "registration" in progress
     assert set(outputs) == {"outputPerfusion", "outputFunctional", "outputTable"}
 
-    perfusion = slicer_nodes.volume_from_node(outputs["outputPerfusion"])
+    perfusion_node = outputs["outputPerfusion"]
+    assert perfusion_node.IsA("vtkMRMLScalarVolumeNode") and perfusion_node.GetName() == "CT perfusion"
+    perfusion = slicer_nodes.volume_from_node(perfusion_node)
     assert perfusion.shape == case.ct.shape and perfusion.same_geometry(case.ct)
     assert np.isfinite(perfusion.array).all() and 0.0 <= perfusion.array.min() and perfusion.array.max() <= 1.0
-    display = outputs["outputPerfusion"].GetDisplayNode()
-    assert display.color_node_id == "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
-    assert display.window_min_max == (0.0, 1.0) and not display.auto_window_level
-    assert slicer.viewer_layers == {"background": arguments["inputCT"], "foreground": outputs["outputPerfusion"],
-                                    "opacity": 0.5}
+    display = perfusion_node.GetDisplayNode()
+    assert display.GetColorNodeID() == PERFUSION_COLOUR_NODE_ID and display.GetColorNode() is not None
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0)
+    assert real_slicer.slice_layers() == [(ct.GetID(), perfusion_node.GetID(), 0.5)] * 3
 
     seg = outputs["outputFunctional"]
-    names = [seg.GetSegmentation().GetNthSegment(i).GetName() for i in range(seg.GetSegmentation().GetNumberOfSegments())]
+    names = _names(seg)
     assert names[:2] == ["low function", "high function"] and "right lower third" in names
-    high = seg.masks[seg.GetSegmentation().GetNthSegmentID(1)]
-    low = seg.masks[seg.GetSegmentation().GetNthSegmentID(0)]
-    assert high.shape == case.ct.shape and high.any() and low.any() and not (high & low).any()
+    assert list(segment_ids(seg).values())[:2] == ["low_function", "high_function"]
+    high = slicer.util.arrayFromSegmentBinaryLabelmap(seg, "high_function", ct)
+    low = slicer.util.arrayFromSegmentBinaryLabelmap(seg, "low_function", ct)
+    assert high.dtype == np.int16 and high.shape == case.ct.shape
+    assert high.any() and low.any() and not (high & low).any()
+    assert seg.GetDisplayNode() is not None
 
-    table = outputs["outputTable"].GetTable()
+    table_node = outputs["outputTable"]
+    table = table_node.GetTable()
     rows = table.GetNumberOfRows()
-    assert table.GetColumnByName("name").GetValue(rows - 1) == "both lungs" and rows == 9  # 6 thirds + 3 lung rows
-    assert -1.0 <= table.GetColumnByName("spearman").GetValue(rows - 1) <= 1.0
-    assert outputs["outputTable"].GetColumnUnitLabel("volume_ml") == "mL"
+    assert _column(table_node, "name")[-1] == "both lungs" and rows == 9  # 6 thirds + 3 lung rows
+    assert table.GetColumnByName("name").GetClassName() == "vtkStringArray"
+    assert table.GetColumnByName("volume_ml").GetClassName() == "vtkDoubleArray"
+    assert table_node.GetColumnUnitLabel("volume_ml") == "mL" and table_node.GetColumnTitle("spearman") == "Spearman R"
+    assert table_node.GetUseColumnTitleAsColumnHeader()
+    assert -1.0 <= _column(table_node, "spearman")[-1] <= 1.0
     assert "Spearman R vs SPECT" in logic.summary
-    np.testing.assert_array_equal(slicer_nodes.array_from_image_data(arguments["inputCT"].GetImageData()), ct_before)
-    assert not list(tmp.glob("ctpm-*")), "temporary files left behind"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct), ct_before)
+    assert not list(real_slicer.temporary.glob("ctpm-*")), "temporary files left behind"
 
+    nodes = real_slicer.node_ids()
     again = logic.process(**arguments, **outputs, timeoutSeconds=300)  # a second run fills the same output nodes
-    assert again == outputs and outputs["outputTable"].GetTable().GetNumberOfRows() == rows
-    assert len([n for n in slicer.mrmlScene.nodes if isinstance(n, ScalarVolumeNodeDouble)]) == 1
+    assert again == outputs and real_slicer.node_ids() == nodes  # no extra node, none removed
+    assert _names(seg) == names and table.GetNumberOfRows() == rows
+    assert not real_slicer.orphan_display_nodes()
+    assert not real_slicer.vtk_errors(), real_slicer.vtk_errors()
 
 
-def test_the_widget_maps_its_parameter_node_onto_the_logic_keywords(module):
-    mod, _, _ = module
-    p = mod.CTPerfusionMappingParameterNode()
-    ct, spect = ScalarVolumeNodeDouble("CT"), ScalarVolumeNodeDouble("SPECT")
-    p.inputCT, p.inputSPECT, p.useBundledModel, p.weightsFile, p.highPercentile = ct, spect, True, "w.pt", 80.0
-    arguments = mod.CTPerfusionMappingWidget.logicArguments(p)
-    inspect.signature(mod.CTPerfusionMappingLogic.process).bind(None, **arguments)  # every key is a keyword of process
-    assert arguments["inputCT"] is ct and arguments["weightsFile"] is None  # the bundled model
-    assert arguments["highPercentile"] is None and arguments["threshold"] == 0.66  # no percentile split
-    p.useBundledModel, p.splitAtPercentile = False, True
-    arguments = mod.CTPerfusionMappingWidget.logicArguments(p)
-    assert arguments["weightsFile"] == "w.pt" and arguments["highPercentile"] == 80.0
-    assert mod.CTPerfusionMappingLogic().inputProblem(**arguments) == "Model weights file not found: w.pt"
+@pytest.mark.parametrize("placement", ["parent transform", "oblique flipped CT"])
+def test_outputs_coincide_with_the_ct_in_world_coordinates(real_slicer, module, case, tiny_weights, placement):
+    """The perfusion map lies on the CT's voxels in RAS; the functional and region segments coincide with it there."""
+    slicer = real_slicer.slicer
+    moved = rotation_ras(10.0, (20.0, 10.0, -5.0), degrees_about_r=4.0)
+    if placement == "parent transform":
+        transform = real_slicer.add_linear_transform(moved, "patient position")
+        arguments = _arguments(real_slicer, case, tiny_weights, transform=transform, inputSPECT=None)
+    else:
+        arguments = dict(inputCT=real_slicer.add_volume(reoriented(case.ct, moved, flip_i=True), "CT"),
+                         weightsFile=str(tiny_weights), device="cpu")
+    ct = arguments["inputCT"]
+    logic = module.CTPerfusionMappingLogic()
+    outputs = logic.process(**arguments, timeoutSeconds=300)
+    perfusion_node, seg = outputs["outputPerfusion"], outputs["outputFunctional"]
+    np.testing.assert_allclose(voxel_ras(perfusion_node), voxel_ras(ct), atol=1e-3)  # voxel by voxel in RAS
+
+    perfusion = slicer.util.arrayFromVolume(perfusion_node)
+    ids = segment_ids(seg)
+    high = mask_on_volume_grid(segment_world_points(seg, ids["high function"]), perfusion_node)
+    expected_high = perfusion >= 0.66 * perfusion.max()
+    assert dice(high, expected_high) >= 0.99, dice(high, expected_high)
+    lungs = high | mask_on_volume_grid(segment_world_points(seg, ids["low function"]), perfusion_node)
+    regions = np.zeros_like(lungs)
+    for name, segment_id in ids.items():
+        if name not in ("high function", "low function"):
+            regions |= mask_on_volume_grid(segment_world_points(seg, segment_id), perfusion_node)
+    assert dice(regions, lungs) >= 0.99 and perfusion[~lungs].max() == 0.0
+    exported = slicer.util.arrayFromSegmentBinaryLabelmap(seg, ids["high function"], ct) > 0  # Slicer's resampling
+    assert dice(exported, expected_high) >= 0.99
+    assert not real_slicer.vtk_errors(), real_slicer.vtk_errors()
 
 
-def test_a_given_lobe_segmentation_gives_lobe_rows(module, case, tiny_weights):
-    mod, slicer, _ = module
-    seg = SegmentationNodeDouble("lobes")
-    for value, sid in ((4, "lung_upper_lobe_right"), (5, "lung_middle_lobe_right"), (6, "lung_lower_lobe_right"),
-                       (7, "lung_upper_lobe_left"), (8, "lung_lower_lobe_left")):
-        segment_id = seg.GetSegmentation().AddEmptySegment(sid, sid.replace("_", " "))
-        seg.masks[segment_id] = case.lobes.array == value
-    logic = mod.CTPerfusionMappingLogic()
-    outputs = logic.process(**_arguments(case, tiny_weights, inputSPECT=None, inputSegmentation=seg,
-                                         segmentationSource="Given segmentation"), timeoutSeconds=300)
-    table = outputs["outputTable"].GetTable()
-    names = [table.GetColumnByName("name").GetValue(i) for i in range(table.GetNumberOfRows())]
-    assert names == ["RUL", "RML", "RLL", "LUL", "LLL", "right lung", "left lung", "both lungs"]
-    assert table.GetColumnByName("spearman") is None  # no SPECT, no agreement columns
+def test_a_lobe_label_map_gives_lobe_rows(real_slicer, module, case, tiny_weights):
+    labels = real_slicer.add_volume(case.lobes, "lobes", label=True)
+    logic = module.CTPerfusionMappingLogic()
+    outputs = logic.process(**_arguments(real_slicer, case, tiny_weights, inputSPECT=None, inputLabelmap=labels),
+                            timeoutSeconds=300)
+    assert _column(outputs["outputTable"], "name") == ["RUL", "RML", "RLL", "LUL", "LLL", "right lung", "left lung",
+                                                       "both lungs"]
+    assert _names(outputs["outputFunctional"])[2:] == ["RUL", "RML", "RLL", "LUL", "LLL"]
+    assert outputs["outputTable"].GetTable().GetColumnByName("spearman") is None  # no SPECT, no agreement columns
     assert "Spearman" not in logic.summary
 
 
-def test_input_problems_and_child_errors_reach_the_user(module, case, tiny_weights):
-    mod, slicer, tmp = module
-    logic = mod.CTPerfusionMappingLogic()
-    assert logic.inputProblem(**_arguments(case, tiny_weights, inputCT=None)) == "Select a CT volume"
-    assert "segmentation" in logic.inputProblem(**_arguments(case, tiny_weights, segmentationSource="Given segmentation"))
-    arguments = _arguments(case, tiny_weights, weightsFile=str(tmp / "nothing.pt"))
-    assert logic.inputProblem(**arguments).startswith("Model weights file not found")
+def test_a_segmentation_with_totalsegmentator_names_gives_lobe_rows(real_slicer, module, case, tiny_weights):
+    """TotalSegmentator's output as Slicer holds it: segment IDs its label names, names its standard names, other
+    organs beside the lobes."""
+    from slicer_double import totalsegmentator_module
+
+    def labels_of_ct(ct):
+        labels = np.where(np.isin(case.lobes.array, list(LOBES)), case.lobes.array + 6, 0).astype(np.uint8)  # 10-14
+        labels[(case.lobes.array == 0) & (case.ct.array > 0)] = 51  # not a lung: ignored
+        return ct.with_array(labels)
+
+    totalsegmentator = totalsegmentator_module(labels_of_ct, {**{v + 6: n for v, n in LOBES.items()}, 51: "heart"},
+                                               STANDARD_NAMES)
+    arguments = _arguments(real_slicer, case, tiny_weights, inputSPECT=None, segmentationSource="Given segmentation")
+    seg = real_slicer.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "TotalSegmentator")
+    totalsegmentator.TotalSegmentatorLogic().process(arguments["inputCT"], seg, task="total")
+    assert "lung_lower_lobe_left" in segment_ids(seg).values() and "lower lobe of left lung" in segment_ids(seg)
+    outputs = module.CTPerfusionMappingLogic().process(**arguments, inputSegmentation=seg, timeoutSeconds=300)
+    assert _column(outputs["outputTable"], "name")[:5] == ["RUL", "RML", "RLL", "LUL", "LLL"]
+    rul = _column(outputs["outputTable"], "volume_ml")[0]
+    assert rul == pytest.approx((case.lobes.array == 4).sum() * case.ct.voxel_volume_ml, abs=0.01)  # CSV: 2 decimals
+
+
+def test_the_widget_maps_its_parameter_node_onto_the_logic_keywords(real_slicer, module, case):
+    p = module.CTPerfusionMappingParameterNode(module.CTPerfusionMappingLogic().getParameterNode())
+    ct, spect = real_slicer.add_volume(case.ct, "CT"), real_slicer.add_volume(case.spect, "SPECT")
+    p.inputCT, p.inputSPECT, p.useBundledModel, p.weightsFile, p.highPercentile = ct, spect, True, "w.pt", 80.0
+    arguments = module.CTPerfusionMappingWidget.logicArguments(p)
+    inspect.signature(module.CTPerfusionMappingLogic.process).bind(None, **arguments)  # all keywords of process
+    assert arguments["inputCT"] is ct and arguments["weightsFile"] is None  # the bundled model
+    assert arguments["highPercentile"] is None and arguments["threshold"] == 0.66  # no percentile split
+    p.useBundledModel, p.splitAtPercentile = False, True
+    arguments = module.CTPerfusionMappingWidget.logicArguments(p)
+    assert arguments["weightsFile"] == "w.pt" and arguments["highPercentile"] == 80.0
+    assert module.CTPerfusionMappingLogic().inputProblem(**arguments) == "Model weights file not found: w.pt"
+
+
+def test_input_problems_and_a_failing_child_leave_the_scene_unchanged(real_slicer, module, case, tiny_weights):
+    logic = module.CTPerfusionMappingLogic()
+    arguments = _arguments(real_slicer, case, tiny_weights)
+    nodes = real_slicer.node_ids()
+    assert logic.inputProblem(**dict(arguments, inputCT=None)) == "Select a CT volume"
+    assert "segmentation" in logic.inputProblem(**dict(arguments, segmentationSource="Given segmentation"))
+    missing = dict(arguments, weightsFile=str(real_slicer.temporary / "nothing.pt"))
+    assert logic.inputProblem(**missing).startswith("Model weights file not found")
     with pytest.raises(UserError, match="not found"):
-        logic.process(**arguments)
+        logic.process(**missing)
     with pytest.raises(RuntimeError, match="TotalSegmentator is not installed"):
-        logic.process(**_arguments(case, tiny_weights, segmentationSource="TotalSegmentator"))
+        logic.process(**dict(arguments, segmentationSource="TotalSegmentator"))
     with pytest.raises(UserError, match=r"^threshold must be from 0.05 to 0.95, got 0.99$"):  # before anything runs
-        logic.process(**_arguments(case, tiny_weights, threshold=0.99))
-    arguments = _arguments(case, tiny_weights, inputCT=_node(case.spect, "SPECT given as CT"))
-    with pytest.raises(UserError, match="CT"):  # the child refuses a non-CT with its own message
-        logic.process(**arguments, timeoutSeconds=300)
-    assert not slicer.mrmlScene.nodes  # no output node
-    assert not list(tmp.glob("ctpm-*"))
+        logic.process(**dict(arguments, threshold=0.99))
+    assert real_slicer.node_ids() == nodes
+    not_a_ct = dict(arguments, inputCT=arguments["inputSPECT"], inputSPECT=None)
+    with pytest.raises(UserError, match="CT"):  # the child refuses a non-CT with its own one-line message
+        logic.process(**not_a_ct, timeoutSeconds=300)
+    assert real_slicer.node_ids() == nodes  # no output node, nothing removed
+    assert not list(real_slicer.temporary.glob("ctpm-*"))
 
 
-def test_cancel_stops_the_child_and_cleans_up(module, case, tiny_weights):
-    mod, slicer, tmp = module
-    logic = mod.CTPerfusionMappingLogic()
-    job = logic.process(**_arguments(case, tiny_weights), waitForCompletion=False)
+def test_cancel_mid_run_stops_the_child_and_leaves_the_scene_unchanged(real_slicer, module, case, tiny_weights):
+    logic = module.CTPerfusionMappingLogic()
+    arguments = _arguments(real_slicer, case, tiny_weights)
+    nodes = real_slicer.node_ids()
+    steps = []
+    job = logic.process(**arguments, waitForCompletion=False, onProgress=lambda f, step: steps.append((f, step)))
+    start = time.monotonic()
+    while job.poll() and not steps and time.monotonic() - start < 120:  # until the child reports its first step
+        time.sleep(0.05)
+    assert steps and job.poll(), "the child ended before it could be cancelled"
     job.cancel()
     assert job.process.returncode is not None and not Path(job.workdir).exists()
     with pytest.raises(UserError, match="cancelled"):
         logic.finish(job)
-    assert not slicer.mrmlScene.nodes
+    assert real_slicer.node_ids() == nodes and not list(real_slicer.temporary.glob("ctpm-*"))
 
 
-def test_missing_packages_are_named_with_how_to_install_them(module, case, tiny_weights, monkeypatch):
+def test_missing_packages_are_named_with_how_to_install_them(real_slicer, module, case, tiny_weights, monkeypatch):
     import importlib.util
 
-    mod, _, _ = module
-    logic = mod.CTPerfusionMappingLogic()
+    logic = module.CTPerfusionMappingLogic()
     assert logic.missingPackages() == {}
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
     with pytest.raises(UserError, match=r"missing Python packages: skimage \(slicer.util.pip_install\(\"scikit-image\"\)\)"):
-        logic.process(**_arguments(case, tiny_weights))
+        logic.process(**_arguments(real_slicer, case, tiny_weights))
 
 
-def test_brainsfit_registers_the_spect_in_slicer_when_installed(monkeypatch, tmp_path, case, tiny_weights):
-    doubles = make_slicer_double(str(tmp_path), with_brains=True)
-    mod = load_module(monkeypatch, doubles, MODULE, "CTPerfusionMapping_brains")
-    slicer = doubles["slicer"]
-    logic = mod.CTPerfusionMappingLogic()
-    request = mod.PerfusionRequest(**_arguments(case, tiny_weights))
-    files = logic.exportInputs(request, str(tmp_path))
-    (fit_name, fit), (resample_name, resample) = slicer.cli_calls
+def test_brainsfit_registers_the_spect_in_slicer_when_installed(real_slicer, module, case, tiny_weights):
+    from ImagingBasics.imageio import read_volume
+
+    real_slicer.install_cli_modules("brainsfit", "brainsresample")
+    logic = module.CTPerfusionMappingLogic()
+    request = module.PerfusionRequest(**_arguments(real_slicer, case, tiny_weights))
+    nodes = real_slicer.node_ids()
+    files = logic.exportInputs(request, str(real_slicer.temporary))
+    (fit_name, fit), (resample_name, resample) = real_slicer.cli_calls
     assert fit_name == "brainsfit" and fit["fixedVolume"] is request.inputCT and fit["movingVolume"] is request.inputSPECT
     assert fit["useRigid"] and fit["costMetric"] == "MMI"
     assert resample_name == "brainsresample" and resample["referenceVolume"] is request.inputCT
     assert resample["warpTransform"] is fit["linearTransform"]
-    from ImagingBasics.imageio import read_volume
-
     assert files["spectRegistered"] and read_volume(files["spect"]).same_geometry(case.ct)  # on the CT grid
-    assert not slicer.mrmlScene.nodes  # temporary transform and volume removed
+    assert real_slicer.node_ids() == nodes  # temporary transform, volume and CLI nodes removed
     request.registrationMethod = "Built-in"  # the user's choice wins
-    slicer.cli_calls.clear()
-    assert "spectRegistered" not in logic.exportInputs(request, str(tmp_path)) and not slicer.cli_calls
-    failing = make_slicer_double(str(tmp_path), with_brains=True, fail_cli={"brainsfit"})
-    monkeypatch.setattr(mod, "slicer", failing["slicer"])
-    monkeypatch.setattr(sys.modules["SlicerModuleBase.logic"], "slicer", failing["slicer"])  # runCLI is the base's
+    real_slicer.cli_calls.clear()
+    assert "spectRegistered" not in logic.exportInputs(request, str(real_slicer.temporary))
+    assert not real_slicer.cli_calls
+    real_slicer.install_cli_modules("brainsfit", "brainsresample", fail={"brainsfit"})
     request.registrationMethod = "Automatic"
     with pytest.raises(RuntimeError, match="BRAINSFit registration failed: brainsfit: simulated failure"):
-        logic.exportInputs(request, str(tmp_path))
+        logic.exportInputs(request, str(real_slicer.temporary))
+    assert real_slicer.node_ids() == nodes
 
 
 def test_device_line_comes_from_a_child_process(module):
     from ImagingBasics.process import PipelineProcess
 
-    mod, _, _ = module
-    logic = mod.CTPerfusionMappingLogic()
+    logic = module.CTPerfusionMappingLogic()
     lines = []
     probe = PipelineProcess(logic.deviceProbeCommand(), on_text=lines.append).start()
     assert probe.wait(timeout_s=120) == 0
@@ -212,35 +297,25 @@ def test_device_line_comes_from_a_child_process(module):
     assert logic.deviceText([], "boom") == "Device detection failed: boom"
 
 
-def test_totalsegmentator_lobes_are_used_when_installed(monkeypatch, tmp_path, case, tiny_weights):
-    import types
+def test_totalsegmentator_lobes_are_used_when_installed(real_slicer, module, case, tiny_weights):
+    from slicer_double import totalsegmentator_module
 
-    doubles = make_slicer_double(str(tmp_path))
-    doubles["slicer"].modules.totalsegmentator = object()
-    calls = []
-
-    class TotalSegmentatorLogicDouble:
-        # the newest signature: positional parameters after the first two differ between versions
-        def process(self, inputVolume, outputSegmentation, cpu=False, task=None, interactive=False,
-                    sequenceBrowserNode=None, subset=None):
-            calls.append(task)
-            for value, sid in ((4, "lung_upper_lobe_right"), (5, "lung_middle_lobe_right"), (6, "lung_lower_lobe_right"),
-                               (7, "lung_upper_lobe_left"), (8, "lung_lower_lobe_left"), (0, "heart")):
-                segment_id = outputSegmentation.GetSegmentation().AddEmptySegment(sid, sid)
-                outputSegmentation.masks[segment_id] = case.lobes.array == value if value else case.lobes.array == 99
-
-    doubles["TotalSegmentator"] = types.SimpleNamespace(TotalSegmentatorLogic=TotalSegmentatorLogicDouble)
-    mod = load_module(monkeypatch, doubles, MODULE, "CTPerfusionMapping_ts")
-    logic = mod.CTPerfusionMappingLogic()
-    files = logic.exportInputs(mod.PerfusionRequest(**_arguments(case, tiny_weights, inputSPECT=None)), str(tmp_path))
-    assert calls == ["total"] and files["labelsSource"] == "cip"
     from ImagingBasics.imageio import read_volume
 
+    totalsegmentator = totalsegmentator_module(
+        lambda ct: ct.with_array(np.where(case.lobes.array > 0, case.lobes.array + 6, 0).astype(np.uint8)),
+        {v + 6: n for v, n in LOBES.items()}, STANDARD_NAMES)
+    real_slicer.install_extension("totalsegmentator", totalsegmentator)
+    logic = module.CTPerfusionMappingLogic()
+    request = module.PerfusionRequest(**_arguments(real_slicer, case, tiny_weights, inputSPECT=None))
+    nodes = real_slicer.node_ids()
+    files = logic.exportInputs(request, str(real_slicer.temporary))
+    assert totalsegmentator.calls == ["total"] and files["labelsSource"] == "cip"
     np.testing.assert_array_equal(read_volume(files["lobes"]).array, case.lobes.array)
-    assert not doubles["slicer"].mrmlScene.nodes  # the temporary segmentation is removed
+    assert real_slicer.node_ids() == nodes  # the temporary segmentation is removed
 
 
-def test_chest_imaging_platform_lungs_are_used_when_installed(monkeypatch, tmp_path, case, tiny_weights):
+def test_chest_imaging_platform_lungs_are_used_when_installed(real_slicer, module, case, tiny_weights):
     from CTPerfusionMappingLib.labels import lung_thirds
 
     def cip_mask(ct):  # lung thirds as CIP writes them, with an airway type (2) in the high byte of some voxels
@@ -248,19 +323,26 @@ def test_chest_imaging_platform_lungs_are_used_when_installed(monkeypatch, tmp_p
         thirds[::7][thirds[::7] > 0] |= 2 << 8
         return ct.with_array(thirds)
 
-    doubles = make_slicer_double(str(tmp_path), cip_mask=cip_mask)
-    mod = load_module(monkeypatch, doubles, MODULE, "CTPerfusionMapping_cip")
-    logic = mod.CTPerfusionMappingLogic()
-    arguments = _arguments(case, tiny_weights, segmentationSource="Chest Imaging Platform")
+    real_slicer.install_cli_modules("generatepartiallunglabelmap", cip_mask=cip_mask)
+    logic = module.CTPerfusionMappingLogic()
+    arguments = _arguments(real_slicer, case, tiny_weights, inputSPECT=None, segmentationSource="Chest Imaging Platform")
     outputs = logic.process(**arguments, timeoutSeconds=300)
-    (name, params), = doubles["slicer"].cli_calls
+    (name, params), = real_slicer.cli_calls
     assert name == "generatepartiallunglabelmap" and params["ctFileName"].endswith("ct.nrrd")
-    table = outputs["outputTable"].GetTable()
-    names = [table.GetColumnByName("name").GetValue(i) for i in range(table.GetNumberOfRows())]
-    assert names[:6] == ["left upper third", "left middle third", "left lower third", "right upper third",
-                         "right middle third", "right lower third"]
-    failing = make_slicer_double(str(tmp_path), cip_mask=cip_mask, fail_cli={"generatepartiallunglabelmap"})
-    monkeypatch.setattr(mod, "slicer", failing["slicer"])
-    monkeypatch.setattr(sys.modules["SlicerModuleBase.logic"], "slicer", failing["slicer"])  # runCLI is the base's
+    assert _column(outputs["outputTable"], "name")[:6] == ["left upper third", "left middle third", "left lower third",
+                                                           "right upper third", "right middle third",
+                                                           "right lower third"]
+    real_slicer.install_cli_modules("generatepartiallunglabelmap", cip_mask=cip_mask,
+                                    fail={"generatepartiallunglabelmap"})
     with pytest.raises(RuntimeError, match="Chest Imaging Platform lung segmentation failed"):
         logic.process(**arguments)
+
+
+def test_the_self_test_passes_on_the_real_scene(real_slicer, module, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        real_slicer.slicer.selfTests["CTPerfusionMapping"]()  # as Slicer's self-test runner calls it
+    assert "Test passed" in caplog.text
+    assert len(real_slicer.nodes("vtkMRMLSegmentationNode")) == 1 and real_slicer.nodes("vtkMRMLTableNode")
+    assert not list(real_slicer.temporary.iterdir())

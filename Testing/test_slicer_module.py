@@ -1,5 +1,5 @@
-"""Static checks of each Slicer module file (CTPerfusionMapping, DoseCNN) against its .ui and its parameter node
-(Slicer cannot run here).
+"""Static checks of each Slicer module file (CTPerfusionMapping, DoseCNN) against its .ui and its parameter node (Qt
+cannot run here; the Logic, nodes, batch scripts and self-tests run on a real MRML scene in the slicer_real tests).
 
 * every ``self.ui.<name>`` the module touches is a widget of the .ui;
 * every ``SlicerParameterName`` in the .ui is a field of the parameter node, on a widget that can show its type

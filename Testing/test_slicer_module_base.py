@@ -1,6 +1,7 @@
 """The shared Slicer glue (SlicerModuleBase) on its own: the job bookkeeping (no Slicer), the batch runner, and the
-Widget base's Apply -> poll -> finish / Cancel cycle on a real child process, with the slicer stand-in and a stand-in of
-the few Qt widgets the base touches (Slicer cannot run here)."""
+Widget base's setup, parameter node, Apply -> poll -> finish / Cancel cycle on a real child process and a real MRML scene
+(slicer-core; Testing/slicer_real.py), with stand-ins of the few Qt widgets the base touches (Testing/slicer_double.py;
+Qt itself is not tested)."""
 
 import sys
 import time
@@ -8,9 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
-from slicer_double import ScalarVolumeNodeDouble, load_module, make_slicer_double
 
-from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
 from SlicerModuleBase.batch import runBatch
 from SlicerModuleBase.jobs import startJob
@@ -72,9 +71,9 @@ def test_the_batch_runner_checks_first_and_runs_every_case(monkeypatch, capsys):
         if case.case_id == "b":
             raise UserError("b is broken")
 
-    doubles = make_slicer_double("unused")
-    doubles["slicer"].module_logics["Module"] = "the logic"
-    monkeypatch.setitem(sys.modules, "slicer", doubles["slicer"])
+    slicer = types.ModuleType("slicer")
+    slicer.util = types.SimpleNamespace(getModuleLogic={"Module": "the logic"}.__getitem__)
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
     assert runBatch([], parse, "Module", run_case) == 1
     assert ran == [("the logic", "a"), ("the logic", "b"), ("the logic", "c")]  # a failed case does not stop the batch
     captured = capsys.readouterr()
@@ -82,38 +81,6 @@ def test_the_batch_runner_checks_first_and_runs_every_case(monkeypatch, capsys):
 
 
 # --- the Widget base -------------------------------------------------------------------------------------------------
-class WidgetDouble:
-    """A Qt widget as the Widget base touches it: text, value, enabled, toolTip, shown or hidden."""
-
-    def __init__(self):
-        self.text, self.value, self.enabled, self.toolTip, self.visible = "", 0, True, "", True
-
-    def show(self):
-        self.visible = True
-
-    def hide(self):
-        self.visible = False
-
-
-class UiDouble:
-    """``self.ui``: every widget name gives a WidgetDouble."""
-
-    def __getattr__(self, name):
-        widget = WidgetDouble()
-        setattr(self, name, widget)
-        return widget
-
-
-class TimerDouble:
-    active = False
-
-    def start(self):
-        self.active = True
-
-    def stop(self):
-        self.active = False
-
-
 @pytest.fixture(scope="module")
 def case():
     from CTPerfusionMappingLib.synthetic.cohort import generate_case
@@ -132,65 +99,87 @@ def tiny_weights(tmp_path_factory):
     return path
 
 
-def test_the_widget_base_runs_polls_finishes_and_cancels(monkeypatch, tmp_path, case, tiny_weights):
-    doubles = make_slicer_double(str(tmp_path))
-    dialogs = []
-
-    class ErrorDisplay:  # slicer.util.tryWithErrorDisplay: shows the error in a dialog instead of raising it
-        def __init__(self, message, waitCursor=False):
-            self.message = message
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, kind, error, trace):
-            if error is not None:
-                dialogs.append((self.message, str(error)))
-            return True
-
-    doubles["slicer"].util.tryWithErrorDisplay = ErrorDisplay
-    mod = load_module(monkeypatch, doubles, ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py", "CTPM_widget")
-    widget = mod.CTPerfusionMappingWidget()
-    widget.ui, widget.logic, widget._timer = UiDouble(), mod.CTPerfusionMappingLogic(), TimerDouble()
-    p = mod.CTPerfusionMappingParameterNode()
-    widget._parameterNode = p
-    widget._checkCanApply()
-    assert not widget.ui.applyButton.enabled and widget.ui.statusLabel.text == "Select a CT volume"
-    p.inputCT = ScalarVolumeNodeDouble("CT")
-    slicer_nodes.update_node_from_volume(p.inputCT, case.ct)
-    p.useBundledModel, p.weightsFile, p.device = False, str(tiny_weights), "cpu"
-    widget._checkCanApply()
-    assert widget.ui.applyButton.enabled and widget.ui.statusLabel.text == "Ready"
-    assert not widget.ui.percentileSliderWidget.enabled and widget.ui.weightsPathLineEdit.enabled  # the module's hook
-
-    widget.onApplyButton()
-    assert widget._job is not None and widget._timer.active and widget.ui.cancelButton.visible
-    assert not widget.ui.applyButton.enabled
-    steps, t0 = set(), time.monotonic()
-    while widget._job is not None and time.monotonic() - t0 < 300:
+def _run_to_the_end(widget, seconds=300):
+    """Poll as the Widget's QTimer does, until the job has ended; the status texts shown on the way."""
+    shown, start = set(), time.monotonic()
+    while widget._job is not None and time.monotonic() - start < seconds:
         widget._poll()
-        steps.add(widget.ui.statusLabel.text)
+        shown.add(widget.ui.statusLabel.text)
         time.sleep(0.05)
-    assert not dialogs, dialogs
-    assert "Network..." in steps and widget.ui.statusLabel.text.startswith("Done: lungs")
-    assert isinstance(p.outputPerfusion, ScalarVolumeNodeDouble) and p.outputTable is not None  # stored in the node
-    assert not widget._timer.active and not widget.ui.progressBar.visible and widget.ui.applyButton.enabled
-
-    widget.onApplyButton()  # again, then Cancel
-    job = widget._job
-    widget.onCancelButton()
-    assert widget._job is None and widget.ui.statusLabel.text == "Cancelled" and not Path(job.workdir).exists()
-    widget._parameterNode = None  # a closed scene: Apply cannot start
-    widget._checkCanApply()
-    assert widget.ui.statusLabel.text == "no parameters"
+    return shown
 
 
-def test_the_runs_quality_warnings_reach_the_status_line_and_the_log(monkeypatch, tmp_path, caplog):
+def test_the_widget_base_sets_up_runs_polls_finishes_and_cancels(real_slicer, case, tiny_weights):
+    scene = real_slicer.scene
+    ui = real_slicer.install_qt_ui()
+    mod = real_slicer.module("CTPerfusionMapping")
+    labels = real_slicer.add_volume(case.lobes, "lobes", label=True)
+    ct = real_slicer.add_volume(case.ct, "CT")
+    widget = mod.CTPerfusionMappingWidget()
+    widget.setup()  # loads the .ui (a stand-in), makes the Logic, starts the device probe, takes the parameter node
+    try:
+        assert Path(widget.layout.widgets[0].path) == ROOT / "CTPerfusionMapping" / "Resources" / "UI" / \
+            "CTPerfusionMapping.ui" and widget.layout.widgets[0].scene is scene
+        p = widget._parameterNode
+        assert p.parameterNode is widget.logic.getParameterNode() and p.inputCT is ct  # the first CT, not the label map
+        assert labels.GetID() != ct.GetID()
+        assert ui.applyButton.enabled and ui.statusLabel.text == "Ready"
+        p.inputCT = None  # the parameter node's Modified event updates the Apply button (a real VTK observer)
+        assert not ui.applyButton.enabled and ui.statusLabel.text == "Select a CT volume"
+        p.inputCT = ct
+        widget._setPath("weightsFile", str(tiny_weights))  # the path line edit's signal
+        p.useBundledModel, p.device = False, "cpu"
+        assert ui.applyButton.enabled and ui.statusLabel.text == "Ready"
+        assert not ui.percentileSliderWidget.enabled and ui.weightsPathLineEdit.enabled  # the module's hook
+
+        widget.onApplyButton()
+        assert widget._job is not None and widget._timer.active and ui.cancelButton.visible and not ui.applyButton.enabled
+        shown = _run_to_the_end(widget)
+        assert "Network..." in shown and ui.statusLabel.text.startswith("Done: lungs")
+        perfusion = p.outputPerfusion
+        assert perfusion is not None and perfusion.IsA("vtkMRMLScalarVolumeNode")  # stored in the parameter node
+        assert p.outputTable is not None and p.outputFunctional is not None
+        assert not widget._timer.active and not ui.progressBar.visible and ui.applyButton.enabled
+
+        nodes = real_slicer.node_ids()
+        widget.onApplyButton()  # again, then Cancel
+        job = widget._job
+        widget.onCancelButton()
+        assert widget._job is None and ui.statusLabel.text == "Cancelled" and not Path(job.workdir).exists()
+        assert ui.applyButton.enabled and real_slicer.node_ids() == nodes and p.outputPerfusion is perfusion
+
+        scene.Clear()  # closing the scene: the widget lets go of the parameter node
+        assert widget._parameterNode is None
+        widget._checkCanApply()
+        assert ui.statusLabel.text == "no parameters" and not ui.applyButton.enabled
+    finally:
+        widget.cleanup()
+
+
+def test_after_a_failed_run_apply_is_enabled_again(real_slicer, case, tiny_weights):
+    """slicer.util.tryWithErrorDisplay shows the error and raises it again: the Widget must still re-enable Apply."""
+    ui = real_slicer.install_qt_ui()
+    mod = real_slicer.module("CTPerfusionMapping")
+    real_slicer.add_volume(case.spect, "not a CT")
+    widget = mod.CTPerfusionMappingWidget()
+    widget.setup()
+    try:
+        p = widget._parameterNode
+        p.useBundledModel, p.weightsFile, p.device, p.segmentationSource = False, str(tiny_weights), "cpu", "Built-in"
+        widget.onApplyButton()
+        with pytest.raises(UserError, match="CT"):  # the error display re-raises it into Slicer's console
+            _run_to_the_end(widget)
+        assert widget._job is None and ui.statusLabel.text == "Failed" and ui.applyButton.enabled
+        assert not ui.cancelButton.visible and not ui.progressBar.visible
+    finally:
+        widget.cleanup()
+
+
+def test_the_runs_quality_warnings_reach_the_status_line_and_the_log(real_slicer, tmp_path, caplog):
     import json
     import logging
 
-    doubles = make_slicer_double(str(tmp_path))
-    mod = load_module(monkeypatch, doubles, ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py", "CTPM_warnings")
+    mod = real_slicer.module("CTPerfusionMapping")
     logic = mod.CTPerfusionMappingLogic()
     (tmp_path / "metrics.json").write_text(json.dumps({"warnings": [
         {"code": "lung_truncated", "message": "the right lung is cut by the field of view at its top", "values": {}},

@@ -1,4 +1,6 @@
-"""The node adapter of the Slicer glue, driven with a test double of MRML nodes built on real vtk objects."""
+"""The node adapter of the Slicer glue (ImagingBasics.slicer_nodes) on real MRML nodes of a real scene (slicer-core;
+Testing/slicer_real.py): volume, transform and table nodes, checked against Slicer's own geometry (its IJK-to-RAS
+matrices, its transform hardening)."""
 
 import csv
 import math
@@ -7,7 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import vtk
-from slicer_double import LinearTransformDouble, TableNodeDouble, VolumeNodeDouble, WarpTransformDouble
 
 from CTPerfusionMappingLib.slicer_glue import segments
 from ImagingBasics import slicer_nodes
@@ -23,28 +24,37 @@ def _rotated_volume() -> Volume:
     return Volume(array, (0.8, 1.1, 2.5), (-120.0, 40.0, 300.0), direction)
 
 
-def test_volume_round_trip_through_a_node_keeps_voxels_and_geometry():
+def _volume_node(real_slicer, volume=None, name="CT"):
+    node = real_slicer.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    if volume is not None:
+        slicer_nodes.update_node_from_volume(node, volume)
+    return node
+
+
+def test_volume_round_trip_through_a_node_keeps_voxels_and_geometry(real_slicer):
     vol = _rotated_volume()
-    node = VolumeNodeDouble("CT")
-    slicer_nodes.update_node_from_volume(node, vol)
+    node = _volume_node(real_slicer, vol)
     back = slicer_nodes.volume_from_node(node, "CT")
     np.testing.assert_array_equal(back.array, vol.array)
     assert back.array.dtype == np.int16
     np.testing.assert_allclose(back.spacing, vol.spacing)
     np.testing.assert_allclose(back.origin, vol.origin)
     np.testing.assert_allclose(back.direction, vol.direction, atol=1e-12)
+    np.testing.assert_array_equal(real_slicer.slicer.util.arrayFromVolume(node), vol.array)  # Slicer's own view
     # Slicer's RAS position of voxel (i, j, k) is ITK's LPS point with x and y negated
     image = to_sitk(vol)
-    m = slicer_nodes.matrix_to_numpy(node.ijk_to_ras)
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    m = slicer_nodes.matrix_to_numpy(matrix)
     for ijk in [(0, 0, 0), (5, 4, 3), (2, 1, 0)]:
         lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
         ras = m @ np.array([*ijk, 1.0])
         np.testing.assert_allclose(ras[:3], lps * [-1, -1, 1], atol=1e-9)
+    np.testing.assert_allclose(node.GetSpacing(), vol.spacing)
 
 
-def test_reading_a_node_copies_and_never_modifies_it():
-    node = VolumeNodeDouble("CT")
-    slicer_nodes.update_node_from_volume(node, _rotated_volume())
+def test_reading_a_node_copies_and_never_modifies_it(real_slicer):
+    node = _volume_node(real_slicer, _rotated_volume())
     vol = slicer_nodes.volume_from_node(node)
     vol.array[:] = 0
     again = slicer_nodes.volume_from_node(node)
@@ -55,24 +65,37 @@ def test_reading_a_node_copies_and_never_modifies_it():
     assert slicer_nodes.volume_from_node(node).array.max() == 1.0
 
 
-def test_a_linear_parent_transform_moves_the_volume_and_a_warp_is_refused():
-    node = VolumeNodeDouble("SPECT")
-    slicer_nodes.update_node_from_volume(node, Volume(np.zeros((2, 2, 2), np.float32), (2.0, 2.0, 2.0), (5.0, 6.0, 7.0)))
-    node.parent = LinearTransformDouble([[1, 0, 0, 10], [0, 1, 0, -4], [0, 0, 1, 3], [0, 0, 0, 1]])  # RAS shift
+def test_linear_parent_transforms_place_the_volume_as_slicer_hardens_it(real_slicer):
+    from slicer_real import rotation_ras
+
+    node = _volume_node(real_slicer, _rotated_volume(), "SPECT")
+    inner = real_slicer.add_linear_transform(rotation_ras(15.0, (10.0, -4.0, 3.0)), "inner")
+    outer = real_slicer.add_linear_transform(rotation_ras(-5.0, (0.0, 7.0, 0.0), degrees_about_r=8.0), "outer")
+    inner.SetAndObserveTransformNodeID(outer.GetID())  # transforms nested: the volume is under both
+    node.SetAndObserveTransformNodeID(inner.GetID())
     moved = slicer_nodes.volume_from_node(node, "SPECT")
-    np.testing.assert_allclose(moved.origin, (5.0 - 10.0, 6.0 + 4.0, 7.0 + 3.0))  # LPS: x and y flip sign
-    node.parent = WarpTransformDouble()
+    real_slicer.logics["Transforms"].hardenTransform(node)  # Slicer's own answer: the node's geometry in world
+    hardened = slicer_nodes.volume_from_node(node, "SPECT")
+    assert node.GetParentTransformNode() is None and moved.same_geometry(hardened, tol_mm=1e-6)
+    np.testing.assert_array_equal(moved.array, hardened.array)
+
+
+def test_a_warping_transform_is_refused(real_slicer):
+    node = _volume_node(real_slicer, _rotated_volume(), "SPECT")
+    grid = real_slicer.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "deformation")
+    node.SetAndObserveTransformNodeID(grid.GetID())
+    assert not grid.IsTransformToWorldLinear()
     with pytest.raises(UserError, match="SPECT 'SPECT' is under a non-linear transform; harden it"):
         slicer_nodes.volume_from_node(node, "SPECT")
 
 
-def test_unusable_nodes_give_clear_errors():
+def test_unusable_nodes_give_clear_errors(real_slicer):
     with pytest.raises(UserError, match="no CT selected"):
         slicer_nodes.volume_from_node(None, "CT")
-    empty = VolumeNodeDouble("empty")
+    empty = _volume_node(real_slicer, None, "empty")
     with pytest.raises(UserError, match="'empty' cannot be used: no voxel data"):
         slicer_nodes.volume_from_node(empty, "CT")
-    rgb = VolumeNodeDouble("photo")
+    rgb = real_slicer.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "photo")
     image = vtk.vtkImageData()
     image.SetDimensions(2, 2, 1)
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 3)
@@ -81,20 +104,21 @@ def test_unusable_nodes_give_clear_errors():
         slicer_nodes.volume_from_node(rgb, "CT")
 
 
-def test_types_slicer_cannot_hold_are_converted():
-    node = VolumeNodeDouble()
+def test_types_slicer_cannot_hold_are_converted(real_slicer):
+    node = _volume_node(real_slicer)
     slicer_nodes.update_node_from_volume(node, Volume(np.array([[[1, 2]]], np.int64)))
     assert slicer_nodes.volume_from_node(node).array.dtype == np.int32
+    assert real_slicer.slicer.util.arrayFromVolume(node).dtype == np.int32
     slicer_nodes.update_node_from_volume(node, Volume(np.array([[[True, False]]])))
     assert slicer_nodes.volume_from_node(node).array.dtype == np.uint8
 
 
-def test_results_table_has_typed_columns_units_and_descriptions(tmp_path):
+def test_results_table_has_typed_columns_units_and_descriptions(real_slicer):
     rows = [{"name": "RUL", "volume_ml": 812.5, "mean_perfusion": 0.61, "perfusion_share_percent": 20.0,
              "mean_reference": 0.58, "reference_share_percent": 19.0, "spearman": 0.7, "ssim": 0.8,
              "dsc_high": 0.75, "dsc_low": None},
             {"name": "both lungs", "volume_ml": 4100.0, "mean_perfusion": 0.66, "perfusion_share_percent": 100.0}]
-    node = TableNodeDouble()
+    node = real_slicer.scene.AddNewNodeByClass("vtkMRMLTableNode", "regions")
     slicer_nodes.fill_table_node(node, rows, with_spect=True)
     table = node.GetTable()
     assert table.GetNumberOfRows() == 2 and table.GetNumberOfColumns() == 10
@@ -106,12 +130,14 @@ def test_results_table_has_typed_columns_units_and_descriptions(tmp_path):
     assert math.isnan(table.GetColumnByName("spearman").GetValue(1))
     assert node.GetColumnUnitLabel("volume_ml") == "mL" and node.GetColumnUnitLabel("perfusion_share_percent") == "%"
     assert node.GetColumnTitle("spearman") == "Spearman R" and "Spearman" in node.GetColumnDescription("spearman")
-    assert node.title_as_header
+    assert node.GetColumnType("volume_ml") == vtk.VTK_DOUBLE and node.GetColumnType("name") == vtk.VTK_STRING
+    assert node.GetUseColumnTitleAsColumnHeader()
     slicer_nodes.fill_table_node(node, rows, with_spect=False)  # refilled, not appended
-    assert node.GetTable().GetNumberOfColumns() == 4
+    assert node.GetTable().GetNumberOfColumns() == 4 and node.GetColumnProperty("spearman", "unitLabel") == ""
+    assert not real_slicer.vtk_errors()
 
 
-def test_table_from_a_real_run_output(tmp_path):
+def test_table_from_a_real_run_output(real_slicer, tmp_path):
     """lobes.csv as ``ctpm run`` writes it (with a SPECT) fills the table: one row per region plus the lungs."""
     from CTPerfusionMappingLib.cli import main as ctpm
     from CTPerfusionMappingLib.synthetic.cohort import generate_case, write_case
@@ -120,7 +146,7 @@ def test_table_from_a_real_run_output(tmp_path):
     assert ctpm(["run", "--ct", str(case / "ct.nrrd"), "--spect", str(case / "spect.nrrd"), "--baseline",
                  "--lobes", str(case / "lobes.nrrd"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "lobes.csv", encoding="utf-8")))
-    node = TableNodeDouble()
+    node = real_slicer.scene.AddNewNodeByClass("vtkMRMLTableNode")
     slicer_nodes.fill_table_node(node, rows, with_spect=True)
     table = node.GetTable()
     names = [table.GetColumnByName("name").GetValue(i) for i in range(table.GetNumberOfRows())]

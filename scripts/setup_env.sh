@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) the virtual environment .venv and install the project into it.
+# Create (or reuse) the virtual environment .venv and install the project into it, with the test tools and Slicer's
+# MRML libraries (slicer-core) for the tests of the Slicer modules.
 # Needs only Python >= 3.9 with pip and venv. Set PYTHON to choose the interpreter (default: python3).
 # PyTorch: when the environment has no torch yet, torch==2.13.0 (CPU) is installed first, so that the
 # project's "torch>=2.1" requirement never pulls a multi-GB CUDA build. Bring your own GPU build of torch by
@@ -24,5 +25,7 @@ if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     echo "error: could not install torch==2.13.0 for $("$PY" --version 2>&1); install a PyTorch >= 2.1 build for" \
          "your platform into $VENV (see pytorch.org) and run this script again" >&2; exit 2; }
 fi
-echo "setup: installing the project and its dependencies"
-"$PY" -m pip install --quiet -e ".[dev]"
+echo "setup: installing the project, its dependencies and the test tools (the 'slicer' extra: Slicer's MRML libraries)"
+# slicer-core (the 'slicer' extra) needs Python >= 3.10: on Python 3.9 the extra installs nothing and the tests that run
+# the Slicer modules on a real MRML scene (marked slicer_real) are skipped with that reason.
+"$PY" -m pip install --quiet -e ".[dev,slicer]"

@@ -24,6 +24,8 @@ from ImagingBasics.options import Option, OptionSet
 MAX_ACTIVITY_MBQ = 1.0e5
 #: the largest calibration factor (Bq per SPECT count)
 MAX_BQ_PER_COUNT = 1.0e9
+#: the latest time point after administration (h) that the module's time points take (the GUI's range; about 11 years)
+MAX_HOURS = 1.0e5
 
 METHOD = Option("method", "--method", str, "vdk", choices=("vdk", "cnn"), labels=("VDK", "VDK + CNN"),
                 help="dose-rate method: vdk, kernel convolution with density scaling; cnn, VDK + the residual CNN "

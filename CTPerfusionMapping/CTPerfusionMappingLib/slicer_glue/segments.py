@@ -1,6 +1,6 @@
 """The lung segments of the CTPerfusionMapping results in Slicer: names and colours of the functional-volume and
-lung-region segments, and lung/lobe labels composed from a segmentation's segments (pure Python: the module file
-passes the segment arrays in)."""
+lung-region segments, the colour table of the perfusion map, and lung/lobe labels composed from a segmentation's
+segments (pure Python: the module file passes the segment arrays in)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from ImagingBasics.errors import UserError
 
 from ..labels import REGION_NAMES, segment_region
 
+#: The perfusion map's colour table: Slicer's colour file ColdToHotRainbow.txt (the Colors logic loads it at startup
+#: and names the node vtkMRMLColorTableNodeFile + the file name).
+PERFUSION_COLOUR_NODE_ID = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
 #: Segments of the functional-volume output (value of functional.nrrd: name, RGB 0..1).
 FUNCTIONAL_SEGMENTS = {1: ("low function", (0.23, 0.45, 0.85)), 2: ("high function", (0.90, 0.25, 0.15))}
 #: Colours of the lung regions (CIP ids: lobes 4-8, thirds 9-14), in the spirit of Slicer's lung colours.

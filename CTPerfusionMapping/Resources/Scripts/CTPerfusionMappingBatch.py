@@ -6,9 +6,10 @@
 
 Arguments: CTPerfusionMappingLib/slicer_glue/batch.py (the options, their ranges and checks are the module's and the
 command line's: CTPerfusionMappingLib/options.py). Each case runs through ``CTPerfusionMappingLogic.process`` and
-writes perfusion.nrrd, functional.seg.nrrd and regions.csv (the results table) into the case's output folder. Slicer
-exits with status 0 (all cases done), 1 (some failed; see the log) or 2 (bad arguments, one ``error:`` line, before
-anything is loaded). On Linux without a display, prefix the call with xvfb-run -a.
+writes perfusion.nrrd, functional.seg.nrrd and regions.csv (the results table; Slicer's table writer adds
+regions.schema.csv with the column titles, units and types) into the case's output folder. Slicer exits with status 0
+(all cases done), 1 (some failed; see the log) or 2 (bad arguments, one ``error:`` line, before anything is loaded).
+On Linux without a display, prefix the call with xvfb-run -a.
 """
 
 import os

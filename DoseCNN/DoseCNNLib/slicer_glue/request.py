@@ -16,7 +16,18 @@ from typing import Any, Dict, List, Optional
 
 from ImagingBasics.errors import UserError
 
-from ..options import ACTIVITY_MBQ, DEVICE, FIT, METHOD, MODULE, MODULE_KEYWORDS, REGISTER, REGISTRATION_METRIC, START
+from ..options import (
+    ACTIVITY_MBQ,
+    DEVICE,
+    FIT,
+    MAX_HOURS,
+    METHOD,
+    MODULE,
+    MODULE_KEYWORDS,
+    REGISTER,
+    REGISTRATION_METRIC,
+    START,
+)
 
 
 @dataclass
@@ -113,6 +124,9 @@ class DoseRequest:
                 return f"Choose the SPECT of time point {n}"
             if point.spect is (point.ct if point.ct is not None else self.inputCT):
                 return f"Time point {n}: the SPECT and the CT must be different volumes"
+            if not 0.0 <= point.hours <= MAX_HOURS:  # the GUI's range (a script's TimePoint is not checked on entry)
+                return f"Time point {n}: the time must be from 0 to {MAX_HOURS:g} h after administration, got " \
+                       f"{point.hours:g}"
             if self.byActivity:
                 if not point.activityMBq > 0:
                     return f"Enter the activity in the field of view of time point {n} (MBq)"

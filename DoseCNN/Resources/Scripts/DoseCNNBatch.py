@@ -10,8 +10,9 @@
 Arguments: DoseCNNLib/slicer_glue/batch.py (the options, their ranges and checks are the module's and the command
 line's: DoseCNNLib/options.py). The run goes through ``DoseCNNLogic.process`` and writes into DIR: dose_rate.nrrd (one
 time point) or absorbed_dose.nrrd and dose_rate_<T>h.nrrd per time point; with labels segments.csv (the results table)
-and dvh.csv. Slicer exits with status 0 (done), 1 (failed; see the log) or 2 (bad arguments, one ``error:`` line,
-before anything is loaded). On Linux without a display, prefix the call with xvfb-run -a.
+and dvh.csv, each with its .schema.csv (column titles, units and types, as Slicer writes tables). Slicer exits with
+status 0 (done), 1 (failed; see the log) or 2 (bad arguments, one ``error:`` line, before anything is loaded). On Linux
+without a display, prefix the call with xvfb-run -a.
 """
 
 import os
