@@ -92,18 +92,11 @@ def read_checkpoint(path, resave_hint: str = "re-save it with this software") ->
     is not a torch archive (``torch.save`` writes zip archives since torch 1.6), a truncated archive, and an archive
     that holds Python objects besides tensors (not loaded, for safety; ``resave_hint`` says what to do)."""
     import pickle
-    import zipfile
 
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"network weights not found: {path}; check the path or download the model weights")
-    if not path.is_file():
-        raise UserError(f"network weights path is not a file: {path}")
+    path = check_weights_file(path)
     unreadable = f"{path.name} is not a readable torch weights file (corrupt or another file type)"
-    if not zipfile.is_zipfile(path):
-        raise UserError(unreadable)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -111,6 +104,29 @@ def read_checkpoint(path, resave_hint: str = "re-save it with this software") ->
                         f"{resave_hint}") from None
     except Exception:  # torch raises RuntimeError, EOFError, ValueError... for truncated or damaged archives
         raise UserError(unreadable) from None
+
+
+def check_weights_file(path) -> Path:
+    """``path`` when it names a torch weights archive (a zip archive with a ``data.pkl`` record, as ``torch.save``
+    writes since torch 1.6), else a one-line UserError: missing, a folder, a truncated or foreign file. Without torch
+    (the Slicer batch scripts check ``--weights`` with it before Slicer loads anything); the content is checked by
+    :func:`read_checkpoint`."""
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"network weights not found: {path}; check the path or download the model weights")
+    if not path.is_file():
+        raise UserError(f"network weights path is not a file: {path}")
+    unreadable = f"{path.name} is not a readable torch weights file (corrupt or another file type)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise UserError(unreadable) from None
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        raise UserError(unreadable)
+    return path
 
 
 def check_checkpoint(payload: Any, name: str, fmt: str, version: int, kind: str, required: Sequence[str] = (),

@@ -84,15 +84,24 @@ def add_convert_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="output file: .nrrd, .nii or .nii.gz")
     p.add_argument("--add", type=float, default=0.0, metavar="VALUE",
                    help="add VALUE to every voxel (e.g. --add -1000 for CT stored as HU+1000)")
+    p.add_argument("--orientation", metavar="CODE",
+                   help="patient orientation of an Interfile image, whose header gives none: three letters, the "
+                        "directions in which the column, row and slice index grow (e.g. LAI for GATE's CTs; "
+                        "default LPS with a warning)")
     p.set_defaults(func=_convert)
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from .imageio import read_volume, write_volume
 
-    volume = read_volume(args.input)
+    if Path(args.input).expanduser().resolve() == Path(args.output).expanduser().resolve():
+        raise UserError(f"the output {args.output} is the input: choose another file name (the input is never "
+                        "overwritten)")
+    volume = read_volume(args.input, args.orientation)
     if args.add:
         volume = volume.with_array(volume.array.astype(np.float32) + np.float32(args.add))
     write_volume(volume, args.output)

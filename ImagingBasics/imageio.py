@@ -28,11 +28,15 @@ Geometry is kept as SimpleITK reports it (LPS, see :mod:`.volume`); voxel values
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -56,8 +60,10 @@ SUPPORTED_READ = (
 
 # --- helpers ------------------------------------------------------------------------------------
 def sitk_reason(exc: BaseException) -> str:
-    """The last meaningful line of a (multi-line) SimpleITK/ITK error message, for one-line messages."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """The last meaningful line of a (multi-line) SimpleITK/ITK error message, for one-line messages. ITK's trailing
+    ``Reason: <errno text>`` line is skipped: it is the last system error of the process, often unrelated (a damaged
+    MetaImage file is reported with "Reason: No such file or directory")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith("Reason:")]
     reason = lines[-1] if lines else type(exc).__name__
     reason = re.sub(r"^(sitk::ERROR:|ITK ERROR:)\s*", "", reason)
     reason = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
@@ -74,22 +80,155 @@ def _volume_from_image(image, path: Path) -> Volume:
         raise UserError(f"{path}: {exc}") from None
 
 
+@contextmanager
+def native_stderr_held_back() -> Iterator[None]:
+    """What native code (ITK's MetaImage and NIfTI readers, GDCM) prints on the process's stderr (file descriptor 2)
+    inside the block is held back: shown after the block when it succeeds, dropped when it raises, so that a damaged
+    file gives the one-line error of the command line and not the reader's own lines besides it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 (an embedding host): nothing to hold back
+        yield
+        return
+    held = tempfile.TemporaryFile()
+    ok = False
+    try:
+        os.dup2(held.fileno(), 2)
+        yield
+        ok = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if ok:
+            held.seek(0)
+            text = held.read().decode("utf-8", errors="replace")
+            if text:
+                sys.stderr.write(text)
+        held.close()
+
+
 def _read_with_sitk(path: Path) -> Volume:
     """Read one image file with SimpleITK; an unreadable file becomes a one-line :class:`UserError`."""
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
+        with native_stderr_held_back(), _nifti_alone(path) as readable:
+            image = sitk.ReadImage(str(readable))
     except RuntimeError as exc:
         reason = sitk_reason(exc)
-        detail = "" if reason.startswith("Unable to determine ImageIO") else f" ({reason})"
+        generic = ("Unable to determine ImageIO", "File cannot be read")
+        detail = "" if reason.startswith(generic) else f" ({reason})"
         kind = file_extension(path) or "image"
         raise UserError(f"could not read {path}: the file is damaged or not a valid {kind} file{detail}") from None
-    return _volume_from_image(image, path)
+    volume = _volume_from_image(image, path)
+    if file_extension(path) in (".nrrd", ".nhdr"):
+        _check_nrrd_voxel_size(path, volume)
+    if file_extension(path) in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.inexact):
+        volume = _nifti_non_finite_kept(path, volume)
+    return volume
+
+
+@contextmanager
+def _nifti_alone(path: Path) -> Iterator[Path]:
+    """``path``, or for ``NAME.nii.gz`` with a ``NAME.nii`` beside it, a link to it alone in a temporary folder: ITK's
+    NIfTI library, asked for ``NAME.nii.gz``, reads ``NAME.nii`` when both exist (another image, without a word)."""
+    if file_extension(path) != ".nii.gz" or not path.with_suffix("").exists():
+        yield path
+        return
+    import shutil
+
+    with tempfile.TemporaryDirectory(prefix="nifti-") as folder:
+        alone = Path(folder) / "image.nii.gz"
+        try:
+            os.symlink(path.resolve(), alone)
+        except OSError:  # no symbolic links here: a copy
+            shutil.copyfile(path, alone)
+        yield alone
+
+
+def _nrrd_fields(path: Path) -> Optional[Dict[str, str]]:
+    """The ``field: value`` lines of a NRRD header (keys lower case), None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("latin-1")
+    except OSError:
+        return None
+    fields: Dict[str, str] = {}
+    for line in head.split("\n\n", 1)[0].splitlines()[1:]:  # after the magic line; comments and key:=value skipped
+        key, sep, value = line.partition(": ")
+        if sep and not line.startswith("#") and ":=" not in key:
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _check_nrrd_voxel_size(path: Path, volume: Volume) -> None:
+    """A one-line UserError when a NRRD header gives no voxel size, or one that ITK replaced by its default of 1 mm:
+    ``spacings: nan ...`` (NRRD's "unknown"), no ``space directions`` nor ``spacings`` at all, or vectors too long to
+    be represented. Every volume and dose per voxel would otherwise be computed for 1 mm voxels without a word."""
+    fields = _nrrd_fields(path)
+    if fields is None:
+        return
+    try:
+        if "space directions" in fields:
+            field = "space directions"
+            vectors = re.findall(r"\(([^)]*)\)", fields[field])
+            declared = [math.hypot(*(float(x) for x in v.split(","))) for v in vectors]
+        elif "spacings" in fields:
+            field = "spacings"
+            declared = [abs(float(t)) for t in fields[field].split()]
+        else:
+            raise UserError(f"{path}: the NRRD header gives no voxel size (neither 'space directions' nor 'spacings'): "
+                            "the image's geometry is unknown; re-export it with its geometry")
+    except ValueError:
+        return  # a form ITK read and we do not parse: its reading stands
+    if len(declared) != 3:
+        return
+    if not all(np.isfinite(declared)) or not np.allclose(declared, volume.spacing, rtol=1e-6, atol=0):
+        raise UserError(f"{path}: the NRRD header's voxel size is unusable ({field}: {fields[field][:80]}); the file is "
+                        "damaged or its geometry unknown: re-export it")
+
+
+#: NIfTI-1 datatype codes of floating-point and complex voxels -> numpy type
+_NIFTI_FLOATS = {16: "f4", 64: "f8", 32: "c8", 1792: "c16"}
+
+
+def _nifti_non_finite_kept(path: Path, volume: Volume) -> Volume:
+    """``volume`` with the NaN and infinite voxels of a floating-point NIfTI-1 file put back: ITK's NIfTI reader turns
+    them into 0 without a word, so that a CT padded with NaN would pass every check as water (0 HU). The stored values
+    are read from the file itself (single-file NIfTI-1, ``.nii`` or ``.nii.gz``); any other layout is left to ITK."""
+    import gzip
+
+    try:
+        opener = gzip.open if file_extension(path) == ".nii.gz" else open
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError):
+        return volume
+    if len(data) < 352 or data[344:347] != b"n+1":
+        return volume
+    for order in ("<", ">"):
+        if int(np.frombuffer(data[0:4], order + "i4")[0]) == 348:
+            break
+    else:
+        return volume
+    datatype = int(np.frombuffer(data[70:72], order + "i2")[0])
+    offset = int(np.frombuffer(data[108:112], order + "f4")[0])
+    code = _NIFTI_FLOATS.get(datatype)
+    count = volume.array.size
+    if code is None or offset < 348 or len(data) < offset + count * np.dtype(code).itemsize:
+        return volume
+    stored = np.frombuffer(data, order + code, count=count, offset=offset).reshape(volume.shape)
+    bad = ~np.isfinite(stored)
+    if not bad.any():
+        return volume
+    array = np.array(volume.array, copy=True)
+    array[bad] = stored[bad]
+    return volume.with_array(array)
 
 
 # --- reading --------------------------------------------------------------------------------------
-def read_volume(path: PathLike) -> Volume:
+def read_volume(path: PathLike, interfile_orientation: Optional[str] = None) -> Volume:  # noqa: UP045
     """Read a 3D image file or a DICOM series folder into a :class:`Volume`.
 
     Dispatch on what ``path`` is:
@@ -103,17 +242,25 @@ def read_volume(path: PathLike) -> Volume:
     prescribes, e.g. DICOM rescale slope/intercept applied by GDCM). A 3D image with a single slice is
     accepted; a 2D image, a 4D image and colour/vector images are not.
 
+    ``interfile_orientation`` (e.g. ``"LAI"`` for GATE's CTs) is the patient orientation of an Interfile image,
+    whose header has none (see :func:`read_interfile`); every other format carries its own, and giving one for it
+    is an error rather than a silent override.
+
     Raises:
         UserError: the path does not exist, cannot be read or parsed, or is not a 3D scalar image.
     """
     p = Path(os.fspath(path)).expanduser()
     if not p.exists():
         raise UserError(f"{p} not found")
+    interfile = p.is_file() and file_extension(p) in INTERFILE_EXTENSIONS and _is_interfile(p)
+    if interfile_orientation is not None and not interfile:
+        raise UserError(f"an orientation can only be given for an Interfile image (its header has none); {p.name} "
+                        "carries its own orientation")
     if p.is_dir():
         return read_dicom_folder(p)
     ext = file_extension(p)
-    if ext in INTERFILE_EXTENSIONS and _is_interfile(p):
-        return read_interfile(p)
+    if interfile:
+        return read_interfile(p, interfile_orientation)
     if ext in ITK_EXTENSIONS or ext in INTERFILE_EXTENSIONS:
         return _read_with_sitk(p)
     return _read_unknown(p)
@@ -124,7 +271,8 @@ def _read_unknown(path: Path) -> Volume:
     import SimpleITK as sitk
 
     try:
-        image = sitk.ReadImage(str(path))
+        with native_stderr_held_back():
+            image = sitk.ReadImage(str(path))
     except RuntimeError:
         raise UserError(f"could not read {path}: unsupported or damaged file; supported formats: {SUPPORTED_READ}") from None
     return _volume_from_image(image, path)
@@ -194,6 +342,8 @@ def write_volume(volume: Volume, path: PathLike) -> None:
 def _writable_image(volume: Volume, path: Path):
     """A SimpleITK copy of ``volume`` in a voxel type NRRD and NIfTI can store."""
     array = volume.array
+    if array.size == 0:
+        raise UserError(f"cannot write {path}: the image has no voxels (size {' x '.join(map(str, volume.size))})")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:
@@ -428,7 +578,8 @@ def read_interfile(header_path: PathLike, orientation: Optional[str] = None) -> 
     array = _read_raw(data_path, _interfile_offset(header, path), dtype, (nz, ny, nx), path)
     if orientation is None:
         warnings.warn(f"{path.name}: Interfile gives no image orientation; assumed {INTERFILE_DEFAULT_ORIENTATION} (x to "
-                      "the patient's left, y posterior, slices toward the head): check the image in a viewer",
+                      "the patient's left, y posterior, slices toward the head): check the image in a viewer, and give its "
+                      "orientation with `convert --orientation` (e.g. LAI for GATE's CTs) if it is another",
                       UserWarning, stacklevel=2)
     direction = direction_from_code(orientation or INTERFILE_DEFAULT_ORIENTATION)
     centre_index = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0, (nz - 1) / 2.0])

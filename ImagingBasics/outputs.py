@@ -5,14 +5,16 @@
 1. **Checked up front** (before a model is loaded or a voxel computed): ``--out`` must be a folder, not a file; it
    must not be one of the inputs (a DICOM series folder, say); none of the files the run writes may be one of its
    inputs (``ctpm run --out`` set to the folder holding the user's ``lobes.nrrd`` would otherwise replace it); and the
-   folder must be writable, which is tried at once rather than found out after the pipeline ran.
+   folder must be writable, which is tried at once rather than found out after the pipeline ran (a folder created
+   for that test is removed again: a run refused later, e.g. for a missing input, leaves no empty ``--out``).
 2. **Filled in a staging folder**: the run writes into a hidden ``.staging-XXXXXXXX`` folder inside ``--out``.
 3. **Swapped in at the end**, only when the run succeeded: the completion record of a previous run (e.g.
    ``metrics.json``) is removed first, then the previous run's outputs that this run did not write (a rerun without
    ``--spect`` leaves no ``spect_on_ct.nrrd`` behind), then the new files are moved in with the completion record
    last. A reader (``ctpm batch`` skipping finished cases) therefore sees either the old complete run, or the new
    complete run, or no completion record.
-4. **Cleaned on every exit path**: the staging folder is removed when the run fails or is interrupted (Ctrl-C, and
+4. **Cleaned on every exit path**: the staging folder (and ``--out`` itself when the run created it and it stayed
+   empty) is removed when the run fails or is interrupted (Ctrl-C, and
    SIGTERM through :func:`~ImagingBasics.cli_common.run_main`); staging folders left by a killed run are removed by
    the next run into the same folder.
 """
@@ -58,7 +60,9 @@ def check_output_folder(out, inputs: Sequence = (), names: Sequence[str] = ()) -
 
 
 def _try_writing(folder: Path, shown) -> None:
-    """Create ``folder`` and a file in it (removed at once): a one-line UserError when that fails."""
+    """Create ``folder`` and a file in it, both removed at once (a refused run leaves no empty ``--out`` behind): a
+    one-line UserError when that fails."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     probe = folder / f"{STAGING_PREFIX}probe-{secrets.token_hex(4)}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,16 @@ def _try_writing(folder: Path, shown) -> None:
     finally:
         if probe.exists():
             probe.unlink()
+        _remove_empty(created)
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders of ``folders`` (deepest first) that are empty: those a failed or refused run created."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _remove_stale_staging(folder: Path) -> None:
@@ -99,11 +113,15 @@ def output_folder(out, inputs: Sequence = (), names: Sequence[str] = (),
     results in when the block succeeds (``completion``: the file name written last, whose presence marks a finished
     run); the staging folder is removed whatever happens."""
     folder = check_output_folder(out, inputs, names)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(folder)
     staging = folder / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         yield staging
         _commit(staging, folder, names, completion)
+        created = []
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)

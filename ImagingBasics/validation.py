@@ -100,6 +100,22 @@ def check_ct(ct: Volume, name: str = "CT") -> List[QualityWarning]:
     return warnings
 
 
+def check_label_map(labels: Volume, name: str = "label map") -> None:
+    """Raise a one-line UserError unless ``labels`` holds whole numbers of 0 or more (0: no label): a label map with
+    fractional values is an image or a resampled (interpolated) label map, one with negative values another image
+    (a CT given as labels); either would silently lose or merge regions in a table."""
+    require_finite(labels, name)
+    a = labels.array
+    if a.dtype == bool:
+        return
+    if np.issubdtype(a.dtype, np.floating) and not np.array_equal(a, np.round(a)):
+        raise UserError(f"the {name} holds fractional values (e.g. {float(a[a != np.round(a)].flat[0]):g}): a label map "
+                        "holds whole numbers; is it an image, or a label map resampled with linear interpolation?")
+    if a.size and float(a.min()) < 0:
+        raise UserError(f"the {name} holds negative values (down to {float(a.min()):g}): label values must be 0 (no "
+                        "label) or positive whole numbers; is it an image rather than a label map?")
+
+
 def read_ct(path, name: str = "CT") -> Volume:
     """Read a CT file or DICOM folder and check it (:func:`check_ct`); for callers that check inputs up front
     (batch scripts) before starting any work."""

@@ -104,6 +104,8 @@ class Volume:
         a = self.array
         nx, ny, nz = self.size
         sx, sy, sz = self.spacing
+        if np.iscomplexobj(a):  # no order, no range: the magnitudes (casting to float would warn and drop a part)
+            a = np.abs(a)
         finite = a[np.isfinite(a)] if np.issubdtype(a.dtype, np.floating) else a
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (float("nan"), float("nan"))
         return (

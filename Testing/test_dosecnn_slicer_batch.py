@@ -1,26 +1,25 @@
-"""The DoseCNN Slicer batch script: its argument handling as a plain function, and the script itself with the test
-double of Slicer and a Logic double that checks the keywords against the real Logic's ``process``."""
+"""The DoseCNN Slicer batch script: its argument handling as a plain function, and the script's ``main`` in Slicer (a
+real MRML scene, Testing/slicer_real.py): the files loaded with ``slicer.util.loadVolume``/``loadLabelVolume``/
+``loadSegmentation``, the run through the module's Logic as ``slicer.util.getModuleLogic`` finds it, the outputs saved
+with ``slicer.util.saveNode`` by the real storage nodes."""
 
-import inspect
-from pathlib import Path
+import csv
 
+import numpy as np
 import pytest
-from slicer_double import ScalarVolumeNodeDouble, TableNodeDouble, load_module, make_slicer_double
-from tiny_images import tiny_ct, write_tiny_ct
+from tiny_images import write_tiny_ct, write_tiny_image, write_weights_archive
 
 from DoseCNNLib.slicer_glue.batch import parse_batch_arguments
-from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "DoseCNN" / "Resources" / "Scripts" / "DoseCNNBatch.py"
-MODULE = ROOT / "DoseCNN" / "DoseCNN.py"
 
 
 @pytest.fixture
 def files(tmp_path):
-    for name in ("spect.nrrd", "spect2.nrrd", "labels.nrrd", "organs.seg.nrrd", "mc.nrrd", "w.pt"):
-        (tmp_path / name).write_bytes(b"x")
+    for name in ("spect.nrrd", "spect2.nrrd", "mc.nrrd"):
+        write_tiny_image(tmp_path / name)  # real files: the batch script checks one time point's inputs up front
+    write_tiny_image(tmp_path / "labels.nrrd", "labels")
+    (tmp_path / "organs.seg.nrrd").write_bytes(b"x")  # a segmentation: Slicer's reader decides (existence checked)
+    write_weights_archive(tmp_path / "w.pt")
     for name in ("ct.nrrd", "ct2.nrrd"):
         write_tiny_ct(tmp_path / name)  # real CTs: the batch script checks every CT up front
     (tmp_path / "tp.csv").write_text("time_h,spect,ct,activity_mbq\n96,spect2.nrrd,ct2.nrrd,2500\n24,spect.nrrd,ct.nrrd,5000\n")
@@ -93,69 +92,75 @@ def test_a_manifest_mixing_calibrations_is_refused(files):
     assert not r.by_activity and r.time_points[1].bq_per_count == 10.0
 
 
-class LogicDouble:
-    """The module's Logic as the batch script sees it: ``process`` takes exactly the keywords of the real
-    ``DoseCNNLogic.process`` (checked), records them and returns output nodes (with a table when labels are given)."""
+@pytest.fixture(scope="module")
+def torso():
+    from DoseCNNLib.slicer_glue.selftest import small_case
 
-    summary = "maximum dose rate 1 mGy/s"
-
-    def __init__(self, signature):
-        self.signature = signature
-        self.calls = []
-
-    def process(self, **keywords):
-        self.signature.bind(None, **keywords)
-        self.calls.append(keywords)
-
-        def volume():
-            node = ScalarVolumeNodeDouble("dose")
-            slicer_nodes.update_node_from_volume(node, tiny_ct())
-            return node
-
-        outputs = {"outputAbsorbedDose": volume(), "outputTimePointDoseRates": [volume() for _ in keywords["timePoints"]]
-                   } if keywords["timePoints"] is not None else {"outputDoseRate": volume()}
-        if keywords["inputSegmentation"] is not None or keywords["inputLabelmap"] is not None:
-            outputs.update(outputTable=TableNodeDouble(), outputDVHTable=TableNodeDouble())
-        return outputs
+    return small_case(seed=3, size_xyz=(112, 88, 20))
 
 
 @pytest.fixture
-def script(monkeypatch, tmp_path):
-    module = load_module(monkeypatch, make_slicer_double(str(tmp_path)), MODULE, "DoseCNN_for_batch")
-    logic = LogicDouble(inspect.signature(module.DoseCNNLogic.process))
-    doubles = make_slicer_double(str(tmp_path))
-    doubles["slicer"].module_logics["DoseCNN"] = logic
-    return load_module(monkeypatch, doubles, SCRIPT, "DoseCNNBatch_under_test"), logic, doubles["slicer"]
+def script(real_slicer):
+    real_slicer.module("DoseCNN")  # loaded, as Slicer loads its modules before running the script
+    return real_slicer.batch_script("DoseCNN")
 
 
-def test_the_script_runs_one_time_point_through_the_logic(script, files, capsys):
-    script, logic, slicer = script
-    write_tiny_ct(files / "spect.nrrd")
-    out = files / "out"
-    assert script.main(["--spect", str(files / "spect.nrrd"), "--ct", str(files / "ct.nrrd"), "--calibration", "12.5",
-                        "--labels", str(files / "organs.seg.nrrd"), "--method", "cnn", "--device", "cpu",
-                        "--out", str(out)]) == 0
-    (call,) = logic.calls
-    assert (call["bqPerCount"], call["activityMBq"], call["method"], call["device"]) == (12.5, None, "cnn", "cpu")
-    assert call["timePoints"] is None and call["inputSegmentation"] is not None and call["inputLabelmap"] is None
-    assert sorted(Path(path).name for path in slicer.saved) == ["dose_rate.nrrd", "dvh.csv", "segments.csv"]
+def _rows(path):
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_script_runs_one_time_point_with_a_segmentation_file(real_slicer, script, torso, tmp_path, capsys):
+    from ImagingBasics.imageio import read_volume, write_volume
+
+    slicer = real_slicer.slicer
+    write_volume(torso.ct, tmp_path / "ct.nrrd")
+    write_volume(torso.activity_bq(24.0), tmp_path / "spect.nrrd")
+    ct = real_slicer.add_volume(torso.ct, "CT")  # the organs segmented in Slicer and saved as a .seg.nrrd
+    segmentation = real_slicer.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    for value in (2, 5):
+        segment = segmentation.GetSegmentation().AddEmptySegment(torso.names[value], torso.names[value])
+        slicer.util.updateSegmentBinaryLabelmapFromArray((torso.labels.array == value).astype(np.uint8), segmentation,
+                                                         segment, ct)
+    assert slicer.util.saveNode(segmentation, str(tmp_path / "organs.seg.nrrd"))
+    out = tmp_path / "out"
+    assert script.main(["--spect", str(tmp_path / "spect.nrrd"), "--ct", str(tmp_path / "ct.nrrd"), "--activity-mbq",
+                        str(torso.total_activity_mbq(24.0)), "--labels", str(tmp_path / "organs.seg.nrrd"),
+                        "--device", "cpu", "--out", str(out)]) == 0
     assert "1 of 1 cases done" in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == ["dose_rate.nrrd", "dvh.csv", "dvh.schema.csv",
+                                                           "segments.csv", "segments.schema.csv"]
+    dose = read_volume(out / "dose_rate.nrrd")
+    assert dose.same_geometry(torso.ct) and dose.array.max() > 0
+    rows = _rows(out / "segments.csv")
+    assert [row["name"] for row in rows] == ["liver", "spleen"]
+    liver = dose.array[torso.labels.array == 2].mean()
+    assert float(rows[0]["mean_dose_rate_mgy_s"]) == pytest.approx(liver, rel=1e-3)
+    assert list(_rows(out / "dvh.csv")[0]) == ["dose", "volume_percent_1", "volume_percent_2"]
+    assert "mGy/s" in (out / "segments.schema.csv").read_text()  # the units go beside the table
+    assert not list(real_slicer.temporary.iterdir())
 
 
-def test_the_script_runs_a_manifest_through_the_logic(script, files, capsys):
-    script, logic, slicer = script
-    for name in ("spect.nrrd", "spect2.nrrd"):
-        write_tiny_ct(files / name)
-    out = files / "out"
-    assert script.main(["--manifest", str(files / "tp.csv"), "--fit", "trapezoid", "--no-register", "--out",
-                        str(out)]) == 0
-    (call,) = logic.calls
-    assert [(p.hours, p.activityMBq) for p in call["timePoints"]] == [(24.0, 5000.0), (96.0, 2500.0)]
-    assert (call["fitModel"], call["registerCTs"], call["bqPerCount"], call["inputSPECT"]) == ("trapezoid", False, None,
-                                                                                                None)
-    assert call["timePoints"][0].ct is call["inputCT"]  # the reference CT: the first time point's, loaded once
-    assert sorted(Path(path).name for path in slicer.saved) == ["absorbed_dose.nrrd", "dose_rate_24h.nrrd",
-                                                                "dose_rate_96h.nrrd"]
-    assert script.main(["--manifest", str(files / "tp.csv"), "--fit", "cubic", "--out", str(out)]) == 2
+def test_the_script_runs_a_manifest_of_time_points_with_a_label_map(real_slicer, script, torso, tmp_path, capsys):
+    from ImagingBasics.imageio import read_volume, write_volume
+
+    write_volume(torso.ct, tmp_path / "ct.nrrd")
+    write_volume(torso.labels, tmp_path / "labels.nrrd")
+    for hours in (24.0, 96.0):
+        write_volume(torso.activity_bq(hours), tmp_path / f"spect{hours:g}.nrrd")
+    (tmp_path / "tp.csv").write_text("time_h,spect,ct,activity_mbq\n"
+                                     f"96,spect96.nrrd,ct.nrrd,{torso.total_activity_mbq(96.0)}\n"
+                                     f"24,spect24.nrrd,ct.nrrd,{torso.total_activity_mbq(24.0)}\n")
+    out = tmp_path / "out"
+    assert script.main(["--manifest", str(tmp_path / "tp.csv"), "--labels", str(tmp_path / "labels.nrrd"), "--fit",
+                        "trapezoid", "--no-register", "--device", "cpu", "--out", str(out)]) == 0
+    assert "1 of 1 cases done" in capsys.readouterr().out
+    assert {"absorbed_dose.nrrd", "dose_rate_24h.nrrd", "dose_rate_96h.nrrd", "segments.csv", "dvh.csv"} <= {
+        path.name for path in out.iterdir()}
+    absorbed = read_volume(out / "absorbed_dose.nrrd")
+    early, late = (read_volume(out / f"dose_rate_{h}h.nrrd").array for h in (24, 96))
+    liver = torso.labels.array == 2
+    assert absorbed.same_geometry(torso.ct) and early[liver].mean() > late[liver].mean() > 0
+    assert _rows(out / "segments.csv")[0]["name"] == "label 1"
+    assert script.main(["--manifest", str(tmp_path / "tp.csv"), "--fit", "cubic", "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: --fit: invalid choice 'cubic' (choose from mono, bi, trapezoid)\n"
-    assert len(logic.calls) == 1

@@ -500,6 +500,26 @@ def test_cli_convert_interfile_adds_offset_value(tmp_path):
     np.testing.assert_allclose(converted.spacing, (2.5, 3.0, 4.25))
 
 
+def test_cli_convert_gives_an_interfile_image_its_orientation(tmp_path, capsys):
+    from CTPerfusionMappingLib.cli import main
+
+    array = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
+    header = _write_interfile(tmp_path, array, "unsigned integer", "LITTLEENDIAN")
+    assert main(["convert", str(header), str(tmp_path / "lai.nrrd"), "--orientation", "LAI"]) == 0
+    lai = read_volume(tmp_path / "lai.nrrd")
+    np.testing.assert_array_equal(lai.direction, np.diag([1.0, -1.0, -1.0]))
+    np.testing.assert_array_equal(lai.array, array)  # the voxels as stored; only where they lie changes
+    nrrd = tmp_path / "lai.nrrd"
+    before = nrrd.read_bytes()
+    capsys.readouterr()
+    assert main(["convert", str(nrrd), str(tmp_path / "again.nrrd"), "--orientation", "LPS"]) == 2
+    assert main(["convert", str(nrrd), str(tmp_path / ".." / tmp_path.name / "lai.nrrd")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: an orientation can only be given for an Interfile image")
+    assert err[1].startswith("error: the output") and "is the input" in err[1]
+    assert nrrd.read_bytes() == before and not (tmp_path / "again.nrrd").exists()
+
+
 def test_cli_info_missing_file_prints_one_error_line(tmp_path, capsys):
     from DoseCNNLib.cli import main
 

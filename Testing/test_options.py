@@ -7,11 +7,12 @@ outside its bounds (and an invalid choice), these surfaces must accept and refus
 * the command lines (``ctpm run``, ``ctpm batch``, ``ctpm evaluate``, ``dosecnn run``, ``dosecnn integrate``), through
   their real ``main``: a refused value exits with status 2 and one ``error:`` line naming the flag, before any file is
   read (the commands are given inputs that do not exist, so an accepted value ends in "missing-input ... not found");
-* the Slicer batch scripts: their parsers (one-line UserError) and, for refused values, the scripts' ``main(argv)``
-  (status 2, one ``error:`` line, Slicer untouched);
-* the Slicer modules: the parameter node's validators (``WithinRange``/``Choice`` of the module file imported with the
-  slicer stand-in) and the Logic's check of its keywords. Slicer's WithinRange is inclusive: at an exclusive bound
-  (0 MBq, the GUI's "not entered yet") the node accepts and the Logic refuses, and nowhere else do they differ;
+* the Slicer batch scripts: their parsers (one-line UserError) and, for refused values, the scripts' ``main(argv)`` in
+  Slicer (a real MRML scene, Testing/slicer_real.py: status 2, one ``error:`` line, no traceback, Slicer untouched);
+* the Slicer modules: the parameter node's validators (``WithinRange``/``Choice`` of the module file, on the module's
+  parameter node in a real scene; the wrapper is this project's stand-in with Slicer's validation semantics) and the
+  Logic's check of its keywords. Slicer's WithinRange is inclusive: at an exclusive bound (0 MBq, the GUI's "not
+  entered yet") the node accepts and the Logic refuses, and nowhere else do they differ;
 
 and the child's command line (``OptionSet.to_argv``, the module's ``run_command``/``integrate_command``) reads back
 through the command-line parser to the same values.
@@ -20,15 +21,11 @@ through the command-line parser to the same values.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import inspect
 import math
-import sys
-import types
 from pathlib import Path
 
 import pytest
-from slicer_double import ScalarVolumeNodeDouble, load_module, make_slicer_double
 from tiny_images import write_tiny_ct
 
 import CTPerfusionMappingLib.options as ctpm_options
@@ -70,6 +67,17 @@ def expected(option: Option, value) -> bool:
     if option.choices:
         return value in option.choices
     return option.within(float(value))
+
+
+def device_missing(option: Option, value, argv) -> bool:
+    """A ``--device`` this machine does not have: the commands that compute with torch refuse it up front (a
+    clinician learns it before any work), those that do not (``ctpm`` with ``--baseline``) never ask."""
+    import torch
+
+    if option.name != "device" or "--baseline" in argv:
+        return False
+    return (value == "cuda" and not torch.cuda.is_available()) or (
+        value == "mps" and not torch.backends.mps.is_available())
 
 
 def at_exclusive_bound(option: Option, value) -> bool:
@@ -144,6 +152,10 @@ def _cli_accepts(run, argv, option, capsys) -> bool:
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in captured.err, (argv, captured.err)
+    value = argv[-1].partition("=")[2]
+    if device_missing(option, value, argv):
+        assert f"device '{value}' was requested but" in errors[0] and "use 'cpu' or 'auto'" in errors[0], errors[0]
+        return True  # a valid choice, refused by this machine only
     if errors[0].startswith(f"error: {option.flag}"):
         assert (", ".join(option.choices) if option.choices else option.range_text()) in errors[0], errors[0]
         return False
@@ -191,48 +203,78 @@ def images(tmp_path_factory):
     return folder
 
 
-def _script_main(name: str):
-    path = ROOT / name / "Resources" / "Scripts" / f"{name}Batch.py"
-    spec = importlib.util.spec_from_file_location(f"{name}Batch_options", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 BATCH = {"CTPerfusionMapping": (ctpm_options.MODULE, ctpm_batch.parse_batch_arguments,
                                 lambda d: ["--ct", str(d / "ct.nrrd")]),
          "DoseCNN": (dose_options.MODULE, dose_batch.parse_batch_arguments,
                      lambda d: ["--spect", str(d / "spect.nrrd"), "--ct", str(d / "ct.nrrd")])}
+#: keyword of the Logic's process (and parameter node field) -> option, per module
+MODULES = {"CTPerfusionMapping": ctpm_options.MODULE_KEYWORDS, "DoseCNN": dose_options.MODULE_KEYWORDS}
 
 
-def _batch_accepts(module_name, option, value, images, tmp_path, capsys, monkeypatch) -> bool:
-    option_set, parse, inputs = BATCH[module_name]
+def _batch_argv(module_name, option, value, images, out) -> list:
     calibration = ["--activity-mbq", "5"] if module_name == "DoseCNN" and option.name not in (
         "activity_mbq", "bq_per_count") else []
-    argv = inputs(images) + ["--out", str(tmp_path / "out")] + calibration + _argv(option, value)
+    return BATCH[module_name][2](images) + ["--out", str(out)] + calibration + _argv(option, value)
+
+
+def _batch_accepts(module_name, option, value, images, tmp_path) -> bool:
+    """The batch script's parser: accepted, or refused with one line naming the flag."""
     try:
-        parse(argv)
+        BATCH[module_name][1](_batch_argv(module_name, option, value, images, tmp_path / "out"))
     except UserError as exc:
         assert str(exc).startswith(option.flag) and "\n" not in str(exc), str(exc)
-        monkeypatch.setitem(sys.modules, "slicer", types.ModuleType("slicer"))  # a bare placeholder: never used
-        assert _script_main(module_name)(argv) == 2
-        captured = capsys.readouterr()
-        assert captured.err == f"error: {exc}\n" and not captured.out
         return False
     return True
 
 
 @pytest.mark.parametrize("case", cases(ctpm_options.MODULE), ids=_ids)
-def test_ctpm_batch_script(case, images, tmp_path, capsys, monkeypatch):
+def test_ctpm_batch_script(case, images, tmp_path):
     option, value = case
-    assert _batch_accepts("CTPerfusionMapping", option, value, images, tmp_path, capsys, monkeypatch) == \
-        expected(option, value)
+    assert _batch_accepts("CTPerfusionMapping", option, value, images, tmp_path) == expected(option, value)
 
 
 @pytest.mark.parametrize("case", cases(dose_options.MODULE), ids=_ids)
-def test_dose_batch_script(case, images, tmp_path, capsys, monkeypatch):
+def test_dose_batch_script(case, images, tmp_path):
     option, value = case
-    assert _batch_accepts("DoseCNN", option, value, images, tmp_path, capsys, monkeypatch) == expected(option, value)
+    assert _batch_accepts("DoseCNN", option, value, images, tmp_path) == expected(option, value)
+
+
+def _refused(module_name):
+    """(module, option, value) of every value the module's option definitions refuse."""
+    return [(module_name, option, value) for option, value in cases(BATCH[module_name][0])
+            if not expected(option, value)]
+
+
+def _script_exits_2(real_slicer, module_name, argv, capsys) -> str:
+    """The batch script's ``main(argv)`` in Slicer (a real scene, the module loaded): exit status 2 with one
+    ``error:`` line and no traceback, before Slicer is touched (no node, no Logic). Returns the line."""
+    real_slicer.module(module_name)
+    script = real_slicer.batch_script(module_name)
+    nodes = real_slicer.node_ids()
+    capsys.readouterr()
+    assert script.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("error: ") and not captured.out, captured.err
+    assert "Traceback" not in captured.err
+    assert real_slicer.node_ids() == nodes and real_slicer.module_manager.module(module_name)._widget is None
+    return captured.err.strip()
+
+
+@pytest.mark.parametrize("module_name, option, value", _refused("CTPerfusionMapping") + _refused("DoseCNN"),
+                         ids=lambda x: getattr(x, "flag", str(x)))
+def test_every_batch_option_the_parameter_node_refuses_exits_2(module_name, option, value, real_slicer, images,
+                                                                tmp_path, capsys):
+    """A value out of the parameter node's range (its real validators on the module's node in the scene) is refused
+    by the batch script with exit 2, one line, no traceback, before Slicer is touched; so is the 0 at an exclusive
+    bound, which the node holds as "not entered yet"."""
+    mod = real_slicer.module(module_name)
+    keyword = next(k for k, o in MODULES[module_name].items() if o is option)
+    node = getattr(mod, f"{module_name}ParameterNode")(getattr(mod, f"{module_name}Logic")().getParameterNode())
+    assert _node_accepts(node, keyword, option, value) == at_exclusive_bound(option, value), (keyword, value)
+    line = _script_exits_2(real_slicer, module_name, _batch_argv(module_name, option, value, images,
+                                                                 tmp_path / "out"), capsys)
+    assert line.startswith(f"error: {option.flag}")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("module_name, argv, message", [
@@ -240,24 +282,19 @@ def test_dose_batch_script(case, images, tmp_path, capsys, monkeypatch):
     ("CTPerfusionMapping", ["--high-percentile", "99.5"], "--high-percentile must be from 1 to 99, got 99.5"),
     ("DoseCNN", ["--activity-mbq", "2e6"], "--activity-mbq must be positive and at most 100000 MBq, got 2e+06"),
 ])
-def test_the_values_the_gui_refused_are_refused_by_the_batch_scripts(module_name, argv, message, images, tmp_path,
-                                                                      capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "slicer", types.ModuleType("slicer"))
+def test_the_values_the_gui_refused_are_refused_by_the_batch_scripts(module_name, argv, message, real_slicer, images,
+                                                                      tmp_path, capsys):
     inputs = BATCH[module_name][2](images)
-    assert _script_main(module_name)(inputs + ["--out", str(tmp_path / "out")] + argv) == 2
-    assert capsys.readouterr().err == f"error: {message}\n"
+    assert _script_exits_2(real_slicer, module_name, inputs + ["--out", str(tmp_path / "out")] + argv,
+                           capsys) == f"error: {message}"
     assert not (tmp_path / "out").exists()
 
 
 # --- the Slicer modules ----------------------------------------------------------------------------------------------
-MODULES = {"CTPerfusionMapping": ctpm_options.MODULE_KEYWORDS, "DoseCNN": dose_options.MODULE_KEYWORDS}
-
-
 @pytest.fixture(params=sorted(MODULES))
-def module(request, monkeypatch, tmp_path):
+def module(request, real_slicer):
     name = request.param
-    return name, load_module(monkeypatch, make_slicer_double(str(tmp_path)), ROOT / name / f"{name}.py",
-                             f"{name}_options")
+    return name, real_slicer.module(name)
 
 
 def _node_accepts(parameter_node, keyword, option, value) -> bool:
@@ -271,18 +308,20 @@ def _node_accepts(parameter_node, keyword, option, value) -> bool:
     return True
 
 
-def _logic_keywords(name: str) -> dict:
-    ct, other = ScalarVolumeNodeDouble("CT"), ScalarVolumeNodeDouble("other")
+def _logic_keywords(real_slicer, name: str) -> dict:
+    scene = real_slicer.scene
+    ct, other = (scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", n) for n in ("CT", "other"))
     if name == "CTPerfusionMapping":
         return dict(inputCT=ct, inputLabelmap=other)  # labels given: "Given segmentation" is complete
     return dict(inputCT=ct, inputSPECT=other, activityMBq=5.0)
 
 
-def test_the_parameter_nodes_and_logics_accept_what_the_definitions_accept(module):
+def test_the_parameter_nodes_and_logics_accept_what_the_definitions_accept(module, real_slicer):
     name, mod = module
     node_class = getattr(mod, f"{name}ParameterNode")
     logic = getattr(mod, f"{name}Logic")()
     keywords = inspect.signature(logic.process).parameters
+    base = _logic_keywords(real_slicer, name)
     for keyword, option in MODULES[name].items():
         annotation = node_class.__annotations__[keyword]
         validators = [m for m in getattr(annotation, "__metadata__", ()) if hasattr(m, "validate")]
@@ -292,11 +331,11 @@ def test_the_parameter_nodes_and_logics_accept_what_the_definitions_accept(modul
             assert [(v.minimum, v.maximum) for v in validators] == [option.bounds], keyword
         assert keywords[keyword].default == option.default, f"process({keyword}=...) defaults to the definition's"
         for value in probes(option):
-            arguments = dict(_logic_keywords(name), **{keyword: value})
+            arguments = dict(base, **{keyword: value})
             if keyword == "bqPerCount":
                 arguments["activityMBq"] = None
             logic_ok = logic.inputProblem(**arguments) is None
-            node_ok = _node_accepts(node_class(), keyword, option, value)
+            node_ok = _node_accepts(node_class(logic.getParameterNode()), keyword, option, value)
             assert logic_ok == expected(option, value), (keyword, value, logic.inputProblem(**arguments))
             assert node_ok == (logic_ok or at_exclusive_bound(option, value)), (keyword, value)
 

@@ -43,7 +43,9 @@ def test_the_checks_before_any_work(tmp_path):
     with pytest.raises(UserError, match="would overwrite the input .*lobes.nrrd"):
         check_output_folder(tmp_path, inputs=[None, lobes], names=["lobes.nrrd", "metrics.json"])
     assert lobes.read_text() == "the user's lobes"
-    assert check_output_folder(tmp_path / "new" / "folder", inputs=[lobes], names=["metrics.json"]).is_dir()
+    new = tmp_path / "new" / "folder"
+    assert check_output_folder(new, inputs=[lobes], names=["metrics.json"]) == new.resolve()
+    assert not (tmp_path / "new").exists()  # tried by writing, then removed: a run refused later leaves nothing
 
 
 def test_results_are_swapped_in_together_and_stale_ones_go(tmp_path):
@@ -159,7 +161,7 @@ def test_a_damaged_weights_file_is_refused_before_any_dose_is_computed(tmp_path,
         assert dosecnn(argv + ["--method", "cnn", "--weights", str(tmp_path / "w.pt"), "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err == "error: w.pt is not a readable torch weights file (corrupt or another file type)\n"
-        assert time.monotonic() - started < 10 and not any(out.iterdir())
+        assert time.monotonic() - started < 10 and not out.exists()  # the folder the run created is gone too
 
 
 def test_sigterm_stops_a_run_and_leaves_nothing_behind(phantom, tmp_path):
@@ -175,4 +177,4 @@ def test_sigterm_stops_a_run_and_leaves_nothing_behind(phantom, tmp_path):
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 143 and err.strip().splitlines()[-1] == "error: terminated"
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # staging removed, and the --out the run had created

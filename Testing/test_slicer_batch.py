@@ -1,27 +1,22 @@
-"""The Slicer batch script: its argument handling as a plain function, and the script itself with the test double of
-Slicer and a Logic double that checks the keywords against the real Logic's ``process``."""
+"""The Slicer batch script: its argument handling as a plain function, and the script's ``main`` in Slicer (a real MRML
+scene, Testing/slicer_real.py): cases loaded with ``slicer.util.loadVolume``, run through the module's Logic as
+``slicer.util.getModuleLogic`` finds it, the outputs saved with ``slicer.util.saveNode`` by the real storage nodes."""
 
-import inspect
-from pathlib import Path
+import csv
 
 import pytest
-from slicer_double import ScalarVolumeNodeDouble, SegmentationNodeDouble, TableNodeDouble, load_module, make_slicer_double
-from tiny_images import tiny_ct, write_tiny_ct
+from tiny_images import write_tiny_ct, write_tiny_image, write_weights_archive
 
 from CTPerfusionMappingLib.slicer_glue.batch import parse_batch_arguments
-from ImagingBasics import slicer_nodes
 from ImagingBasics.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "CTPerfusionMapping" / "Resources" / "Scripts" / "CTPerfusionMappingBatch.py"
-MODULE = ROOT / "CTPerfusionMapping" / "CTPerfusionMapping.py"
 
 
 @pytest.fixture
 def files(tmp_path):
-    for name in ("spect.nrrd", "lobes.nrrd", "w.pt"):
-        (tmp_path / name).write_bytes(b"x")
-    write_tiny_ct(tmp_path / "ct.nrrd")  # a real CT: one case's CT is checked up front
+    write_tiny_ct(tmp_path / "ct.nrrd")  # real files: one case's inputs are checked up front
+    write_tiny_image(tmp_path / "spect.nrrd")
+    write_tiny_image(tmp_path / "lobes.nrrd", "labels")
+    write_weights_archive(tmp_path / "w.pt")
     return tmp_path
 
 
@@ -61,49 +56,39 @@ def test_bad_arguments_are_one_line_user_errors(files, argv, message):
         parse_batch_arguments([a.format(d=files) for a in argv])
 
 
-class LogicDouble:
-    """The module's Logic as the batch script sees it: ``process`` takes exactly the keywords of the real
-    ``CTPerfusionMappingLogic.process`` (checked), records them and returns output nodes; a case without a SPECT
-    fails, as a case whose run fails."""
+def test_the_script_runs_each_case_through_the_logic_and_saves_its_outputs(real_slicer, tmp_path, capsys):
+    from CTPerfusionMappingLib.network import NetworkConfig, build_model
+    from CTPerfusionMappingLib.synthetic.cohort import generate_case, write_case
+    from CTPerfusionMappingLib.weights import save_weights
+    from ImagingBasics.imageio import read_volume
 
-    summary = "lungs 4000 mL"
-
-    def __init__(self, signature):
-        self.signature = signature
-        self.calls = []
-
-    def process(self, **keywords):
-        self.signature.bind(None, **keywords)
-        self.calls.append(keywords)
-        if keywords["inputSPECT"] is None:
-            raise UserError("simulated failure")
-        perfusion = ScalarVolumeNodeDouble("perfusion")
-        slicer_nodes.update_node_from_volume(perfusion, tiny_ct())
-        return {"outputPerfusion": perfusion, "outputFunctional": SegmentationNodeDouble(),
-                "outputTable": TableNodeDouble()}
-
-
-def test_the_script_runs_each_case_through_the_logic_and_saves_its_outputs(monkeypatch, tmp_path, capsys):
-    module = load_module(monkeypatch, make_slicer_double(str(tmp_path)), MODULE, "CTPerfusionMapping_for_batch")
-    logic = LogicDouble(inspect.signature(module.CTPerfusionMappingLogic.process))
-    doubles = make_slicer_double(str(tmp_path))
-    doubles["slicer"].module_logics["CTPerfusionMapping"] = logic
-    script = load_module(monkeypatch, doubles, SCRIPT, "CTPerfusionMappingBatch_under_test")
-    for name in ("ct.nrrd", "spect.nrrd"):
-        write_tiny_ct(tmp_path / name)
-    (tmp_path / "cases.csv").write_text("id,ct,spect\np1,ct.nrrd,spect.nrrd\np2,ct.nrrd,\n")
+    slicer = real_slicer.slicer
+    real_slicer.module("CTPerfusionMapping")  # loaded, as Slicer loads its modules before running the script
+    script = real_slicer.batch_script("CTPerfusionMapping")
+    folder = write_case(generate_case(6, "small"), tmp_path / "case")
+    config = NetworkConfig(base_channels=2, max_channels=4)
+    save_weights(build_model(config), config, tmp_path / "tiny.pt", metadata={"note": "random weights for tests"})
+    # p2's "CT" is a SPECT: its run fails, the batch goes on
+    (tmp_path / "cases.csv").write_text("id,ct,spect,lobes\np1,case/ct.nrrd,case/spect.nrrd,case/lobes.nrrd\n"
+                                        "p2,case/spect.nrrd,,\n")
     out = tmp_path / "out"
-    assert script.main(["--manifest", str(tmp_path / "cases.csv"), "--out", str(out), "--threshold", "0.7",
-                        "--no-register", "--device", "cpu", "--uncertainty"]) == 1  # p2 failed, p1 done
-    first, second = logic.calls
-    assert (first["threshold"], first["registerSPECT"], first["device"], first["uncertainty"]) == (0.7, False, "cpu", True)
-    assert first["highPercentile"] is None and first["weightsFile"] is None and first["segmentationSource"] == "Automatic"
-    assert second["inputSPECT"] is None
-    saved = doubles["slicer"].saved
-    assert sorted(Path(path).relative_to(out).as_posix() for path in saved) == [
-        "p1/functional.seg.nrrd", "p1/perfusion.nrrd", "p1/regions.csv"]
+    assert script.main(["--manifest", str(tmp_path / "cases.csv"), "--out", str(out), "--weights",
+                        str(tmp_path / "tiny.pt"), "--threshold", "0.7", "--no-register", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
-    assert "error: case p2: simulated failure" in captured.err and "1 of 2 cases done; failed: p2" in captured.out
-    assert script.main(["--ct", str(tmp_path / "ct.nrrd"), "--out", str(out), "--high-percentile", "99.5"]) == 2
+    assert "error: case p2: " in captured.err and "1 of 2 cases done; failed: p2" in captured.out
+    assert sorted(path.name for path in (out / "p1").iterdir()) == ["functional.seg.nrrd", "perfusion.nrrd",
+                                                                    "regions.csv", "regions.schema.csv"]
+    assert not (out / "p2").exists() or not any((out / "p2").iterdir())
+    perfusion = read_volume(out / "p1" / "perfusion.nrrd")
+    assert perfusion.same_geometry(read_volume(folder / "ct.nrrd")) and perfusion.array.max() <= 1.0
+    rows = list(csv.DictReader(open(out / "p1" / "regions.csv", encoding="utf-8")))
+    assert [row["name"] for row in rows] == ["RUL", "RML", "RLL", "LUL", "LLL", "right lung", "left lung",
+                                             "both lungs"]
+    assert "Spearman R" not in rows[0] and rows[0]["spearman"]  # the column keys; titles and units in the schema
+    segmentation = slicer.util.loadSegmentation(str(out / "p1" / "functional.seg.nrrd"))
+    segmentation_ids = [segmentation.GetSegmentation().GetNthSegmentID(i)
+                        for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    assert segmentation_ids == ["low_function", "high_function", "RUL", "RML", "RLL", "LUL", "LLL"]
+    assert not list(real_slicer.temporary.iterdir())
+    assert script.main(["--ct", str(folder / "ct.nrrd"), "--out", str(out), "--high-percentile", "99.5"]) == 2
     assert capsys.readouterr().err == "error: --high-percentile must be from 1 to 99, got 99.5\n"
-    assert len(logic.calls) == 2  # nothing ran

@@ -36,19 +36,33 @@ def load_model(weights: Optional[str], baseline: bool, device: str):
     return model, info
 
 
+class _LazyBar:
+    """A progress bar drawn at the first progress report, so that inputs refused before the pipeline starts give the
+    error line alone on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def update(self, fraction: float, message: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, unit="%", bar_format="{desc:<16}{percentage:3.0f}%|{bar}| {elapsed}",
+                            file=sys.stderr)
+        self.bar.set_description_str(message)
+        self.bar.n = int(round(100 * fraction))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _progress_bar(quiet: bool):
     if quiet:
         return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, unit="%", bar_format="{desc:<16}{percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
-
-    def update(fraction: float, message: str) -> None:
-        bar.set_description_str(message)
-        bar.n = int(round(100 * fraction))
-        bar.refresh()
-
-    return bar, update
+    bar = _LazyBar()
+    return bar, bar.update
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -90,6 +104,7 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
     earlier run's files); returns the RunResult."""
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
+    from ImagingBasics.validation import require_finite
 
     from .pipeline import run_pipeline
     from .report import OUTPUT_FILES, write_run_outputs
@@ -98,6 +113,8 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
                        OUTPUT_FILES["metrics"]) as staging:
         ct = read_volume(ct_path)
         volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
+        if volumes["spect"] is not None:
+            require_finite(volumes["spect"], "SPECT")  # before the pipeline starts (and its progress bar)
         info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
         result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
         write_run_outputs(result, staging, ct)
@@ -206,10 +223,11 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
         require_finite(perfusion, "perfusion map")
         if not perfusion.same_geometry(ct):
             raise UserError("the perfusion map is not on the CT grid (same size, spacing, origin and direction needed)")
-        labels, label_info = resolve_labels(ct, read_volume(lungs) if lungs else None,
-                                            read_volume(lobes) if lobes else None, options.labels_source)
+        spect = read_volume(spect_path)  # every input read and checked before the lungs are segmented
+        require_finite(spect, "SPECT")
+        given = {k: (read_volume(v) if v else None) for k, v in (("lungs", lungs), ("lobes", lobes))}
+        labels, label_info = resolve_labels(ct, given["lungs"], given["lobes"], options.labels_source)
         quality += lung_quality(labels, ct, given=bool(lungs or lobes))
-        spect = read_volume(spect_path)
         spect_on_ct, reg = align_spect(ct, spect, labels.lungs, options.register)
         ref = normalised_spect(spect_on_ct, labels.lungs, PreprocessParams())
         spacing = options.evaluation_spacing_mm
@@ -253,13 +271,14 @@ def add_batch_command(sub: argparse._SubParsersAction) -> None:
 
 def _batch(args: argparse.Namespace) -> int:
     from ImagingBasics.manifest import read_manifest
+    from ImagingBasics.outputs import check_output_folder
 
     from .report import OUTPUT_FILES
 
     options = _options(args)
     rows = read_manifest(args.manifest)
+    check_output_folder(args.out, [args.manifest], ["summary.csv"])  # a file, not writable: refused before any work
     model, info = load_model(args.weights, args.baseline, options.device)
-    args.out.mkdir(parents=True, exist_ok=True)
     summary: List[Dict[str, Any]] = []
     iterator = rows
     bar = None

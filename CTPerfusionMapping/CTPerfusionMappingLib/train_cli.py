@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ImagingBasics.errors import UserError
@@ -55,10 +57,9 @@ def _ablate(args: argparse.Namespace) -> int:
     from ImagingBasics.files import write_json
 
     from .training.crossval import ablation_study
-    from .training.dataset import load_samples
 
     network, config = _network_and_config(args)
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
+    samples = _load_samples(args)
 
     def say(name: str) -> None:
         if not args.quiet:
@@ -101,6 +102,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _network_and_config(args: argparse.Namespace):
+    """The checked network and training configurations, after every check that can be made before a case is
+    preprocessed (:func:`_check_before_preprocessing`)."""
     from .network import NetworkConfig
     from .training.trainer import TrainConfig
 
@@ -108,23 +111,88 @@ def _network_and_config(args: argparse.Namespace):
         raise UserError("--epochs, --batch-size and --workers must be at least 1")
     if not 0.0 < args.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UserError(f"--lr must be positive, got {args.lr:g} (Ren 2021 IJROBP: 0.001)")
+    for flag, value in (("--patience", args.patience), ("--freeze-encoder-epochs", args.freeze_encoder_epochs)):
+        if value < 0:
+            raise UserError(f"{flag} must be 0 or more, got {value}")
     network = NetworkConfig(arch=args.arch, base_channels=args.base_channels, max_channels=args.max_channels,
                             residual=not args.no_residual, roi_attention=not args.no_roi_attention,
                             skip_attention=not args.no_skip_attention)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
                          freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
+    _check_before_preprocessing(args, network)
     return network, config
+
+
+def _check_before_preprocessing(args: argparse.Namespace, network) -> None:
+    """What a run would otherwise find out only after preprocessing every case (minutes to hours): the device, the
+    --init weights and their architecture, --out, and the manifest (its columns, ids and files; two patients at least,
+    as many as --folds for cv and ablate). One-line UserErrors."""
+    from ImagingBasics.devices import select_device
+    from ImagingBasics.manifest import read_manifest
+    from ImagingBasics.outputs import check_output_folder
+
+    from .weights import load_weights
+
+    select_device(args.device)
+    folds = getattr(args, "folds", None)
+    if folds is not None and folds < 2:
+        raise UserError(f"--folds must be at least 2, got {folds}")
+    if args.init is not None:
+        _, config, _ = load_weights(args.init)
+        if config.to_dict() != network.to_dict():
+            raise UserError(f"--init {args.init} holds a {config.arch} with another configuration than the one to train "
+                            "(--arch, --base-channels, --max-channels, the ablation switches)")
+    rows = read_manifest(args.manifest, required=("id", "ct", "spect"))
+    for row in rows:
+        for column in ("ct", "spect", "lungs", "lobes"):
+            if row.get(column) and not Path(row[column]).exists():
+                raise UserError(f"{args.manifest}: case {row['id']}: {column} file {row[column]} not found")
+    needed = max(2, folds or 2)
+    if len(rows) < needed:
+        raise UserError(f"{args.manifest} has {len(rows)} case(s); at least {needed} patients are needed "
+                        f"({'one per fold' if folds else 'training and validation patients'})")
+    if getattr(args, "resume", False) and not (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"--resume: no checkpoint in {args.out}; start without --resume")
+    check_output_folder(args.out, [args.manifest])
+
+
+@contextmanager
+def _no_empty_folders_left(*folders: Path):
+    """The folders of ``folders`` that do not exist yet and that the block leaves empty (the cache folder of a run
+    refused while its first case is preprocessed) are removed when the block fails: a refused run leaves --out as it
+    was. Folders holding files (samples already cached) are kept."""
+    new = [Path(f) for f in folders if f is not None and not Path(f).exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):
+            try:
+                folder.rmdir()  # only an empty folder
+            except OSError:
+                pass
+        raise
+
+
+def _load_samples(args: argparse.Namespace, progress=None):
+    """The preprocessed samples of the manifest (cached under --cache, default OUT/cache)."""
+    from .training.dataset import load_samples
+
+    cache = args.cache or args.out / "cache"
+    with _no_empty_folders_left(args.out, cache):
+        return load_samples(args.manifest, cache, register=not args.no_register, progress=progress,
+                            workers=args.workers)
 
 
 def _cv(args: argparse.Namespace) -> int:
     from ImagingBasics.files import write_json
 
     from .training.crossval import cross_validate
-    from .training.dataset import load_samples
 
     network, config = _network_and_config(args)
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, workers=args.workers)
+    samples = _load_samples(args)
 
     def say(fold: int, folds: int, message: str) -> None:
         if not args.quiet:
@@ -145,7 +213,7 @@ def _cv(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training.dataset import load_samples, split_by_patient
+    from .training.dataset import split_by_patient
     from .training.trainer import train
 
     network, config = _network_and_config(args)
@@ -165,8 +233,12 @@ def _train(args: argparse.Namespace) -> int:
             bar.set_postfix_str(case_id)
             bar.refresh()
 
-    samples = load_samples(args.manifest, args.cache or args.out / "cache", register=not args.no_register, progress=prep,
-                           workers=args.workers)
+    try:
+        samples = _load_samples(args, prep)
+    except BaseException:
+        if bar is not None:  # the bar ends before the error line
+            bar.close()
+        raise
     train_s, val_s = split_by_patient(samples, args.val_fraction, args.seed)
     if bar is not None:
         bar.close()

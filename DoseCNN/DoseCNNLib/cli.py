@@ -117,29 +117,50 @@ def add_kernel_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _kernel(args: argparse.Namespace) -> int:
-    from ImagingBasics.errors import UserError
+    import math
 
-    from .physics.kernels import kernel_parameters, read_kernel_folder, voxel_s_values, write_kernel_folder
+    from ImagingBasics.errors import UserError
+    from ImagingBasics.outputs import check_output_folder, output_folder
+
+    from .physics.kernels import (
+        MAX_KERNEL_SIZE,
+        check_nuclide,
+        kernel_parameters,
+        read_kernel_folder,
+        voxel_s_values,
+        write_kernel_folder,
+    )
 
     photon_size = args.photon_size or args.size
     for name, value in (("--size", args.size), ("--photon-size", photon_size)):
         if value < 1 or value % 2 == 0:
             raise UserError(f"{name} must be an odd number, got {value}")
+        if value > MAX_KERNEL_SIZE:
+            raise UserError(f"{name} must be at most {MAX_KERNEL_SIZE} voxels, got {value} (Li 2020's photon kernel has "
+                            "99)")
     if photon_size < args.size:
         raise UserError("--photon-size must be at least --size")
-    if min(args.spacing) <= 0 or args.decays < 1000:
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing) or args.decays < 1000:
         raise UserError("--spacing must be positive and --decays at least 1000")
+    check_nuclide(args.nuclide)
+    device = _device(args.device)
+    check_output_folder(args.out, [], KERNEL_OUTPUTS)  # a file, not writable: refused before the Monte Carlo
     params = kernel_parameters(args.nuclide, args.spacing, args.size, photon_size, args.decays, args.seed)
     if read_kernel_folder(args.out, params) is not None:
         print(f"kernel with these parameters already in {args.out} (reused)")
         return 0
-    k = voxel_s_values(params["nuclide"], args.spacing, args.size, args.decays, seed=args.seed, device=args.device,
+    k = voxel_s_values(params["nuclide"], args.spacing, args.size, args.decays, seed=args.seed, device=device,
                        photon_size=photon_size)
-    summary = write_kernel_folder(k, params, args.out)
-    kernel_figure(k, args.out / "kernel.png")
+    with output_folder(args.out, [], KERNEL_OUTPUTS, "kernel.json") as staging:  # all four files or none
+        summary = write_kernel_folder(k, params, staging)
+        kernel_figure(k, staging / "kernel.png")
     print(f"{params['nuclide']} kernel {args.size}^3 at {tuple(params['spacing_mm'])} mm: self {summary['self']:.4g} "
           f"mGy/(MBq*s) (electrons {summary['electron_self']:.4g}); written to {args.out}")
     return 0
+
+
+#: the files dosecnn kernel writes into --out (kernel.json last: its presence marks a complete kernel)
+KERNEL_OUTPUTS = ["electron_kernel.nrrd", "photon_kernel.nrrd", "kernel.png", "kernel.json"]
 
 
 def kernel_figure(k, path: Path) -> None:
@@ -184,6 +205,7 @@ def add_mc_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _mc(args: argparse.Namespace) -> int:
+    import math
     import sys
     import time
 
@@ -191,18 +213,26 @@ def _mc(args: argparse.Namespace) -> int:
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume, write_volume
     from ImagingBasics.outputs import output_folder
-    from ImagingBasics.validation import check_ct
+    from ImagingBasics.validation import check_ct, require_finite
 
+    from .physics.kernels import check_nuclide
     from .physics.monte_carlo import run_mc
 
-    if args.activity_scale <= 0:
-        raise UserError("--activity-scale must be positive")
+    if not (math.isfinite(args.activity_scale) and args.activity_scale > 0):
+        raise UserError(f"--activity-scale must be positive, got {args.activity_scale:g}")
+    if args.batches < 2:
+        raise UserError("at least 2 batches are needed for an uncertainty estimate (--batches)")
+    if args.decays < args.batches:
+        raise UserError(f"--decays must be at least the number of batches ({args.batches})")
+    check_nuclide(args.nuclide)
+    device = _device(args.device)
     with output_folder(args.out, [args.ct, args.activity], ["dose_rate.nrrd", "uncertainty.nrrd", "mc.json"],
                        "mc.json") as staging:  # --out checked before any work
         ct = read_volume(args.ct)
         for warning in check_ct(ct):
             print(f"warning: {warning}", file=sys.stderr)
         activity = read_volume(args.activity)
+        require_finite(activity, "activity map")
         activity = activity.with_array(activity.array.astype("float64") * args.activity_scale)
         bar = None
         if not args.quiet:
@@ -211,7 +241,7 @@ def _mc(args: argparse.Namespace) -> int:
             bar = tqdm(total=args.batches, desc="Monte Carlo", unit="batch", file=sys.stderr)
         t0 = time.perf_counter()
         try:
-            result = run_mc(activity, ct, args.nuclide, args.decays, args.batches, args.device, args.seed,
+            result = run_mc(activity, ct, args.nuclide, args.decays, args.batches, device, args.seed,
                             progress=(lambda done, total: bar.update(1)) if bar is not None else None)
         finally:
             if bar is not None:
@@ -266,12 +296,17 @@ def _run(args: argparse.Namespace) -> int:
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
     from ImagingBasics.outputs import output_folder
+    from ImagingBasics.validation import check_label_map
 
     from .dosimetry.pipeline import dose_rate_map, label_names_from_args, label_table, load_dose_weights_for
+    from .physics.kernels import check_nuclide
     from .physics.vdk import check_calibration
 
     options = RUN.from_arguments(args)  # first: a wrong value is refused before any file is read
     check_calibration(options["bq_per_count"], options["activity_mbq"])
+    check_nuclide(options["nuclide"])
+    device = _device(options["device"])  # "cuda" without a GPU: refused now, not in the convolution
+    _check_kernel_cache(args.kernel_cache)
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
     inputs = [args.spect, args.ct, args.labels, args.weights] + list(args.names or [])
@@ -284,8 +319,10 @@ def _run(args: argparse.Namespace) -> int:
         labels = read_volume(args.labels) if args.labels else None
         if labels is not None and not labels.same_geometry(ct):
             raise UserError("the label map must be on the CT grid")
+        if labels is not None:
+            check_label_map(labels)
         say(0.1, "computing the dose rate")
-        result = dose_rate_map(spect, ct, **dict(options, device=_device(options["device"])), weights=weights,
+        result = dose_rate_map(spect, ct, **dict(options, device=device), weights=weights,
                                kernel_cache=args.kernel_cache, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         dose = result.dose_rate_mgy_s
         for warning in result.info.get("warnings", []):
@@ -319,19 +356,21 @@ def dose_figure(ct, dose, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from ImagingBasics.display import label_orientation, radiological_view
     from ImagingBasics.files import save_figure
 
-    k, j, i = np.unravel_index(int(np.argmax(dose.array)), dose.shape)
-    d = np.ma.masked_less_equal(dose.array, dose.array.max() * 1e-3)
+    ct_view, dose_view = radiological_view(ct), radiological_view(dose)
+    k, j, _ = np.unravel_index(int(np.argmax(dose_view.array)), dose_view.shape)
+    floor = dose_view.array.max() * 1e-3
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    sz, sy, sx = ct.spacing[2], ct.spacing[1], ct.spacing[0]
-    axes[0].imshow(ct.array[k], cmap="gray", vmin=-1000, vmax=600, aspect=sy / sx)
-    im = axes[0].imshow(d[k], cmap="inferno", alpha=0.7, aspect=sy / sx)
-    axes[1].imshow(ct.array[:, j, :], cmap="gray", vmin=-1000, vmax=600, origin="lower", aspect=sz / sx)
-    axes[1].imshow(d[:, j, :], cmap="inferno", alpha=0.7, origin="lower", aspect=sz / sx)
-    for ax, title in zip(axes, ("axial", "coronal")):
-        ax.set_title(f"dose rate ({title}, through the maximum)", fontsize=9)
+    for ax, view, index in zip(axes, ("axial", "coronal"), (k, j)):
+        extent = ct_view.extent(view)
+        ax.imshow(ct_view.cut(view, index), cmap="gray", vmin=-1000, vmax=600, extent=extent)
+        cut = np.ma.masked_less_equal(dose_view.cut(view, index), floor)
+        im = ax.imshow(cut, cmap="inferno", alpha=0.7, extent=extent)
+        ax.set_title(f"dose rate ({view}, through the maximum)", fontsize=9)
         ax.axis("off")
+        label_orientation(ax, view)
     fig.colorbar(im, ax=axes, label="mGy/s", shrink=0.8)
     save_figure(fig, path, dpi=80)
 
@@ -368,8 +407,11 @@ def _integrate(args: argparse.Namespace) -> int:
 
     from .dosimetry.integrate import run_integrate
     from .dosimetry.pipeline import label_names_from_args
+    from .physics.kernels import check_nuclide
 
     options = INTEGRATE.from_arguments(args)  # first: a wrong value is refused before any file is read
+    check_nuclide(options["nuclide"])
+    _check_kernel_cache(args.kernel_cache)
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
     s = run_integrate(args.manifest, args.out, labels_path=args.labels, reference_ct_path=args.reference_ct,
@@ -416,12 +458,20 @@ def _progress_lines(args: argparse.Namespace):
 
 
 def _device(requested: str) -> str:
-    """``auto``: a CUDA GPU when torch sees one, else the CPU (as ``ctpm``); any other device name unchanged."""
-    if str(requested).strip().lower() != "auto":
-        return requested
+    """The torch device of ``requested`` (:func:`ImagingBasics.devices.select_device`): ``auto`` a CUDA GPU when torch
+    sees one, else the CPU (as ``ctpm``); a device that is not there (``cuda`` on a machine without a GPU) is a
+    one-line UserError before any work, not a torch error in the middle of it."""
     from ImagingBasics.devices import select_device
 
-    return select_device("auto")
+    return select_device(requested)
+
+
+def _check_kernel_cache(folder: Optional[Path]) -> None:
+    """--kernel-cache must be a folder (or not exist yet): found out now, not after a kernel was computed."""
+    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        from ImagingBasics.errors import UserError
+
+        raise UserError(f"--kernel-cache {folder} is a file; give a folder for the computed kernels")
 
 
 def add_train_command(sub: argparse._SubParsersAction) -> None:
@@ -466,9 +516,11 @@ def _train(args: argparse.Namespace) -> int:
     import sys
 
     from ImagingBasics.errors import UserError
+    from ImagingBasics.outputs import check_output_folder
 
     from .cnn.network import DoseNetConfig
     from .cnn.training import DoseTrainConfig, train_from_manifest
+    from .physics.kernels import check_nuclide
 
     try:
         network = DoseNetConfig(base_filters=args.base_filters, levels=args.levels,
@@ -478,6 +530,13 @@ def _train(args: argparse.Namespace) -> int:
     config = DoseTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                              val_fraction=args.val_fraction, val_by=args.val_by, crop=args.crop,
                              augment=not args.no_augment, seed=args.seed, amp=not args.no_amp, device=args.device)
+    # what would otherwise be found out only after every case's dose rate was computed
+    check_nuclide(args.nuclide)
+    _device(args.device)
+    _check_kernel_cache(args.kernel_cache)
+    if args.resume and not (args.out / "checkpoint.pt").is_file():
+        raise UserError(f"--resume: no checkpoint in {args.out}; start without --resume")
+    check_output_folder(args.out, [args.manifest])
     bar = None
     if not args.quiet:
         from tqdm import tqdm

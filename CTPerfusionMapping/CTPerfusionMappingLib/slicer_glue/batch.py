@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ImagingBasics.batch import BatchArgumentParser
+from ImagingBasics.batch import BatchArgumentParser, checked_image, checked_label_map, checked_weights
 from ImagingBasics.errors import UserError
+from ImagingBasics.outputs import check_output_folder
 from ImagingBasics.validation import read_ct
 
 from ..options import MODULE
@@ -67,14 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the files the batch script writes into each case's folder (CTPerfusionMappingBatch.py)
+OUTPUT_FILES = ["perfusion.nrrd", "functional.seg.nrrd", "regions.csv"]
+
+
 def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
     """The batch request of ``argv`` (``sys.argv[1:]``); raises UserError with a one-line message when it is wrong."""
     from ImagingBasics.manifest import read_manifest
 
     args = build_parser().parse_args(list(argv))
     options = MODULE.from_arguments(args)  # the ranges the GUI and the Logic accept too (one line, exit 2)
-    if args.weights and not Path(args.weights).is_file():
-        raise UserError(f"network weights not found: {args.weights}")
+    checked_weights(args.weights)
     out = Path(args.out)
     if args.manifest:
         if args.spect or args.lungs or args.lobes:
@@ -84,12 +88,17 @@ def parse_batch_arguments(argv: Sequence[str]) -> BatchRequest:
                            r.get("lobes") or None) for r in rows]
     else:
         read_ct(args.ct)  # one case: a bad CT is a bad argument (exit 2), checked before Slicer loads anything
+        checked_image(args.spect, "SPECT")
+        checked_label_map(args.lungs, "lung labels")
+        checked_label_map(args.lobes, "lobe labels")
         cases = [BatchCase(Path(args.ct).name.split(".")[0] or "case", args.ct, out, args.spect, args.lungs, args.lobes)]
     for case in cases:
         for what in ("ct", "spect", "lungs", "lobes"):
             path = getattr(case, what)
             if path and not Path(path).exists():
                 raise UserError(f"case {case.case_id}: {what} not found: {path}")
+    inputs = [args.manifest, args.weights] + [getattr(c, k) for c in cases for k in ("ct", "spect", "lungs", "lobes")]
+    check_output_folder(out, inputs, OUTPUT_FILES)  # a file, not writable, would replace an input: refused now
     if (args.lungs or args.lobes) and options["segmentation_source"] == "Automatic":
         options["segmentation_source"] = "Given segmentation"
     return BatchRequest(cases, args.weights, **options)

@@ -434,6 +434,7 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
     from ImagingBasics.outputs import output_folder
+    from ImagingBasics.validation import check_label_map
 
     from .metrics import dvh_figure, dvh_rows
     from .pipeline import load_dose_weights_for
@@ -451,6 +452,8 @@ def run_integrate(manifest: Path, out: Path, *, labels_path: Optional[Path] = No
         if labels is not None and not labels.same_geometry(reference_ct):
             raise UserError("the label map must be on the reference CT's grid (the first time point's CT, or "
                             "--reference-ct)")
+        if labels is not None:
+            check_label_map(labels)  # whole numbers >= 0, found before any dose is computed
         result = integrate_time_points(specs, reference_ct, method=method, weights=weights, fit=fit, start=start,
                                        register=register, registration_metric=registration_metric, device=device,
                                        nuclide=nuclide, kernel_cache=kernel_cache, progress=progress, fraction=fraction)

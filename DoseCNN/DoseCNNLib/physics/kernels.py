@@ -94,6 +94,35 @@ def sample_emissions(decay, n: int, rng: np.random.Generator) -> Emissions:
                      np.concatenate(weights) if weights else np.zeros(0), photons, weight, local_mev)
 
 
+#: the largest kernel grid (voxels per side) a kernel command computes: Li 2020's photon kernel is 99 (default sizes,
+#: :func:`.kernel_library.default_kernel_sizes`, are at most 99); 201^3 already holds 8 million voxels per kernel
+MAX_KERNEL_SIZE = 201
+
+
+#: photon lines rarer than this (per decay) are not held against a nuclide in :func:`check_nuclide` (Y-90's 2186 keV
+#: gamma, 1.4e-8 per decay)
+MIN_PHOTON_YIELD = 1e-6
+
+
+def check_nuclide(nuclide: str):
+    """The decay data of ``nuclide`` when the dose engine can transport its emissions, else a one-line UserError: an
+    unknown name, or photons above the cross-section tables (:data:`.photon_xs.MAX_ENERGY_MEV`) with a yield above
+    :data:`MIN_PHOTON_YIELD`. For the commands' first step, before any image is read or kernel computed."""
+    from ImagingBasics.errors import UserError
+
+    from .photon_xs import MAX_ENERGY_MEV
+
+    decay = load_decay_data(nuclide)
+    energies = np.concatenate([decay.gamma.energies_mev, decay.xray.energies_mev])
+    yields = np.concatenate([decay.gamma.yields_per_decay, decay.xray.yields_per_decay])
+    emitted = energies[yields > MIN_PHOTON_YIELD]
+    if emitted.size and float(emitted.max()) > MAX_ENERGY_MEV:
+        raise UserError(f"{decay.nuclide} emits photons up to {1000 * float(emitted.max()):.0f} keV; the dose engine's "
+                        f"photon cross-section tables end at {1000 * MAX_ENERGY_MEV:g} keV (Lu-177, I-131 and Tc-99m are "
+                        "within them)")
+    return decay
+
+
 def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 4.8, 4.8), size: int = 7,
                    n_decays: int = 100_000, density_g_cm3: float = KERNEL_DENSITY_G_CM3, seed: int = 0,
                    device: str = "cpu", photons: bool = True, photon_size: Optional[int] = None) -> VoxelSValues:

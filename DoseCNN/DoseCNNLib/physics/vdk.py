@@ -59,8 +59,14 @@ def activity_from_counts(spect: Volume, ct: Volume, bq_per_count: Optional[float
     if a.min() < 0:
         a = np.maximum(a, 0.0)  # reconstruction undershoot: no negative activity
     spect = spect.with_array(a)
+    if a.sum() <= 0:
+        raise UserError("the SPECT has no counts (all voxels are 0): is it the right image?")
     if not spect.same_geometry(ct):
-        spect = resample_amount(spect, ct, keep_total=True)
+        try:
+            spect = resample_amount(spect, ct, keep_total=True)
+        except UserError:
+            raise UserError("the SPECT and the CT do not overlap in space: check that they belong to one SPECT/CT "
+                            "study (their origins and orientations)") from None
     counts = float(spect.array.sum())
     if counts <= 0:
         raise UserError("the SPECT has no counts inside the CT's field of view")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ImagingBasics.batch import BatchArgumentParser, existing_file
+from ImagingBasics.batch import BatchArgumentParser, checked_image, checked_label_map, checked_weights, existing_file
 from ImagingBasics.errors import UserError
 from ImagingBasics.validation import read_ct
 
@@ -105,15 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the files the batch script writes into --out (DoseCNNBatch.py)
+OUTPUT_FILES = ["dose_rate.nrrd", "absorbed_dose.nrrd", "dose_rate_*h.nrrd", "segments.csv", "dvh.csv"]
+
+
+def _check_out(out, inputs) -> None:
+    """--out: a folder (not a file) that can be written and whose results would not replace an input."""
+    from ImagingBasics.outputs import check_output_folder
+
+    check_output_folder(out, inputs, OUTPUT_FILES)
+
+
 def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
     """The batch request of ``argv`` (``sys.argv[1:]``); raises UserError with a one-line message when it is wrong."""
     args = build_parser().parse_args(list(argv))
     options = MODULE.from_arguments(args)  # the ranges the GUI and the Logic accept too (one line, exit 2)
     if args.weights and options["method"] != "cnn":
         raise UserError("--weights goes with --method cnn")
-    existing_file(args.weights, "CNN weights")
-    existing_file(args.labels, "labels")
-    existing_file(args.reference, "reference map")
+    checked_weights(args.weights)
+    checked_label_map(args.labels, "labels")
+    checked_image(args.reference, "reference map")
     common = dict(out=Path(args.out), labels=args.labels, reference=args.reference, method=options["method"],
                   weights=args.weights, device=options["device"])
     if args.spect:
@@ -124,8 +135,9 @@ def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
                             "(Bq per count)")
         if args.reference_ct:
             raise UserError("--reference-ct goes with --manifest")
-        existing_file(args.spect, "SPECT")
+        checked_image(args.spect, "SPECT")
         read_ct(args.ct)  # checked up front: a bad CT is a bad argument (exit 2), not a failed run
+        _check_out(args.out, [args.spect, args.ct, args.labels, args.reference, args.weights])
         return DoseBatchRequest(ct=args.ct, spect=args.spect, activity_mbq=options["activity_mbq"],
                                 bq_per_count=options["bq_per_count"], **common)
     from ..dosimetry.integrate import read_time_manifest
@@ -147,6 +159,8 @@ def parse_batch_arguments(argv: Sequence[str]) -> DoseBatchRequest:
     for point in points:  # every CT checked up front (exit 2), before any time point is computed
         if Path(point.ct).resolve() != Path(reference_ct).resolve():
             read_ct(point.ct, f"CT of the {point.time_h:g} h time point")
+    _check_out(args.out, [args.manifest, args.labels, args.reference, args.weights, reference_ct]
+               + [path for p in points for path in (p.spect, p.ct)])
     return DoseBatchRequest(ct=reference_ct, time_points=points, bq_per_count=points[0].bq_per_count,
                             fit=options["fit"], start=options["start"], register=options["register"],
                             registration_metric=options["registration_metric"], **common)
