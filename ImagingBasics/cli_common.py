@@ -12,6 +12,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from typing import Callable, Optional, Sequence
 
 from .errors import UserError
@@ -33,6 +34,8 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional
         parser.print_help()
         return 2
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -45,8 +48,20 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional
         print("error: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = formatwarning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """How the commands print a Python warning: ``warning: <message>`` for the project's (UserWarning) warnings, as
+    they print quality warnings; other categories (a library's deprecation, say) keep Python's format."""
+    if issubclass(category, UserWarning):
+        return f"warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
 
 
 def add_info_command(sub: argparse._SubParsersAction) -> None:

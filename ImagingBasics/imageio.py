@@ -21,6 +21,11 @@ y posterior, z toward the head; the direction matrix says where each index axis 
 * Interfile: no orientation in the header; the caller states it (:func:`read_interfile`), else LPS is assumed
   with a warning.
 
+Where a file leaves its orientation unstated, a ``UserWarning`` says what is assumed (the command lines print it as
+``warning: ...``): a NIfTI file whose ``qform_code`` and ``sform_code`` are both 0 (ITK then takes the voxel axes as
+given, no patient frame), a NRRD without ``space``/``space directions``, a MetaImage without ``TransformMatrix``
+(or ``Orientation``/``Rotation``) and without ``AnatomicalOrientation``; the image is read as if its axes were LPS.
+
 Geometry is kept as SimpleITK reports it (LPS, see :mod:`.volume`); voxel values are returned as stored
 (no unit conversion: a CT stored as HU+1000 stays HU+1000). Every failure a user can cause raises
 :class:`~.errors.UserError` with a one-line message naming the file.
@@ -126,6 +131,7 @@ def _read_with_sitk(path: Path) -> Volume:
         _check_nrrd_voxel_size(path, volume)
     if file_extension(path) in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.inexact):
         volume = _nifti_non_finite_kept(path, volume)
+    _warn_if_orientation_unstated(path)
     return volume
 
 
@@ -145,6 +151,71 @@ def _nifti_alone(path: Path) -> Iterator[Path]:
         except OSError:  # no symbolic links here: a copy
             shutil.copyfile(path, alone)
         yield alone
+
+
+def _nifti_transform_codes(path: Path) -> Optional[Tuple[int, int]]:
+    """(qform_code, sform_code) of a NIfTI-1 header (``.nii``, ``.nii.gz``), None when the header cannot be read."""
+    import gzip
+
+    try:
+        opener = gzip.open if file_extension(path) == ".nii.gz" else open
+        with opener(path, "rb") as f:
+            header = f.read(348)
+    except (OSError, EOFError):
+        return None
+    if len(header) < 348:
+        return None
+    for order in ("<", ">"):
+        if int(np.frombuffer(header[0:4], order + "i4")[0]) == 348:
+            qform, sform = np.frombuffer(header[252:256], order + "i2")
+            return int(qform), int(sform)
+    return None
+
+
+def _metaimage_fields(path: Path) -> Optional[Dict[str, str]]:
+    """The ``Key = value`` lines of a MetaImage header (keys lower case) up to ``ElementDataFile``; None when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("latin-1")
+    except OSError:
+        return None
+    fields: Dict[str, str] = {}
+    for line in head.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            break
+        fields[key.strip().lower()] = value.strip()
+        if key.strip().lower() == "elementdatafile":
+            break
+    return fields
+
+
+def orientation_unstated(path: Path) -> Optional[str]:
+    """What is missing when the header of the image file ``path`` (NIfTI, NRRD, MetaImage) states no patient
+    orientation, else None (stated, or another format)."""
+    ext = file_extension(path)
+    if ext in (".nii", ".nii.gz"):
+        codes = _nifti_transform_codes(path)
+        if codes == (0, 0):
+            return "its NIfTI header has qform_code and sform_code 0 (no patient frame)"
+    elif ext in (".nrrd", ".nhdr"):
+        fields = _nrrd_fields(path)
+        if fields is not None and "space" not in fields and "space directions" not in fields:
+            return "its NRRD header has no space or space directions"
+    elif ext in (".mha", ".mhd"):
+        fields = _metaimage_fields(path)
+        keys = {"transformmatrix", "orientation", "rotation", "anatomicalorientation"}
+        if fields is not None and not keys & set(fields):
+            return "its MetaImage header has no TransformMatrix or AnatomicalOrientation"
+    return None
+
+
+def _warn_if_orientation_unstated(path: Path) -> None:
+    missing = orientation_unstated(path)
+    if missing:
+        warnings.warn(f"{path.name}: the image orientation is not stated ({missing}); read as if its axes were LPS (x "
+                      "to the patient's left, y posterior, slices toward the head): check the image in a viewer "
+                      "before trusting left and right", UserWarning, stacklevel=4)
 
 
 def _nrrd_fields(path: Path) -> Optional[Dict[str, str]]:

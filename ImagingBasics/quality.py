@@ -45,9 +45,10 @@ def warning_dicts(warnings: Iterable[QualityWarning]) -> List[Dict[str, Any]]:
     return out
 
 
-def read_warning_messages(path) -> List[str]:
-    """The messages of the ``"warnings"`` of a results file (``metrics.json``, ``run.json``, ``integrate.json``);
-    [] when the file or the list is absent. Strings are taken as they are (files of earlier versions)."""
+def read_warnings(path) -> List[Dict[str, str]]:
+    """The ``"warnings"`` of a results file (``metrics.json``, ``run.json``, ``integrate.json``) as ``{"code",
+    "message"}`` dicts; [] when the file or the list is absent. Strings (files of earlier versions) get the code
+    ``"warning"``."""
     import json
     from pathlib import Path
 
@@ -55,7 +56,13 @@ def read_warning_messages(path) -> List[str]:
     if not path.is_file():
         return []
     warnings = json.loads(path.read_text(encoding="utf-8")).get("warnings") or []
-    return [w["message"] if isinstance(w, dict) else str(w) for w in warnings]
+    return [{"code": str(w.get("code", "warning")), "message": str(w["message"])} if isinstance(w, dict)
+            else {"code": "warning", "message": str(w)} for w in warnings]
+
+
+def read_warning_messages(path) -> List[str]:
+    """The messages of :func:`read_warnings`."""
+    return [w["message"] for w in read_warnings(path)]
 
 
 def status_text(messages: List[str]) -> str:

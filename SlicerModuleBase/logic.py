@@ -29,6 +29,13 @@ from .jobs import startJob
 
 #: the results files of the pipelines' children, the first found holds the run's quality warnings
 RESULTS_FILES = ("metrics.json", "run.json", "integrate.json")
+#: node attribute that marks a module's quality-warnings table (value: the Logic's class name)
+WARNINGS_TABLE_ATTRIBUTE = "SlicerLungFunction.QualityWarnings"
+#: the columns of the quality-warnings table (as ImagingBasics.slicer_nodes.fill_typed_table takes them)
+WARNINGS_TABLE_COLUMNS = (
+    ("code", "Code", "string", "", "what was found (the code of the warning in the run's results file)"),
+    ("message", "Warning", "string", "", "what was found, how much, and what it means for the results"),
+)
 
 
 class PipelineLogic(ScriptedLoadableModuleLogic):
@@ -125,17 +132,39 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
 
     def reportWarnings(self, outputFolder):
         """The quality warnings the child wrote into its results file (metrics.json, run.json or integrate.json):
-        kept in :attr:`warnings`, logged, and the first shown in the status line."""
+        kept in :attr:`warnings`, logged, the first shown in the status line, and all of them in the module's
+        quality-warnings table (:meth:`warningsTable`; emptied by a run without warnings)."""
         import logging
         import os
 
-        from ImagingBasics.quality import read_warning_messages, status_text
+        from ImagingBasics.quality import read_warnings, status_text
+        from ImagingBasics.slicer_nodes import fill_typed_table
 
         results = [os.path.join(outputFolder, name) for name in RESULTS_FILES]
-        self.warnings = next((read_warning_messages(path) for path in results if os.path.isfile(path)), [])
+        found = next((read_warnings(path) for path in results if os.path.isfile(path)), [])
+        self.warnings = [w["message"] for w in found]
         for message in self.warnings:
             logging.warning("%s: %s", type(self).__name__, message)
         self.summary += status_text(self.warnings)
+        table = self.warningsTable(create=bool(found))
+        if table is not None:
+            fill_typed_table(table, found, WARNINGS_TABLE_COLUMNS)
+
+    def warningsTable(self, create=False):
+        """The table node of this module's quality warnings (one per scene, found by its attribute), created when
+        ``create`` and absent; None otherwise."""
+        name = type(self).__name__
+        tables = slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode")
+        for i in range(tables.GetNumberOfItems()):
+            node = tables.GetItemAsObject(i)
+            if node.GetAttribute(WARNINGS_TABLE_ATTRIBUTE) == name:
+                return node
+        if not create:
+            return None
+        title = name[:-len("Logic")] if name.endswith("Logic") else name
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{title} quality warnings")
+        node.SetAttribute(WARNINGS_TABLE_ATTRIBUTE, name)
+        return node
 
     def run(self, request, waitForCompletion=True, timeoutSeconds=None, onProgress=None):
         """:meth:`start`; with ``waitForCompletion`` wait and :meth:`finish` (the output nodes), else the job."""

@@ -536,3 +536,56 @@ def test_cli_info_prints_geometry(tmp_path, capsys):
     write_volume(Volume(np.zeros((3, 4, 5), np.int16), (1.0, 2.0, 3.0)), path)
     assert main(["info", str(path)]) == 0
     assert "5x4x3 voxels" in capsys.readouterr().out
+
+
+def _nifti_with_codes(path: Path, qform: int, sform: int) -> Path:
+    """A float NIfTI-1 file written by ITK, then its qform_code/sform_code set by hand (header bytes 252-255)."""
+    import gzip
+
+    write_volume(Volume(np.zeros((3, 4, 5), np.float32), (1.0, 1.0, 2.0)), path)
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[252:256] = np.array([qform, sform], "<i2").tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path
+
+
+def test_a_header_without_orientation_is_read_as_lps_with_a_warning(tmp_path):
+    a = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)
+    stated = tmp_path / "stated.nrrd"
+    write_volume(Volume(a, (1.0, 1.0, 2.0)), stated)
+    bare = tmp_path / "bare.nrrd"  # a NRRD written by a tool that knows no patient frame
+    bare.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 5 4 3\nspacings: 1 1 2\nencoding: raw\n"
+                     b"endian: little\n\n" + a.astype("<f4").tobytes())
+    mha = tmp_path / "bare.mha"
+    mha.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 5 4 3\nElementSpacing = 1 1 2\nElementType = MET_FLOAT\n"
+                    b"ElementByteOrderMSB = False\nElementDataFile = LOCAL\n" + a.astype("<f4").tobytes())
+    unstated = {bare: "no space or space directions", mha: "no TransformMatrix",
+                _nifti_with_codes(tmp_path / "codes0.nii.gz", 0, 0): "qform_code and sform_code 0"}
+    for path, missing in unstated.items():
+        with pytest.warns(UserWarning, match="orientation is not stated") as record:
+            volume = read_volume(path)
+        assert missing in str(record[0].message) and f"{path.name}:" in str(record[0].message)
+        np.testing.assert_array_equal(volume.direction, np.eye(3))  # as if LPS, as the warning says
+    for path in (stated, _nifti_with_codes(tmp_path / "sform.nii.gz", 0, 2),
+                 _nifti_with_codes(tmp_path / "qform.nii.gz", 1, 0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a header that states it: no warning
+            read_volume(path)
+
+
+def test_cli_prints_a_reader_warning_as_one_warning_line(tmp_path):
+    """In a child process: under pytest, warnings are recorded rather than printed."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    bare = tmp_path / "bare.nrrd"
+    bare.write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nspacings: 1 1 1\nencoding: raw\n"
+                     b"endian: little\n\n" + np.zeros(64, "<i2").tobytes())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(root / p) for p in ("", "DoseCNN", "CTPerfusionMapping")))
+    done = subprocess.run([sys.executable, "-m", "DoseCNNLib.cli", "info", str(bare)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"{bare}: ")
+    assert done.stderr.startswith("warning: bare.nrrd: the image orientation is not stated")
+    assert done.stderr.count("\n") == 1, done.stderr  # one line: no file name, line number or source line

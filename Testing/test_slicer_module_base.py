@@ -191,6 +191,20 @@ def test_the_runs_quality_warnings_reach_the_status_line_and_the_log(real_slicer
     assert logic.summary == ("lungs 4348 mL; 2 warnings: the right lung is cut by the field of view at its top "
                              "(all in the log)")
     assert [r.getMessage() for r in caplog.records] == [f"CTPerfusionMappingLogic: {w}" for w in logic.warnings]
+    table = logic.warningsTable()  # every warning in a table node of the scene, with its code
+    assert table.GetName() == "CTPerfusionMapping quality warnings" and table.GetNumberOfRows() == 2
+    assert [table.GetCellText(r, 0) for r in range(2)] == ["lung_truncated", "coarse_voxels"]
+    assert table.GetCellText(0, 1) == logic.warnings[0] and table.GetColumnTitle("message") == "Warning"
+    again = mod.CTPerfusionMappingLogic()  # a new Logic (the module reloaded) fills the same node
+    again.reportWarnings(str(tmp_path))
+    assert again.warningsTable() is table and table.GetNumberOfRows() == 2
+    assert real_slicer.scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 1
     logic.summary = "x"
-    logic.reportWarnings(str(tmp_path / "nothing"))  # no results file: no warnings
-    assert logic.warnings == [] and logic.summary == "x"
+    logic.reportWarnings(str(tmp_path / "nothing"))  # no results file: no warnings, and none left from the last run
+    assert logic.warnings == [] and logic.summary == "x" and table.GetNumberOfRows() == 0
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "run.json").write_text(json.dumps({"warnings": ["an old file's warning as a string"]}))
+    dose = real_slicer.module("DoseCNN").DoseCNNLogic()  # each module its own table
+    dose.reportWarnings(str(fresh))
+    assert dose.warningsTable() is not table and dose.warningsTable().GetCellText(0, 0) == "warning"
