@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from CTPerfusionMappingLib.lungseg import segment_lungs
-from CTPerfusionMappingLib.quality import lung_truncation, lung_volume
+from CTPerfusionMappingLib.quality import lung_sides, lung_truncation, lung_volume
 from ImagingBasics.files import write_json
 from ImagingBasics.imageio import read_volume
 from ImagingBasics.quality import QualityWarning, warning_dicts
@@ -47,6 +47,37 @@ def test_whole_lungs_carry_no_truncation_warning_and_cropped_ones_do(real_lungs)
     small = lung_volume(real_lungs["ts_pulmonary"])  # 1.9 L in view
     assert [w.code for w in small] == ["lung_volume_unusual"] and small[0].values["volume_ml"] < 2000
     assert lung_volume(real_lungs["ts_aorta"]) == []  # 2.8 L in view: a plausible volume, the truncation says the rest
+
+
+def test_a_real_ct_mirrored_left_to_right_is_flagged_and_the_true_one_is_not(shared_data, real_lungs):
+    """A header that swaps left and right (the voxels mirrored, the geometry kept): the anatomical right lung is then
+    labelled left, and the larger left lung gives the warning."""
+    assert lung_sides(real_lungs["cip"]) == []
+    ct = read_volume(shared_data / "real" / "cip_chest_ct" / "ct-64.nrrd")
+    mirrored = segment_lungs(ct.with_array(np.ascontiguousarray(ct.array[:, :, ::-1]))).lungs
+    warnings = lung_sides(mirrored)
+    assert [w.code for w in warnings] == ["lung_sides_unusual"]
+    values = warnings[0].values
+    assert values["right_to_left"] < 0.95 and values["left_ml"] > values["right_ml"]
+    assert "swapped in the image header" in warnings[0].message and "right-lung surgery" in warnings[0].message
+
+
+def test_the_side_check_skips_cut_lungs():
+    from CTPerfusionMappingLib.labels import LungLabels
+    from CTPerfusionMappingLib.quality import lung_quality
+
+    a = np.zeros((12, 12, 14), np.uint8)
+    a[2:10, 3:9, 1:5] = 1  # right lung: 192 voxels
+    a[2:10, 3:9, 8:13] = 2  # left lung: 240 voxels, larger
+    whole = Volume(a, (10.0, 10.0, 10.0))
+    ct = whole.with_array(np.where(a > 0, -850.0, 40.0).astype(np.float32))
+    assert [w.code for w in lung_sides(whole)] == ["lung_sides_unusual"]
+    assert "lung_sides_unusual" in [w.code for w in lung_quality(LungLabels(whole, whole, "thirds"), ct, given=False)]
+    cut = a.copy()
+    cut[2:10, 3:9, 12:14] = 2  # the left lung now on the image's left face
+    cut_labels = LungLabels(whole.with_array(cut), whole.with_array(cut), "thirds")
+    codes = [w.code for w in lung_quality(cut_labels, ct, given=False)]
+    assert "lung_truncated" in codes and "lung_sides_unusual" not in codes
 
 
 def test_the_end_follows_the_patient_axes_of_a_flipped_image():
