@@ -12,7 +12,9 @@ baseline, for every real chest CT in ``../shared/data`` and for synthetic contro
   third of the lung's height);
 * the right lung's share of the total perfusion;
 * lobar shares where lobes exist (the synthetic controls; the real CTs come without lobe labels);
-* mean perfusion in voxels below -950 HU (emphysema-like) over the rest.
+* mean perfusion in voxels below -950 HU (emphysema-like) over the rest;
+* with ``--mc-dropout N``: the network's Monte Carlo dropout uncertainty (standard deviation over N passes), mean
+  over each lung, where the real CTs can be compared with the synthetic controls the model knows.
 
 The acceptance of the perfusion-model issue is checked per case and map: posterior-half mean >= 1.1 x anterior-half
 in each lung, right share 0.42-0.65, voxels below -950 HU less perfused than the rest (only where at least 0.5 % of
@@ -24,6 +26,7 @@ sagittal in the radiological convention, and the anterior-posterior and apex-to-
 ``--out``/``plausibility/``.
 
     .venv/bin/python bench/real_ct_plausibility.py [--data ../shared/data] [--out bench/results] [--controls 2]
+                                                   [--mc-dropout 8]
 """
 
 from __future__ import annotations
@@ -158,12 +161,14 @@ class Case:
     shares: Dict[str, float] = field(default_factory=dict)
     lobes: Dict[str, Dict[str, float]] = field(default_factory=dict)
     passed: Dict[str, Dict[str, Optional[bool]]] = field(default_factory=dict)
+    uncertainty: Dict[str, float] = field(default_factory=dict)  # lung side -> mean MC-dropout sd
 
 
 def run_case(case: Case, ct: Volume, model, info, lobes: Optional[Volume] = None,
-             truth: Optional[Volume] = None) -> Case:
+             truth: Optional[Volume] = None, mc_dropout: int = 0) -> Case:
     t0 = time.perf_counter()
-    result = run_pipeline(ct, lobes=lobes, model=model, model_info=info, options=RunOptions())
+    result = run_pipeline(ct, lobes=lobes, model=model, model_info=info,
+                          options=RunOptions(mc_dropout_passes=mc_dropout))
     case.seconds = time.perf_counter() - t0
     case.ct, case.lungs = ct, result.labels.lungs
     case.regions = result.labels.regions if result.labels.kind == "lobes" else None
@@ -171,6 +176,9 @@ def run_case(case: Case, ct: Volume, model, info, lobes: Optional[Volume] = None
     if truth is not None:
         case.maps["truth"] = truth.array
     case.truncated = any(w["code"] == "lung_truncated" for w in result.metrics["warnings"])
+    if result.uncertainty is not None:
+        case.uncertainty = {side: float(result.uncertainty.array[case.lungs.array == value].mean())
+                            for side, value in SIDES.items()}
     for name, values in case.maps.items():
         case.measures[name] = {side: lung_measures(values, ct.array, case.lungs, value) for side, value in SIDES.items()}
         case.shares[name] = right_share(values, case.lungs)
@@ -241,6 +249,15 @@ def markdown(cases: List[Case], machine: str, predictor: str, figures: str) -> s
                 lower = shares["RLL"] > shares["RUL"] and shares["LLL"] > shares["LUL"]
                 lines.append(f"| {c.name} | {name} | " + " | ".join(f"{100 * shares[n]:.1f}" for n in names)
                              + f" | {_mark(lower)} |")
+    with_sd = [c for c in cases if c.uncertainty]
+    if with_sd:
+        lines += ["", "## Monte Carlo dropout uncertainty of the network", "",
+                  "Mean over each lung of the standard deviation over the dropout passes (perfusion units, 0..1); the "
+                  "synthetic controls show what it is where the model is in its training domain.", "",
+                  "| case | lungs | sd right | sd left |", "|---|---|---:|---:|"]
+        for c in with_sd:
+            lines.append(f"| {c.name} | {'cut' if c.truncated else 'whole'} | {c.uncertainty['right']:.3f} | "
+                         f"{c.uncertainty['left']:.3f} |")
     lines += ["", "## Summary", ""]
     whole = [c for c in cases if c.error is None and not c.truncated and not c.name.startswith("synthetic")]
     for name in ("network", "baseline"):
@@ -316,6 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--controls", type=int, default=2, help="synthetic controls with known truth (default 2)")
     parser.add_argument("--cases", nargs="+", help="only these real case names (default: all)")
+    parser.add_argument("--mc-dropout", type=int, default=0, help="dropout passes for the uncertainty (0: none)")
     args = parser.parse_args(argv)
     if not (args.data / "real").is_dir():
         parser.error(f"no real CTs at {args.data}/real")
@@ -327,13 +345,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         case = Case(name, what)
         try:
-            run_case(case, reader(args.data), model, info)
+            run_case(case, reader(args.data), model, info, mc_dropout=args.mc_dropout)
         except UserError as error:
             case.error = str(error)
         cases.append(case)
         print(f"{name}: {case.error or 'done'} ({case.seconds:.1f} s)", flush=True)
     for name, what, ct, lobes, truth in synthetic_controls(args.controls):
-        cases.append(run_case(Case(name, what), ct, model, info, lobes=lobes, truth=truth))
+        cases.append(run_case(Case(name, what), ct, model, info, lobes=lobes, truth=truth, mc_dropout=args.mc_dropout))
         print(f"{name}: done ({cases[-1].seconds:.1f} s)", flush=True)
     figures = args.out / "plausibility"
     figures.mkdir(parents=True, exist_ok=True)
