@@ -53,15 +53,16 @@ def run_main(build_parser: Callable[[], argparse.ArgumentParser], argv: Optional
             signal.signal(signal.SIGTERM, previous)
 
 
+#: Python's own warning format, for the warnings that are not the project's
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """How the commands print a Python warning: ``warning: <message>`` for the project's (UserWarning) warnings, as
     they print quality warnings; other categories (a library's deprecation, say) keep Python's format."""
     if issubclass(category, UserWarning):
         return f"warning: {message}\n"
     return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
-
-
-_PYTHON_FORMATWARNING = warnings.formatwarning
 
 
 def add_info_command(sub: argparse._SubParsersAction) -> None:

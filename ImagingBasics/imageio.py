@@ -153,31 +153,48 @@ def _nifti_alone(path: Path) -> Iterator[Path]:
         yield alone
 
 
-def _nifti_transform_codes(path: Path) -> Optional[Tuple[int, int]]:
-    """(qform_code, sform_code) of a NIfTI-1 header (``.nii``, ``.nii.gz``), None when the header cannot be read."""
+def _nifti_bytes(path: Path, size: int = -1) -> Optional[bytes]:
+    """The first ``size`` bytes (all: -1) of a NIfTI file, unzipped for ``.nii.gz``; None when unreadable."""
     import gzip
 
     try:
         opener = gzip.open if file_extension(path) == ".nii.gz" else open
         with opener(path, "rb") as f:
-            header = f.read(348)
+            return f.read(size)
     except (OSError, EOFError):
         return None
-    if len(header) < 348:
+
+
+def _nifti_byte_order(data: bytes) -> Optional[str]:
+    """``"<"`` or ``">"``: the byte order in which a NIfTI-1 header's ``sizeof_hdr`` reads 348; None: not NIfTI-1."""
+    if len(data) < 348:
         return None
-    for order in ("<", ">"):
-        if int(np.frombuffer(header[0:4], order + "i4")[0]) == 348:
-            qform, sform = np.frombuffer(header[252:256], order + "i2")
-            return int(qform), int(sform)
-    return None
+    return next((order for order in ("<", ">") if int(np.frombuffer(data[0:4], order + "i4")[0]) == 348), None)
+
+
+def _nifti_transform_codes(path: Path) -> Optional[Tuple[int, int]]:
+    """(qform_code, sform_code) of a NIfTI-1 header (``.nii``, ``.nii.gz``), None when the header cannot be read."""
+    header = _nifti_bytes(path, 348)
+    order = _nifti_byte_order(header) if header is not None else None
+    if order is None:
+        return None
+    qform, sform = np.frombuffer(header[252:256], order + "i2")
+    return int(qform), int(sform)
+
+
+def _header_text(path: Path) -> Optional[str]:
+    """The first 64 KiB of a text-header image file (NRRD, MetaImage) as text; None when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("latin-1")
+    except OSError:
+        return None
 
 
 def _metaimage_fields(path: Path) -> Optional[Dict[str, str]]:
     """The ``Key = value`` lines of a MetaImage header (keys lower case) up to ``ElementDataFile``; None when unreadable."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(65536).decode("latin-1")
-    except OSError:
+    head = _header_text(path)
+    if head is None:
         return None
     fields: Dict[str, str] = {}
     for line in head.splitlines():
@@ -220,10 +237,8 @@ def _warn_if_orientation_unstated(path: Path) -> None:
 
 def _nrrd_fields(path: Path) -> Optional[Dict[str, str]]:
     """The ``field: value`` lines of a NRRD header (keys lower case), None when it cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(65536).decode("latin-1")
-    except OSError:
+    head = _header_text(path)
+    if head is None:
         return None
     fields: Dict[str, str] = {}
     for line in head.split("\n\n", 1)[0].splitlines()[1:]:  # after the magic line; comments and key:=value skipped
@@ -268,20 +283,11 @@ def _nifti_non_finite_kept(path: Path, volume: Volume) -> Volume:
     """``volume`` with the NaN and infinite voxels of a floating-point NIfTI-1 file put back: ITK's NIfTI reader turns
     them into 0 without a word, so that a CT padded with NaN would pass every check as water (0 HU). The stored values
     are read from the file itself (single-file NIfTI-1, ``.nii`` or ``.nii.gz``); any other layout is left to ITK."""
-    import gzip
-
-    try:
-        opener = gzip.open if file_extension(path) == ".nii.gz" else open
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError):
+    data = _nifti_bytes(path)
+    if data is None or len(data) < 352 or data[344:347] != b"n+1":
         return volume
-    if len(data) < 352 or data[344:347] != b"n+1":
-        return volume
-    for order in ("<", ">"):
-        if int(np.frombuffer(data[0:4], order + "i4")[0]) == 348:
-            break
-    else:
+    order = _nifti_byte_order(data)
+    if order is None:
         return volume
     datatype = int(np.frombuffer(data[70:72], order + "i2")[0])
     offset = int(np.frombuffer(data[108:112], order + "f4")[0])

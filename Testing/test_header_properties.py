@@ -113,6 +113,18 @@ def _one_line(exc: UserError) -> None:
     assert text and "\n" not in text and "Traceback" not in text, text
 
 
+def _read_or_refuse(content: bytes, name: str):
+    """Read a hand-written image file: the Volume, or None when it was refused with a one-line UserError."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(content)
+        try:
+            return read_volume(path)
+        except UserError as exc:
+            _one_line(exc)
+            return None
+
+
 def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
     if np.iscomplexobj(a) or np.issubdtype(a.dtype, np.floating):
         return np.array_equal(a, b, equal_nan=True)
@@ -254,14 +266,9 @@ def metaimage_headers(draw):
 @given(nrrd_headers())
 def test_a_hand_written_nrrd_header_is_read_or_refused_in_one_line(header):
     content, dimension, sizes, declared = header
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "image.nrrd"
-        path.write_bytes(content)
-        try:
-            volume = read_volume(path)
-        except UserError as exc:
-            _one_line(exc)
-            return
+    volume = _read_or_refuse(content, "image.nrrd")
+    if volume is None:
+        return
     assert dimension == 3 and volume.size == tuple(sizes)
     assert np.allclose(volume.spacing, declared, rtol=1e-12, atol=0)  # the header's voxel size, not a default
     try:
@@ -273,14 +280,9 @@ def test_a_hand_written_nrrd_header_is_read_or_refused_in_one_line(header):
 @FAST
 @given(metaimage_headers())
 def test_a_hand_written_metaimage_header_is_read_or_refused_in_one_line(content):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "image.mha"
-        path.write_bytes(content)
-        try:
-            volume = read_volume(path)
-        except UserError as exc:
-            _one_line(exc)
-            return
+    volume = _read_or_refuse(content, "image.mha")
+    if volume is None:
+        return
     assert all(math.isfinite(s) and s > 0 for s in volume.spacing)
     assert np.allclose(volume.direction.T @ volume.direction, np.eye(3), atol=1e-4)
 

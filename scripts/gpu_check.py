@@ -64,7 +64,7 @@ def check_ctpm_run(work: Path, devices: List[str], quick: bool) -> Dict:
                 "--device", device, "--quiet"] + ([] if quick else ["--mc-dropout", "4"])
         seconds[device] = _call(ctpm, argv)
         maps[device] = read_volume(out / "perfusion.nrrd").array
-    lungs = read_volume(work / f"ctpm_run_{devices[0]}" / "lobes.nrrd").array > 0
+    lungs = read_volume(work / f"ctpm_run_{devices[0]}" / "lungs.nrrd").array > 0
     a, b = maps[devices[0]][lungs], maps[devices[-1]][lungs]
     rho, mad = _spearman(a, b), float(np.abs(a - b).mean())
     return {"seconds": seconds, "spearman": rho, "mean_abs_difference": mad, "passed": rho >= 0.99 and mad <= 0.02}
