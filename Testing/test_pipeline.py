@@ -111,7 +111,9 @@ def test_evaluate_scores_the_truth_better_than_noise(cases, tmp_path):
     good = json.loads((tmp_path / "t" / "metrics.json").read_text())["evaluation"]["patient"]
     bad = json.loads((tmp_path / "n" / "metrics.json").read_text())["evaluation"]["patient"]
     assert good["spearman"] > 0.6 and abs(bad["spearman"]) < 0.1
-    assert good["dsc_high"] > bad["dsc_high"]
+    # the top-50 % functional volume, not the 0.66-of-maximum one: that split hangs on the noise-free truth's single
+    # hottest voxel, which the SPECT blurs away (the truth's high volume can be tiny)
+    assert good["dsc_top50"] > bad["dsc_top50"] + 0.2
 
 
 def test_batch_continues_after_a_failure_and_skips_finished_cases(cases, tmp_path, capsys):

@@ -18,12 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .phantom_cli import add_demo_command, add_phantom_command
+    from .plan_cli import add_plan_command
     from .run_cli import add_batch_command, add_evaluate_command, add_run_command
     from .train_cli import add_ablate_command, add_cv_command, add_train_command
 
     add_run_command(sub)
     add_evaluate_command(sub)
     add_batch_command(sub)
+    add_plan_command(sub)
     add_train_command(sub)
     add_cv_command(sub)
     add_ablate_command(sub)

@@ -37,12 +37,18 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=3, help="number of cases (default 3)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0); case i uses a seed derived from it")
     p.add_argument("--size", choices=["small", "full"], default="small",
-                   help="small: 128x128 at 3.9 mm, 5 mm slices (fast); full: 512x512 at 0.977 mm, 1.25-3.75 mm slices")
+                   help="small: 128x128 at 3.9 mm, 5 mm slices (fast); full: 512x512 at 0.977 mm, 1.25-3.75 mm slices "
+                        "(with --acquisition random: 0.6-1.0 mm pixels, 0.6-5 mm slices, one in six downsampled to 3-4.5 mm)")
     p.add_argument("--spect-grid", choices=["standard", "fine"], default="standard",
                    help="standard: 128^3 at 4.42 mm; fine: 128x128x60 at 2.76x2.76x5 mm")
     p.add_argument("--pathology", action="append", default=[], metavar="NAME=P",
                    help="override a pathology probability (emphysema, tumour, embolism, consolidation), e.g. "
                         "--pathology tumour=0 for a pre-training cohort without tumours; repeatable")
+    p.add_argument("--acquisition", choices=["random", "none"], default="random",
+                   help="random (default): each CT through a randomised scanner and protocol (kernel, dose and noise, "
+                        "slice thickness, pixel size, contrast, HU offset, breathing, partial field of view, sometimes "
+                        "downsampled), every drawn value in meta.json; none: one scanner for every case (white noise, "
+                        "no contrast, the fixed grid of --size)")
     p.add_argument("--preview", action="store_true", help="also write preview.png (CT, truth, SPECT) in each case folder")
     p.add_argument("--prefix", default="case", help="case folder and id prefix (default case: case000, case001, ...)")
     p.add_argument("--workers", type=int, default=default_workers(),
@@ -56,7 +62,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
     folders = generate_cohort(args.out, args.n, args.seed, args.size, args.spect_grid,
                               parse_pathology_overrides(args.pathology), args.preview, progress=not args.quiet,
-                              workers=args.workers, prefix=args.prefix)
+                              workers=args.workers, prefix=args.prefix, acquisition=args.acquisition)
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         print(_summary(folder, meta))

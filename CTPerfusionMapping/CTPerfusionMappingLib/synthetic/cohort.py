@@ -34,6 +34,7 @@ from ImagingBasics.imageio import write_volume
 from ImagingBasics.resample import resample
 from ImagingBasics.volume import Volume, from_sitk
 
+from . import acquisition as AQ
 from . import anatomy as A
 from . import ct as C
 from . import pathology as PA
@@ -43,7 +44,7 @@ from .params import CaseParams, check_pathology_probabilities, draw_case_params
 from .spect import misalignment_transform, simulate_spect, transform_matrix
 from .vessels import assign_radii, bronchus_offsets, grow_tree, rasterise_segments, territory_map
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: lobe proportions of supine CT, SPECT drawn before the CT noise, acquisition model
 CASE_FILES = {
     "ct": "ct.nrrd",
     "spect": "spect.nrrd",
@@ -57,6 +58,9 @@ MANIFEST_COLUMNS = {"ct": "ct", "spect": "spect", "truth": "perfusion_truth", "l
 BRONCHUS_GENERATIONS = 3
 
 Progress = Optional[Callable[[str], None]]
+#: the values of the ``acquisition`` option: ``none`` (one scanner: white noise, no contrast, the base grid) or
+#: ``random`` (a randomised acquisition, see acquisition.py)
+ACQUISITIONS = ("none", "random")
 
 
 @dataclass
@@ -125,6 +129,15 @@ def _draw_pathologies(rng, params: CaseParams, thorax: A.Thorax, points: np.ndar
     return out
 
 
+def check_acquisition(acquisition) -> Optional[AQ.AcquisitionParams]:
+    """``None``/``"none"`` -> None; an :class:`~.acquisition.AcquisitionParams` is kept; ``"random"`` -> ``"random"``."""
+    if acquisition is None or isinstance(acquisition, AQ.AcquisitionParams):
+        return acquisition
+    if acquisition not in ACQUISITIONS:
+        raise UserError(f"unknown acquisition {acquisition!r}; choose from {', '.join(ACQUISITIONS)}")
+    return None if acquisition == "none" else acquisition
+
+
 def generate_case(
     seed: int,
     size: str = "small",
@@ -132,14 +145,27 @@ def generate_case(
     pathology_probabilities: Optional[Mapping[str, float]] = None,
     case_id: str = "case",
     progress: Progress = None,
+    acquisition=None,
 ) -> SyntheticCase:
-    """Generate one synthetic chest SPECT/CT case (see the module docstring for what each volume holds)."""
+    """Generate one synthetic chest SPECT/CT case (see the module docstring for what each volume holds).
+
+    ``acquisition``: None or ``"none"`` renders the CT as one scanner would (white noise, no contrast, the base
+    grid); ``"random"`` draws a randomised acquisition (acquisition.py) from its own random stream, or give an
+    :class:`~.acquisition.AcquisitionParams`. The anatomy, the truth perfusion and the SPECT do not depend on the
+    acquisition, except that they are written on the acquisition's CT grid.
+    """
     say = progress or (lambda _msg: None)
+    acq = check_acquisition(acquisition)
     rng = np.random.default_rng(int(seed))
     params = draw_case_params(rng, size, pathology_probabilities)
+    if acq == "random":
+        acq = AQ.draw_acquisition(AQ.acquisition_rng(seed), size, params.anatomy.body_semi_lr_mm)
     thorax = A.Thorax(params.anatomy)
     H, B = params.anatomy.lung_height_mm, thorax.cavity_ap
-    ct0 = ct_grid(size, params.slice_thickness_mm, H)
+    base_slice_mm = params.slice_thickness_mm
+    if acq is not None and size == "full":
+        base_slice_mm = AQ.base_slice_spacing_mm(acq.slice_thickness_mm)
+    ct0 = ct_grid(size, base_slice_mm, H)
     spect_ref = spect_grid(ct0, spect_grid_name)
 
     # --- model grid: lungs, arterial tree, pathologies, territorial perfusion ----------------------------
@@ -260,20 +286,21 @@ def generate_case(
     # --- CT -----------------------------------------------------------------------------------------
     say("CT")
     voxel_mm = float(np.cbrt(np.prod(ct0.spacing)))
+    contrast_hu = acq.contrast_hu if acq is not None else 0.0
     hu = C.base_tissue_hu(tissue)
+    if contrast_hu:
+        hu[tissue == A.BLOOD] += np.float32(contrast_hu)
     texture = C.correlated_noise(ct0.shape, ct0.spacing, C.TEXTURE_CORRELATION_MM, rng)
     y_norm = np.clip((ys[None, :, None] + B) / (2.0 * B), 0.0, 1.0)
     par = C.parenchyma_hu(params.tissue, y_norm, texture, _upsample(mosaic, mg, ct0), territorial_ct,
                           gg_hu, cons_w, cons_hu, emph, bulla)
     par = C.mix(par, C.fissure_fraction(anat["fissure_mm"], voxel_mm), C.PLEURA_HU)
-    par = C.mix(par, occ["vessel"], C.BLOOD_HU)
+    par = C.mix(par, occ["vessel"], C.BLOOD_HU + contrast_hu)
     par = C.mix(par, occ["bronchus_wall"], C.TISSUE_HU[A.AIRWAY_WALL])
     par = C.mix(par, occ["bronchus_lumen"], C.TISSUE_HU[A.AIRWAY])
     hu = np.where(lung, par, hu)
     hu = np.where(tumour, C.TUMOUR_HU + 0.4 * params.tissue.texture_hu * texture, hu)
     del par, texture
-    hu = C.add_quantum_noise(hu, params.tissue.noise_hu, float(np.prod(ct0.spacing)), rng)
-    ct = ct0.with_array(C.to_int16_hu(hu))
 
     # --- SPECT --------------------------------------------------------------------------------------
     say("SPECT")
@@ -284,8 +311,23 @@ def generate_case(
     transform = misalignment_transform(sp.misalignment_rotation_deg, sp.misalignment_translation_mm, centre)
     spect = simulate_spect(ct0.with_array(activity.astype(np.float32)), spect_ref, sp.fwhm_mm, sp.total_counts, transform, rng)
 
+    if acq is None:
+        hu = C.add_quantum_noise(hu, params.tissue.noise_hu, float(np.prod(ct0.spacing)), rng)
+        ct = ct0.with_array(C.to_int16_hu(hu))
+    else:
+        say("acquisition")
+        ct_float = AQ.acquire(ct0.with_array(hu.astype(np.float32)), acq, H, AQ.acquisition_rng(seed))
+        ct = ct_float.with_array(C.to_int16_hu(ct_float.array))
+    del hu
+
     lungs_arr = np.where(tissue == A.LUNG_RIGHT, 1, np.where(tissue == A.LUNG_LEFT, 2, 0)).astype(np.uint8)
-    vml = ct0.voxel_volume_ml
+    truth_v, lungs_v = ct0.with_array(truth.astype(np.float32)), ct0.with_array(lungs_arr)
+    lobes_v, pathology_v = ct0.with_array(anat["lobes"]), ct0.with_array(labels.astype(np.uint8))
+    if not ct.same_geometry(ct0):  # the acquisition reconstructed onto its own grid: every volume follows the CT
+        truth_v = resample(truth_v, ct, extrapolate=False)
+        lungs_v, lobes_v, pathology_v = (resample(v, ct, interpolation="nearest", dtype=np.uint8)
+                                         for v in (lungs_v, lobes_v, pathology_v))
+    vml = ct.voxel_volume_ml
     meta = {
         "case_id": case_id,
         "seed": int(seed),
@@ -293,7 +335,9 @@ def generate_case(
         "generator_version": GENERATOR_VERSION,
         "params": params.to_dict(),
         "pathologies": pathologies,
-        "ct": {"size": list(ct0.size), "spacing_mm": list(ct0.spacing), "origin_mm": list(ct0.origin)},
+        "ct": {"size": list(ct.size), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin),
+               "anatomy_grid_spacing_mm": list(ct0.spacing)},
+        "acquisition": {"enabled": acq is not None, **(acq.to_dict() if acq is not None else {})},
         "spect": {
             "grid": spect_grid_name, "size": list(spect_ref.size), "spacing_mm": list(spect_ref.spacing),
             "fwhm_mm": sp.fwhm_mm, "total_counts": sp.total_counts,
@@ -306,9 +350,10 @@ def generate_case(
                               "showing the same anatomy; SimpleITK.Resample(spect, ct, transform) undoes it",
             },
         },
-        "lung_volume_ml": {"right": float((lungs_arr == 1).sum() * vml), "left": float((lungs_arr == 2).sum() * vml)},
-        "lobe_volume_ml": {A.LOBE_NAMES[k]: float((anat["lobes"] == k).sum() * vml) for k in sorted(A.LOBE_NAMES)},
-        "mean_lung_hu": float(ct.array[lung].mean()),
+        "lung_volume_ml": {"right": float((lungs_v.array == 1).sum() * vml),
+                           "left": float((lungs_v.array == 2).sum() * vml)},
+        "lobe_volume_ml": {A.LOBE_NAMES[k]: float((lobes_v.array == k).sum() * vml) for k in sorted(A.LOBE_NAMES)},
+        "mean_lung_hu": float(ct.array[lungs_v.array > 0].mean()),
         "pathology_labels": {str(k): v for k, v in sorted(PA.PATHOLOGY_LABELS.items())},
         "arterial_tree": {"segments": tree.n_segments, "leaves": len(tree.territory)},
         "units": {"ct": "HU", "spect": "counts", "perfusion_truth": "relative perfusion, mean 1 over the lungs"},
@@ -317,10 +362,10 @@ def generate_case(
     return SyntheticCase(
         ct=ct,
         spect=spect,
-        truth=ct0.with_array(truth.astype(np.float32)),
-        lungs=ct0.with_array(lungs_arr),
-        lobes=ct0.with_array(anat["lobes"]),
-        pathology=ct0.with_array(labels.astype(np.uint8)),
+        truth=truth_v,
+        lungs=lungs_v,
+        lobes=lobes_v,
+        pathology=pathology_v,
         meta=meta,
     )
 
@@ -349,8 +394,8 @@ def write_case(case: SyntheticCase, folder: Path) -> Path:
 
 def _generate_and_write(job) -> Path:
     """One cohort case (a picklable job for :func:`~ImagingBasics.parallel.map_in_processes`)."""
-    seed, size, spect_grid_name, probabilities, case_id, folder, preview = job
-    case = generate_case(seed, size, spect_grid_name, probabilities, case_id)
+    seed, size, spect_grid_name, probabilities, case_id, folder, preview, acquisition = job
+    case = generate_case(seed, size, spect_grid_name, probabilities, case_id, acquisition=acquisition)
     write_case(case, folder)
     if preview:
         from .preview import write_preview
@@ -370,11 +415,13 @@ def generate_cohort(
     progress: bool = False,
     workers: int = 1,
     prefix: str = "case",
+    acquisition: Optional[str] = None,
 ) -> List[Path]:
     """Generate and write ``n`` cases ``case000``... into ``out_dir`` plus ``cohort.csv`` (a manifest).
 
     ``workers`` > 1 generates cases in that many single-threaded processes (the cases are the same: each has its
     own seed). ``prefix`` names the case folders and ids (``prefix000``...), so that cohorts can be pooled.
+    ``acquisition``: ``none`` (None) or ``random`` (see :func:`generate_case`).
     """
     from ImagingBasics.parallel import map_in_processes
 
@@ -385,6 +432,7 @@ def generate_cohort(
     if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
         raise UserError(f"case prefix {prefix!r} must hold letters, digits, '_' or '-' only")
     check_pathology_probabilities(pathology_probabilities)
+    check_acquisition(acquisition)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +440,7 @@ def generate_cohort(
         raise UserError(f"cannot create the output folder {out_dir}: {exc.strerror or exc}") from None
     probabilities = dict(pathology_probabilities) if pathology_probabilities is not None else None
     jobs = [(case_seed(seed, i), size, spect_grid_name, probabilities, f"{prefix}{i:03d}", out_dir / f"{prefix}{i:03d}",
-             preview) for i in range(n)]
+             preview, acquisition) for i in range(n)]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -2,7 +2,7 @@
 
 The distributions below are this project's choices (the papers describe real patients, not phantoms).
 They aim at adult chest anatomy as seen on CT: lung volumes of about 3-7 L, parenchyma near -850 HU,
-lobes in their usual proportions, and the pathologies that change perfusion in the papers' cohorts
+lobes in the proportions of supine CT (LOBE_VOLUME_SHARES), and the pathologies that change perfusion in the papers' cohorts
 (Ren 2021 Front Oncol, Ren 2022 Front Oncol, Ren 2021 IJROBP: emphysema, lung cancer, pulmonary embolism, pneumonia).
 
 Default pathology probabilities per case (each drawn independently; override them with
@@ -22,11 +22,20 @@ opacities       0.30   1-3 ground-glass or consolidation blobs; consolidation lo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from ImagingBasics.errors import UserError
+
+#: Lobe volumes as shares of both lungs on supine inspiratory CT (mean, SD; 32 volunteers; Yamada et al.,
+#: Respiration 2020): the fissure heights below are drawn so that the phantoms' mean shares lie within one SD of these
+#: (tested). With the gravity and apex-to-base perfusion gradients the lower lobes then carry the largest perfusion
+#: shares, as in supine MAA SPECT (Bailey et al., Semin Nucl Med 2019), and the right lung about 52 % of it (Cheng et
+#: al., Congenit Heart Dis 2006: 52.5 +- 2.1 % in 206 normal scans).
+LOBE_VOLUME_SHARES: Dict[str, Tuple[float, float]] = {
+    "RUL": (0.179, 0.024), "RML": (0.093, 0.016), "RLL": (0.265, 0.026), "LUL": (0.231, 0.021), "LLL": (0.232, 0.024),
+}
 
 DEFAULT_PATHOLOGY_PROBABILITIES: Dict[str, float] = {
     "emphysema": 0.35,
@@ -167,10 +176,10 @@ def draw_case_params(
         heart_shift_lr_mm=u(10, 30),
         dome_height_right_mm=u(45, 70),
         dome_height_left_mm=u(35, 60),
-        oblique_fissure_low=u(0.05, 0.15),
-        oblique_fissure_high_right=u(0.68, 0.80),
-        oblique_fissure_high_left=u(0.70, 0.82),
-        horizontal_fissure=u(0.52, 0.60),
+        oblique_fissure_low=u(0.12, 0.22),  # lobe volumes as on supine CT (LOBE_VOLUME_SHARES above)
+        oblique_fissure_high_right=u(0.80, 0.90),
+        oblique_fissure_high_left=u(0.81, 0.91),
+        horizontal_fissure=u(0.57, 0.65),
         fissure_tilt=u(-0.12, 0.12),
     )
     tissue = TissueParams(
