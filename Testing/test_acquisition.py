@@ -28,8 +28,8 @@ SMALL_PIXEL_MM = 3.90625
 def small_acquisition(**changes) -> AQ.AcquisitionParams:
     """An acquisition on the small phantoms' own grid with every effect switched on."""
     p = AQ.AcquisitionParams(kernel_sharpness=0.8, relative_dose=0.2, slice_thickness_mm=5.0, pixel_mm=SMALL_PIXEL_MM,
-                             contrast_hu=200.0, hu_offset=15.0, breathing_mm=6.0, downsampled_mm=None, apex_cut_mm=0.0,
-                             base_cut_mm=0.0, lateral_fov_fraction=1.05)
+                             contrast_hu=200.0, hu_offset=15.0, lung_density_factor=1.3, breathing_mm=6.0,
+                             downsampled_mm=None, apex_cut_mm=0.0, base_cut_mm=0.0, lateral_fov_fraction=1.05)
     return replace(p, **changes)
 
 
@@ -57,6 +57,18 @@ def test_contrast_offset_and_noise_show_in_the_ct(plain_case):
     assert enhanced.sum() * acquired.ct.voxel_volume_ml > 300.0  # at least the heart's volume
     assert 190.0 < float(np.median(shift[enhanced])) < 240.0  # contrast 200 HU + offset 15 HU
     assert abs(float(np.median(shift[body & ~enhanced])) - 15.0) < 5.0  # elsewhere the calibration offset
+
+
+def test_a_shallower_breath_makes_the_lungs_denser_and_nothing_else(plain_case):
+    plain = small_acquisition(lung_density_factor=1.0, breathing_mm=0.0, contrast_hu=0.0, hu_offset=0.0)
+    shallow = replace(plain, lung_density_factor=1.5)
+    a = generate_case(11, "small", pathology_probabilities={"tumour": 1.0, "emphysema": 1.0}, acquisition=plain)
+    b = generate_case(11, "small", pathology_probabilities={"tumour": 1.0, "emphysema": 1.0}, acquisition=shallow)
+    lungs = plain_case.lungs.array > 0
+    fraction = lambda case: float(np.median(case.ct.array[lungs].astype(float) + 1000.0))  # noqa: E731
+    assert fraction(b) / fraction(a) == pytest.approx(1.5, rel=0.1)
+    assert abs(float(np.median(b.ct.array[~lungs]) - np.median(a.ct.array[~lungs]))) < 1.0
+    assert np.array_equal(a.truth.array, b.truth.array)
 
 
 def test_a_cut_apex_keeps_the_truth_where_the_lungs_are_in_view(plain_case):
@@ -102,7 +114,8 @@ def test_drawn_parameters_stay_in_their_documented_ranges():
         assert -20.0 <= p.hu_offset <= 20.0
         assert p.breathing_mm == 0.0 or 2.0 <= p.breathing_mm <= 10.0
         assert p.apex_cut_mm == 0.0 or p.base_cut_mm == 0.0
-        assert p.downsampled_mm is None or (3.0 <= p.downsampled_mm[0] <= 4.5 and 4.0 <= p.downsampled_mm[1] <= 7.0)
+        assert p.downsampled_mm is None or (3.0 <= p.downsampled_mm[0] <= 5.5 and 4.0 <= p.downsampled_mm[1] <= 7.0)
+        assert 0.55 <= p.lung_density_factor <= 1.75
         if p.lateral_fov_fraction > 1.0:  # the field of view holds the whole body
             assert 0.6 <= p.pixel_mm <= 1.0 and p.pixel_mm * AQ.MATRIX >= 2.0 * body
         else:  # a partial field of view cuts the body's sides, not the lungs
@@ -113,6 +126,8 @@ def test_drawn_parameters_stay_in_their_documented_ranges():
         "downsampled": lambda p: p.downsampled_mm, "cut": lambda p: p.apex_cut_mm or p.base_cut_mm}.items()}
     assert 0.22 < share["contrast"] < 0.38 and 0.13 < share["breathing"] < 0.27
     assert 0.10 < share["downsampled"] < 0.23 and 0.10 < share["cut"] < 0.23
+    density = np.array([p.lung_density_factor for p, _ in draws])
+    assert 0.13 < (density < 0.85).mean() < 0.27 and 0.13 < (density > 1.2).mean() < 0.27
     noise = [AQ.noise_sd_hu(p) for p, _ in draws]
     assert min(noise) < 25.0 and max(noise) > 150.0  # standard dose smooth kernel to low-dose sharp kernel
 

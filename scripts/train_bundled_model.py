@@ -58,11 +58,52 @@ def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dic
                 t0 = time.perf_counter()
                 folders += generate_cohort(out / "cohorts" / f"{name}_{size}", count, seed * 10 + k, size,
                                            pathology_probabilities=pathology, workers=args.workers,
-                                           prefix=f"{name}_{size}")
+                                           prefix=f"{name}_{size}", acquisition=args.acquisition)
                 log(f"cohort {name}: {count} {size} phantoms in {time.perf_counter() - t0:.0f} s")
             write_manifest(manifest, folders)
         manifests[name] = manifest
     return manifests
+
+
+def training_domain(manifests: dict) -> dict:
+    """What CTs the model was trained on, from the cohorts' meta.json: voxel sizes, slice thicknesses, kernel MTF50,
+    noise, contrast and the share of cases with each acquisition effect (training and validation cohorts only).
+    ``in_plane_mm``, ``slice_mm`` and ``lung_median_hu`` (widened by 40 HU) are what ``ctpm run`` checks a CT against
+    (CTPerfusionMappingLib.quality.model_domain)."""
+    import numpy as np
+
+    from ImagingBasics.imageio import read_volume
+    from ImagingBasics.manifest import read_manifest
+
+    metas, medians = [], []
+    for name in ("pretrain", "finetune"):
+        manifest = Path(manifests[name])
+        for row in read_manifest(manifest, required=("id", "ct")):
+            folder = manifest.parent / Path(row["ct"]).parent
+            metas.append(json.loads((folder / "meta.json").read_text()))
+            lungs = read_volume(folder / "lungs.nrrd").array > 0
+            medians.append(float(np.median(read_volume(folder / "ct.nrrd").array[lungs])))
+    spacing = np.array([m["ct"]["spacing_mm"] for m in metas])
+    acq = [m.get("acquisition", {"enabled": False}) for m in metas]
+    on = [a for a in acq if a["enabled"]]
+
+    def span(values):
+        values = [float(v) for v in values]
+        return [min(values), max(values)] if values else None
+
+    return {
+        "in_plane_mm": span(spacing[:, 0]), "slice_mm": span(spacing[:, 2]),
+        "lung_median_hu": [min(medians) - 40.0, max(medians) + 40.0],
+        "cases": len(metas),
+        "pixel_mm": span(spacing[:, 0]), "slice_spacing_mm": span(spacing[:, 2]),
+        "randomised_acquisition": len(on),
+        "kernel_mtf50_lp_mm": span(a["mtf50_lp_mm"] for a in on),
+        "noise_hu": span(a["noise_hu"] for a in on),
+        "contrast_share": float(np.mean([a["contrast_hu"] > 0 for a in on])) if on else 0.0,
+        "downsampled_share": float(np.mean([bool(a["downsampled_mm"]) for a in on])) if on else 0.0,
+        "cut_field_of_view_share": float(np.mean([a["apex_cut_mm"] > 0 or a["base_cut_mm"] > 0 for a in on])) if on else 0.0,
+        "breathing_share": float(np.mean([a["breathing_mm"] > 0 for a in on])) if on else 0.0,
+    }
 
 
 def truth_manifest(test_manifest: Path) -> Path:
@@ -226,6 +267,8 @@ def main() -> int:
     ap.add_argument("--cv-folds", type=int, default=3, help="folds of the transfer-learning cross-validation")
     ap.add_argument("--only-transfer-cv", type=Path, metavar="PRETRAINED",
                     help="run only the transfer-learning cross-validation, from these pre-trained weights")
+    ap.add_argument("--acquisition", choices=["random", "none"], default="random",
+                    help="CT acquisition of the phantoms (ctpm phantom --acquisition); default random")
     ap.add_argument("--install", action="store_true", help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models")
     args = ap.parse_args()
 
@@ -280,7 +323,8 @@ def main() -> int:
         "machine": machine,
         "recipe": {"cohorts": {k: len({s.case_id for s in v}) for k, v in data.items()},
                    "pretrain": pre_cfg.to_dict(), "finetune": fine_cfg.to_dict(), "network": arnn.to_dict(),
-                   "seed": args.seed},
+                   "seed": args.seed, "acquisition": args.acquisition},
+        "training_domain": training_domain(manifests),
         "training": stages,
         "held_out": {p: {m: patient_stats(rows, p, m) for m in metrics} for p in predictors},
         "held_out_by_size": {size: {p: {m: patient_stats(rows, p, m, size) for m in ("spearman", "dsc_high", "dsc_low")}
@@ -298,7 +342,8 @@ def main() -> int:
     save_weights(model, config, out / "ctpm_arnn.pt", half=True, metadata={
         "name": "ctpm_arnn demonstration model", "trained_on": "synthetic SPECT/CT phantoms only; not for clinical use",
         "card": "MODEL_CARD.md", "best_epoch": meta.get("epoch"), "val_spearman": meta.get("val_spearman"),
-        "held_out_spearman_mean": card["held_out"]["arnn"]["spearman"]["mean"], "recipe": card["recipe"]})
+        "held_out_spearman_mean": card["held_out"]["arnn"]["spearman"]["mean"], "recipe": card["recipe"],
+        "training_domain": {k: card["training_domain"][k] for k in ("in_plane_mm", "slice_mm", "lung_median_hu")}})
     (out / "MODEL_CARD.md").write_text(render_card(card))
     for p in predictors:
         s = card["held_out"][p]
@@ -312,6 +357,26 @@ def main() -> int:
             shutil.copy2(out / name, MODELS_DIR / name)
         log(f"installed into {MODELS_DIR}")
     return 0
+
+
+def _domain_lines(d) -> list:
+    """The card's training-domain section: the CTs the model has seen (``ctpm run`` warns outside them)."""
+    if not d:
+        return []
+
+    def rng(v, unit, fmt="{:.2f}"):
+        return f"{fmt.format(v[0])}-{fmt.format(v[1])} {unit}" if v else "n/a"
+
+    return [
+        "## Training domain (the CTs the model has seen)",
+        f"- {d['cases']} training and validation CTs; pixels {rng(d['pixel_mm'], 'mm')}, slice spacing "
+        f"{rng(d['slice_spacing_mm'], 'mm')}.",
+        f"- Randomised acquisition in {d['randomised_acquisition']} of them: kernel MTF50 "
+        f"{rng(d['kernel_mtf50_lp_mm'], 'lp/mm')}, noise {rng(d['noise_hu'], 'HU', '{:.0f}')}; contrast in "
+        f"{100 * d['contrast_share']:.0f} %, downsampled to 3-5.5 mm in {100 * d['downsampled_share']:.0f} %, apex or "
+        f"bases cut in {100 * d['cut_field_of_view_share']:.0f} %, breathing blur in {100 * d['breathing_share']:.0f} %.",
+        "",
+    ]
 
 
 def _cell(s: dict) -> str:
@@ -337,7 +402,8 @@ def render_card(card: dict) -> str:
         "",
         "## Training data and recipe (mirrors Ren 2022 Front Oncol's transfer learning)",
         f"- Pre-training: {r['cohorts']['pretrain']} synthetic patients without tumours (`ctpm phantom --pathology "
-        "tumour=0`), half small (3.9 mm pixels, 5 mm slices), half full-size (0.98 mm, 1.25-3.75 mm slices).",
+        f"tumour=0 --acquisition {r.get('acquisition', 'none')}`), half small (3.9 mm pixels, 5 mm slices), half "
+        "full-size (512 x 512).",
         f"- Fine-tuning: {r['cohorts']['finetune']} synthetic patients each with a lung tumour (`--pathology tumour=1`), "
         "from the pre-trained weights.",
         f"- Held out: {r['cohorts']['test']} further patients with tumours, never seen in training (different seeds).",
@@ -345,11 +411,12 @@ def render_card(card: dict) -> str:
         f"{r['pretrain']['batch_size']}, ReduceLROnPlateau, best validation epoch kept (20 % of patients validate).",
         f"- Fine-tuning: {r['finetune']['epochs']} epochs, lr {r['finetune']['lr']}, encoder frozen for the first "
         f"{r['finetune']['freeze_encoder_epochs']} epochs.",
-        "- Budget: far below the papers' 500 epochs on 137 + 33 patients (time on one GPU for one session); the fine-",
+        "- Budget: far below the papers' 500 epochs on 137 + 33 patients (what the machine below allows); the fine-",
         "  tuning learning rate and the frozen epochs are our choices (Ren 2022 Front Oncol does not give them).",
         f"- Trained on: {card['machine']}. Reproduce: `python scripts/train_bundled_model.py --out DIR --seed "
         f"{r['seed']}` (same cohort sizes and epochs as above; GPU recommended).",
         "",
+        *_domain_lines(card.get("training_domain")),
         "## Held-out results (per patient, both lungs; mean +- sd, minimum)",
         "",
         "| predictor | Spearman R vs SPECT | SSIM | DSC high | DSC low | Spearman R vs truth perfusion |",

@@ -38,7 +38,7 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0); case i uses a seed derived from it")
     p.add_argument("--size", choices=["small", "full"], default="small",
                    help="small: 128x128 at 3.9 mm, 5 mm slices (fast); full: 512x512 at 0.977 mm, 1.25-3.75 mm slices "
-                        "(with --acquisition random: 0.6-1.0 mm pixels, 0.6-5 mm slices, one in six downsampled to 3-4.5 mm)")
+                        "(with --acquisition random: 0.6-1.0 mm pixels, 0.6-5 mm slices, one in six downsampled to 3-5.5 mm)")
     p.add_argument("--spect-grid", choices=["standard", "fine"], default="standard",
                    help="standard: 128^3 at 4.42 mm; fine: 128x128x60 at 2.76x2.76x5 mm")
     p.add_argument("--pathology", action="append", default=[], metavar="NAME=P",
@@ -46,6 +46,7 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
                         "--pathology tumour=0 for a pre-training cohort without tumours; repeatable")
     p.add_argument("--acquisition", choices=["random", "none"], default="random",
                    help="random (default): each CT through a randomised scanner and protocol (kernel, dose and noise, "
+                        "inspiration level, "
                         "slice thickness, pixel size, contrast, HU offset, breathing, partial field of view, sometimes "
                         "downsampled), every drawn value in meta.json; none: one scanner for every case (white noise, "
                         "no contrast, the fixed grid of --size)")

@@ -6,6 +6,9 @@ particular scanner would have written:
 ==========================  ===========================================================================================
 contrast                    iodinated contrast in the blood: heart, great vessels and pulmonary vessels +100..+300 HU
                             (applied while rendering, since only the renderer knows which voxels hold blood)
+inspiration                 the lung parenchyma's tissue fraction (HU + 1000) scaled by ``lung_density_factor``:
+                            below 1 a deep inspiration or hyperinflated lungs, above 1 a shallow free breath as in
+                            SPECT/CT (also applied while rendering; the lungs' shape and the perfusion stay)
 breathing                   motion blur along the body axis that grows from the apex (none) to the bases
                             (``breathing_mm``: diaphragm excursion during the acquisition)
 slice profile               blur along z to the nominal slice thickness (slice sensitivity profile, FWHM = thickness)
@@ -16,7 +19,7 @@ reconstruction grid         pixel 0.6-1.0 mm (512 matrix; the field of view fits
 quantum noise               filtered back-projection noise: a ramp-shaped noise power spectrum times the kernel's MTF,
                             its level set by dose (low-dose to standard), kernel, pixel and slice thickness
 calibration                 an offset of the whole HU scale (water not exactly at 0 HU)
-downsampling                optionally the whole CT averaged onto 3-4.5 mm voxels with 4-7 mm slices, as the small
+downsampling                optionally the whole CT averaged onto 3-5.5 mm voxels with 4-7 mm slices, as the small
                             public CTs were (CIP)
 partial field of view       the apex or the bases cut off in z; the reconstruction circle (-1024 HU outside)
 ==========================  ===========================================================================================
@@ -72,6 +75,7 @@ class AcquisitionParams:
     pixel_mm: float  # in-plane pixel of the reconstruction
     contrast_hu: float  # added to blood (0: no contrast)
     hu_offset: float  # calibration error added to every voxel
+    lung_density_factor: float  # the parenchyma's tissue fraction relative to the phantom's (1: unchanged)
     breathing_mm: float  # diaphragm excursion during the acquisition (0: a good breath-hold)
     downsampled_mm: Optional[Tuple[float, float]]  # (pixel, slice) of a downsampled copy, or None
     apex_cut_mm: float  # lung apex left out of the field of view (0: whole lungs)
@@ -95,6 +99,11 @@ def acquisition_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 0xAC9]))
 
 
+def lung_density(parenchyma_hu: np.ndarray, factor: float) -> np.ndarray:
+    """The parenchyma at another inspiration level: its tissue fraction (HU + 1000, per 1000) times ``factor``."""
+    return (-1000.0 + (parenchyma_hu + 1000.0) * np.float32(factor)).astype(np.float32)
+
+
 def draw_acquisition(rng: np.random.Generator, size: str, body_semi_lr_mm: float) -> AcquisitionParams:
     """Draw one acquisition. ``small`` phantoms keep their coarse 3.9 mm x 5 mm grid (no resampling, no
     downsampling); ``full`` phantoms get a drawn reconstruction grid and, one case in six, a downsampled copy."""
@@ -103,20 +112,22 @@ def draw_acquisition(rng: np.random.Generator, size: str, body_semi_lr_mm: float
     dose = float(10 ** u(-1.0, 0.0))  # low-dose screening (0.1) to standard dose (1)
     contrast = float(u(100.0, 300.0)) if u() < 0.3 else 0.0
     offset = float(u(-20.0, 20.0))
+    breath = u()
+    density = float(u(0.85, 1.2) if breath < 0.6 else (u(0.55, 0.85) if breath < 0.8 else u(1.2, 1.75)))
     breathing = float(u(2.0, 10.0)) if u() < 0.2 else 0.0
     cut = u()
     apex_cut = float(u(10.0, 40.0)) if cut < 0.08 else 0.0
     base_cut = float(u(10.0, 30.0)) if 0.08 <= cut < 0.16 else 0.0
     lateral = float(u(0.88, 0.95)) if u() < 0.15 else 1.05  # 0.88 x the body still holds both lungs
     if size == "small":
-        return AcquisitionParams(sharp, dose, 5.0, 3.90625, contrast, offset, breathing, None, apex_cut, base_cut,
-                                 1.05)
+        return AcquisitionParams(sharp, dose, 5.0, 3.90625, contrast, offset, density, breathing, None, apex_cut,
+                                 base_cut, 1.05)
     thickness = float(rng.choice(SLICE_THICKNESSES_MM))
     fitted_pixel = lateral * 2.0 * body_semi_lr_mm / MATRIX  # the smallest pixel whose field of view holds that much
     pixel = float(max(u(0.6, 1.0), fitted_pixel)) if lateral > 1.0 else float(fitted_pixel)
-    down = (float(u(3.0, 4.5)), float(u(4.0, 7.0))) if u() < 1.0 / 6.0 else None
-    return AcquisitionParams(sharp, dose, thickness, pixel, contrast, offset, breathing, down, apex_cut, base_cut,
-                             lateral)
+    down = (float(u(3.0, 5.5)), float(u(4.0, 7.0))) if u() < 1.0 / 6.0 else None
+    return AcquisitionParams(sharp, dose, thickness, pixel, contrast, offset, density, breathing, down, apex_cut,
+                             base_cut, lateral)
 
 
 def kernel_mtf50(sharpness: float) -> float:
@@ -177,8 +188,9 @@ def kernel_blur(hu: np.ndarray, pixel_mm: float, sharpness: float) -> np.ndarray
 
 # --- steps on the reconstruction grid -----------------------------------------------------------------------------
 def edge_enhancement(hu: np.ndarray, pixel_mm: float, sharpness: float, radius_mm: float = 1.0) -> np.ndarray:
-    """The overshoot of sharp kernels at edges: an unsharp mask of amount 0.6 x sharpness over ``radius_mm``."""
-    amount = 0.6 * float(sharpness)
+    """The overshoot of sharp kernels at edges: an unsharp mask of amount 1.5 x sharpness over ``radius_mm`` (a fully
+    sharp kernel overshoots a skin edge by about 40 % of the step, as a sharp lung kernel does on a real CT)."""
+    amount = 1.5 * float(sharpness)
     if amount <= 0:
         return hu
     smooth = ndimage.gaussian_filter(hu, (0.0, radius_mm / pixel_mm, radius_mm / pixel_mm))

@@ -294,6 +294,8 @@ def generate_case(
     y_norm = np.clip((ys[None, :, None] + B) / (2.0 * B), 0.0, 1.0)
     par = C.parenchyma_hu(params.tissue, y_norm, texture, _upsample(mosaic, mg, ct0), territorial_ct,
                           gg_hu, cons_w, cons_hu, emph, bulla)
+    if acq is not None:
+        par = AQ.lung_density(par, acq.lung_density_factor)
     par = C.mix(par, C.fissure_fraction(anat["fissure_mm"], voxel_mm), C.PLEURA_HU)
     par = C.mix(par, occ["vessel"], C.BLOOD_HU + contrast_hu)
     par = C.mix(par, occ["bronchus_wall"], C.TISSUE_HU[A.AIRWAY_WALL])
