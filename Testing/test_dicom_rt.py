@@ -18,6 +18,9 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from dicom_images import CT_SOP_CLASS
+from dicom_images import save_dataset as _save
+from dicom_images import write_ct_series as write_series
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -37,7 +40,6 @@ from ImagingBasics.dicom_rt import (
 from ImagingBasics.errors import UserError
 from ImagingBasics.volume import Volume
 
-CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
 SHAPE = (20, 48, 48)  # z, y, x
 SPACING = (2.0, 2.0, 2.5)  # x, y, z mm
 ORIGIN = (-47.0, -60.0, -30.0)  # LPS mm of voxel [0, 0, 0]
@@ -60,48 +62,8 @@ def write_ct_series(folder: Path, shape: Tuple[int, int, int] = SHAPE, series_ui
                     study_uid: str = "1.2.826.0.1.3680043.8.498.1", frame_uid: str = "1.2.826.0.1.3680043.8.498.2",
                     description: str = "Chest CT", seed: int = 0, prefix: str = "IMG") -> Dict[str, object]:
     """Write a CT series (one file per slice, shuffled file names) and return its truth: UIDs, HU, geometry."""
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    hu = _phantom_hu(shape)
-    sop_uids = []
-    order = np.random.default_rng(seed).permutation(shape[0])
-    for k in range(shape[0]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CT_SOP_CLASS
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = CT_SOP_CLASS
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.Modality = "CT"
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Chest", "PH-001", "", "O"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240102", "101010", "1", "", ""
-        ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = 2, k + 1, description
-        ds.PatientPosition, ds.PositionReferenceIndicator = "HFS", ""
-        ds.ImagePositionPatient = [ORIGIN[0], ORIGIN[1], ORIGIN[2] + k * SPACING[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [SPACING[1], SPACING[0]]
-        ds.SliceThickness = SPACING[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = shape[1], shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.KVP = 120
-        ds.PixelData = (hu[k].astype(np.int32) + 1024).astype("<u2").tobytes()
-        _save(ds, folder / f"{prefix}{order[k]:04d}.dcm")
-        sop_uids.append(ds.SOPInstanceUID)
-    return {"folder": folder, "series_uid": series_uid, "study_uid": study_uid, "frame_uid": frame_uid, "hu": hu,
-            "sop_uids": sop_uids, "shape": shape}
-
-
-def _save(ds: Dataset, path: Path) -> None:
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(str(path), write_like_original=False)
+    return write_series(folder, _phantom_hu(shape), SPACING, ORIGIN, series_uid=series_uid, study_uid=study_uid,
+                        frame_uid=frame_uid, description=description, seed=seed, prefix=prefix)
 
 
 def _ct_volume(shape: Tuple[int, int, int] = SHAPE) -> Volume:

@@ -4,7 +4,7 @@ For every real chest CT in ``../shared/data`` and for synthetic phantoms (random
 acquisition switched off for comparison), on the lungs of the built-in segmentation:
 
 * lung HU histogram: the 5th, 25th, 50th, 75th and 95th percentiles and the share of lung below -950 HU;
-* noise level: the global noise level of Christianson et al. (Radiology 2015): the mode of the histogram of local
+* noise level: the global noise level of Christianson et al. (AJR Am J Roentgenol 2015): the mode of the histogram of local
   standard deviations (3 x 3 pixels in plane) over soft tissue (0-100 HU after smoothing, eroded);
 * noise texture: the mean spatial frequency (lp/mm) of the noise power spectrum, averaged over regions of about
   16 x 16 mm of soft tissue after removing each region's plane fit (low: smooth kernel, high: sharp kernel);
@@ -60,7 +60,7 @@ def soft_tissue_mask(hu: np.ndarray, pixel_mm: float, erosion_pixels: int = 2) -
 
 
 def global_noise_level_hu(hu: np.ndarray, mask: np.ndarray) -> float:
-    """Christianson et al. (Radiology 2015): the mode of the local standard deviations (3 x 3 in plane) in ``mask``,
+    """Christianson et al. (AJR Am J Roentgenol 2015): the mode of the local standard deviations (3 x 3 in plane) in ``mask``,
     from a histogram of 1 HU bins (NaN when the mask holds fewer than 1000 voxels)."""
     if mask.sum() < 1000:
         return float("nan")
@@ -237,7 +237,7 @@ def write_report(rows, out: Path) -> None:
     lines = [
         "# CT statistics: real chest CTs and the randomised phantoms", "",
         f"{date.today().isoformat()}, {platform.node()}, {os.cpu_count()} cores. Made by `bench/ct_statistics.py`; "
-        "lungs from the built-in segmentation. Noise: global noise level (Christianson et al., Radiology 2015) in "
+        "lungs from the built-in segmentation. Noise: global noise level (Christianson et al., AJR Am J Roentgenol 2015) in "
         "soft tissue; NPS: mean frequency of the noise power spectrum; edge: skin-air edge along left-right.", "",
         "| CT | " + " | ".join(t for _k, t, _f in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, m in rows:

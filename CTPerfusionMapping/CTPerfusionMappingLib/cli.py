@@ -1,4 +1,5 @@
-"""The ``ctpm`` command line: the CT-to-perfusion pipeline (run, evaluate, batch) and synthetic cohorts.
+"""The ``ctpm`` command line: the CT-to-perfusion pipeline (run, evaluate, batch), plan evaluation, DICOM RT export,
+training and synthetic cohorts.
 
 Run ``ctpm --help`` or ``ctpm COMMAND --help``. Errors a user can fix print ``error: ...`` and exit 2.
 """
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ctpm", description="CT-to-perfusion mapping (CTPerfusionMapping core).")
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    from .export_cli import add_export_command
     from .phantom_cli import add_demo_command, add_phantom_command
     from .plan_cli import add_plan_command
     from .run_cli import add_batch_command, add_evaluate_command, add_run_command
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub)
     add_batch_command(sub)
     add_plan_command(sub)
+    add_export_command(sub)
     add_train_command(sub)
     add_cv_command(sub)
     add_ablate_command(sub)

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ImagingBasics.dicom_inputs import CT_SERIES
 from ImagingBasics.errors import UserError
 
 from .options import EVALUATE, RUN
@@ -77,7 +78,9 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="synthesize a perfusion map from a chest CT (and score it against a SPECT)",
                        description="CT (+ SPECT, + lung/lobe labels) -> perfusion.nrrd, functional.nrrd, lungs.nrrd, "
                                    "lobes.nrrd, spect_on_ct.nrrd, metrics.json, lobes.csv, overview.png in --out.")
-    p.add_argument("--ct", required=True, help="chest CT in HU (NRRD, NIfTI, MHA, DICOM folder)")
+    p.add_argument("--ct", required=True, help="chest CT in HU (NRRD, NIfTI, MHA, DICOM folder; a folder of several "
+                                               "series gives its largest CT series)")
+    CT_SERIES.add_argument(p)
     p.add_argument("--spect", help="perfusion SPECT (optional): registered to the CT and used for evaluation")
     p.add_argument("--lungs", help="lung label map (optional; default: built-in segmentation)")
     p.add_argument("--lobes", help="lobe label map (optional; default: lung thirds)")
@@ -98,10 +101,12 @@ def _options(args: argparse.Namespace):
 
 
 def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any], spect: Optional[str] = None,
-             lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None):
+             lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None, ct_series: Optional[str] = None):
     """Read the inputs, run the pipeline with ``options`` (a :class:`~.pipeline.RunOptions`) and write every output
-    into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input, no mix with an
-    earlier run's files); returns the RunResult."""
+    into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input or inside an input
+    folder, no mix with an earlier run's files); returns the RunResult. ``ct_path``: an image or a DICOM folder
+    (``ct_series``: the SeriesInstanceUID to read there; :func:`ImagingBasics.dicom_inputs.read_ct`)."""
+    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
     from ImagingBasics.validation import require_finite
@@ -109,25 +114,32 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
     from .pipeline import run_pipeline
     from .report import OUTPUT_FILES, write_run_outputs
 
+    refuse_output_inside_inputs(out, [ct_path, spect, lungs, lobes])
     with output_folder(out, [ct_path, spect, lungs, lobes], list(OUTPUT_FILES.values()),
                        OUTPUT_FILES["metrics"]) as staging:
-        ct = read_volume(ct_path)
+        ct = read_ct(ct_path, ct_series)
         volumes = {k: (read_volume(v) if v else None) for k, v in (("spect", spect), ("lungs", lungs), ("lobes", lobes))}
         if volumes["spect"] is not None:
             require_finite(volumes["spect"], "SPECT")  # before the pipeline starts (and its progress bar)
         info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
+        if ct_series is not None:
+            info["inputs"]["ct_series"] = ct_series
         result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
         write_run_outputs(result, staging, ct)
     return result
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ImagingBasics.dicom_inputs import check_series_choice, refuse_output_inside_inputs
     from ImagingBasics.outputs import check_output_folder
     from ImagingBasics.process import progress_line
 
     from .report import OUTPUT_FILES
 
     options = _options(args)
+    ct_series = CT_SERIES.check(args.ct_series)
+    check_series_choice(args.ct, ct_series)
+    refuse_output_inside_inputs(args.out, [args.ct, args.spect, args.lungs, args.lobes])
     check_output_folder(args.out, [args.ct, args.spect, args.lungs, args.lobes], list(OUTPUT_FILES.values()))
     if args.progress_lines:
         print(progress_line({"progress": 0.0, "step": "loading the model"}), flush=True)
@@ -140,7 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         bar, update = _progress_bar(args.quiet)
     try:
-        result = run_case(args.ct, args.out, options, model, info, args.spect, args.lungs, args.lobes, update)
+        result = run_case(args.ct, args.out, options, model, info, args.spect, args.lungs, args.lobes, update,
+                          ct_series)
     finally:
         if bar is not None:
             bar.close()
@@ -198,6 +211,7 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     """Score the perfusion map of ``perfusion_path`` (on the CT grid) against the SPECT with ``options`` (a
     :class:`~.pipeline.RunOptions`: register, labels_source, threshold, evaluation_spacing_mm); writes lobes.csv and
     metrics.json into ``out`` and returns the metrics."""
+    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
@@ -216,8 +230,9 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     from .quality import lung_quality
 
     inputs = [ct_path, perfusion_path, spect_path, lungs, lobes]
+    refuse_output_inside_inputs(out, inputs)
     with output_folder(out, inputs, ["lobes.csv", "metrics.json"], "metrics.json") as staging:
-        ct = read_volume(ct_path)
+        ct = read_ct(ct_path)
         quality = list(check_ct(ct))
         perfusion = read_volume(perfusion_path)
         require_finite(perfusion, "perfusion map")

@@ -1,4 +1,5 @@
-"""The ``dosecnn`` command line: decay data, image inspection and conversion now; dosimetry in later versions.
+"""The ``dosecnn`` command line: dosimetry (dose rate, time integration, Monte Carlo, training), DICOM RT export, decay
+data, phantoms, image inspection and conversion.
 
 Run ``dosecnn --help`` or ``dosecnn COMMAND --help``. Errors a user can fix print ``error: ...`` and exit 2.
 """
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ImagingBasics.cli_common import add_convert_command, add_devices_command, add_info_command, run_main
+from ImagingBasics.dicom_inputs import CT_SERIES
 
 from . import __version__
 from .demo import add_demo_command
+from .export_cli import add_export_command
 from .options import INTEGRATE, RUN
 from .phantom_cli import add_phantom_command
 
@@ -27,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(sub)
     add_train_command(sub)
     add_integrate_command(sub)
+    add_export_command(sub)
     add_phantom_command(sub)
     add_demo_command(sub)
     add_devices_command(sub)
@@ -192,7 +196,7 @@ def add_mc_command(sub: argparse._SubParsersAction) -> None:
                                    "transport electrons and photons on the CT grid, write dose_rate.nrrd (mGy/s), "
                                    "uncertainty.nrrd (relative standard error) and mc.json to --out.")
     p.add_argument("--activity", required=True, help="activity map (Bq per voxel after --activity-scale)")
-    p.add_argument("--ct", required=True, help="CT in HU")
+    p.add_argument("--ct", required=True, help="CT in HU (an image or a DICOM folder)")
     p.add_argument("--activity-scale", type=float, default=1.0, help="factor to Bq per voxel (e.g. a SPECT calibration)")
     p.add_argument("--nuclide", default="Lu-177")
     p.add_argument("--decays", type=int, default=1_000_000)
@@ -209,6 +213,7 @@ def _mc(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume, write_volume
@@ -226,9 +231,10 @@ def _mc(args: argparse.Namespace) -> int:
         raise UserError(f"--decays must be at least the number of batches ({args.batches})")
     check_nuclide(args.nuclide)
     device = _device(args.device)
+    refuse_output_inside_inputs(args.out, [args.ct, args.activity])
     with output_folder(args.out, [args.ct, args.activity], ["dose_rate.nrrd", "uncertainty.nrrd", "mc.json"],
                        "mc.json") as staging:  # --out checked before any work
-        ct = read_volume(args.ct)
+        ct = read_ct(args.ct)
         for warning in check_ct(ct):
             print(f"warning: {warning}", file=sys.stderr)
         activity = read_volume(args.activity)
@@ -270,7 +276,9 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
                                    "run.json, overview.png and, with --labels, table.csv (per label: volume, mean and "
                                    "maximum).")
     p.add_argument("--spect", required=True, help="SPECT in counts (or Bq with --calibration 1)")
-    p.add_argument("--ct", required=True, help="CT in HU")
+    p.add_argument("--ct", required=True, help="CT in HU (an image, or a DICOM folder: a folder of several series gives "
+                                               "its largest CT series)")
+    CT_SERIES.add_argument(p)
     p.add_argument("--labels", help="organ/lesion label map on the CT grid (optional)")
     p.add_argument("--names", nargs="+", metavar="VALUE=NAME",
                    help="label names: pairs such as 1=liver 2=kidney, or a CSV file with columns label,name")
@@ -292,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
     import sys
     import time
 
+    from ImagingBasics.dicom_inputs import check_series_choice, read_ct, refuse_output_inside_inputs
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
@@ -303,6 +312,8 @@ def _run(args: argparse.Namespace) -> int:
     from .physics.vdk import check_calibration
 
     options = RUN.from_arguments(args)  # first: a wrong value is refused before any file is read
+    ct_series = CT_SERIES.check(args.ct_series)
+    check_series_choice(args.ct, ct_series)
     check_calibration(options["bq_per_count"], options["activity_mbq"])
     check_nuclide(options["nuclide"])
     device = _device(options["device"])  # "cuda" without a GPU: refused now, not in the convolution
@@ -310,11 +321,12 @@ def _run(args: argparse.Namespace) -> int:
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
     inputs = [args.spect, args.ct, args.labels, args.weights] + list(args.names or [])
+    refuse_output_inside_inputs(args.out, inputs)  # e.g. --out inside the CT's DICOM folder
     with output_folder(args.out, inputs, RUN_OUTPUTS, "run.json") as staging:  # --out checked before any work
         weights = load_dose_weights_for(options["method"], args.weights)  # a wrong weights file, too
         say(0.0, "reading the images")
         t0 = time.perf_counter()
-        ct = read_volume(args.ct)
+        ct = read_ct(args.ct, ct_series)
         spect = read_volume(args.spect)
         labels = read_volume(args.labels) if args.labels else None
         if labels is not None and not labels.same_geometry(ct):
