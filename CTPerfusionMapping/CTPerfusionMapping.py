@@ -5,6 +5,8 @@ Thin Slicer glue over the tested core (CTPerfusionMappingLib) and the module bas
 exports the input nodes to files, runs ``ctpm run`` in a PythonSlicer child process (the GUI stays responsive and
 Cancel works; batch scripts and the self-test wait for it) and fills the output nodes. The options, their defaults
 and ranges are CTPerfusionMappingLib/options.py's, the definitions of the command line and the batch script too.
+With a planned dose (``inputDose``, Gy; optionally minus a GTV/PTV) the results are evaluated as ``ctpm plan`` does
+(the same function, CTPerfusionMappingLib/slicer_glue/plan.py): function-weighted DVH table and chart, plan metrics.
 """
 
 import os
@@ -23,6 +25,7 @@ import slicer
 import vtk
 from slicer import (
     vtkMRMLLabelMapVolumeNode,
+    vtkMRMLPlotChartNode,
     vtkMRMLScalarVolumeNode,
     vtkMRMLSegmentationNode,
     vtkMRMLTableNode,
@@ -40,7 +43,7 @@ from CTPerfusionMappingLib.options import (  # the option definitions (no torch)
     THRESHOLD,
     UNCERTAINTY,
 )
-from CTPerfusionMappingLib.slicer_glue.request import PerfusionRequest
+from CTPerfusionMappingLib.slicer_glue.request import BIN_WIDTH, HIGH_FUNCTION_THRESHOLD, PerfusionRequest
 from SlicerModuleBase.logic import PipelineLogic
 from SlicerModuleBase.nodes import addVolume
 from SlicerModuleBase.widget import PipelineWidget
@@ -85,6 +88,16 @@ class CTPerfusionMappingParameterNode:
     outputPerfusion: Optional[vtkMRMLScalarVolumeNode]
     outputFunctional: Optional[vtkMRMLSegmentationNode]
     outputTable: Optional[vtkMRMLTableNode]
+    inputDose: Optional[vtkMRMLScalarVolumeNode]
+    inputExclusionSegmentation: Optional[vtkMRMLSegmentationNode]
+    exclusionSegmentID: str = ""
+    inputExclusionLabelmap: Optional[vtkMRMLLabelMapVolumeNode]
+    weightHighFunctionOnly: bool = False
+    highFunctionThreshold: Annotated[float, WithinRange(*HIGH_FUNCTION_THRESHOLD.bounds)] = THRESHOLD.default
+    dvhBinWidthGy: Annotated[float, WithinRange(*BIN_WIDTH.bounds)] = BIN_WIDTH.default
+    outputDVHTable: Optional[vtkMRMLTableNode]
+    outputDVHChart: Optional[vtkMRMLPlotChartNode]
+    outputPlanMetrics: Optional[vtkMRMLTableNode]
 
 
 class CTPerfusionMappingWidget(PipelineWidget):
@@ -105,12 +118,34 @@ class CTPerfusionMappingWidget(PipelineWidget):
                     device=p.device, registerSPECT=p.registerSPECT, registrationMethod=p.registrationMethod,
                     segmentationSource=p.segmentationSource, threshold=p.threshold,
                     highPercentile=p.highPercentile if p.splitAtPercentile else None, uncertainty=p.uncertainty,
-                    outputPerfusion=p.outputPerfusion, outputFunctional=p.outputFunctional, outputTable=p.outputTable)
+                    outputPerfusion=p.outputPerfusion, outputFunctional=p.outputFunctional, outputTable=p.outputTable,
+                    inputDose=p.inputDose, inputExclusionSegmentation=p.inputExclusionSegmentation,
+                    exclusionSegmentID=p.exclusionSegmentID or None, inputExclusionLabelmap=p.inputExclusionLabelmap,
+                    highFunctionThreshold=p.highFunctionThreshold if p.weightHighFunctionOnly else None,
+                    dvhBinWidthGy=p.dvhBinWidthGy, outputDVHTable=p.outputDVHTable, outputDVHChart=p.outputDVHChart,
+                    outputPlanMetrics=p.outputPlanMetrics)
+
+    def setupModuleWidgets(self):
+        # the segment of the exclusion segmentation: a segment selector (no parameter node connector) bound by hand
+        selector = self.ui.exclusionSegmentSelector
+        selector.setMRMLScene(slicer.mrmlScene)
+        selector.connect("currentSegmentChanged(QString)", self._setExclusionSegment)
+
+    def _setExclusionSegment(self, segmentId):
+        if self._parameterNode and self._parameterNode.exclusionSegmentID != segmentId:
+            self._parameterNode.exclusionSegmentID = segmentId or ""
 
     def updateModuleWidgets(self, p):
         self.ui.weightsPathLineEdit.enabled = not p.useBundledModel
         self.ui.percentileSliderWidget.enabled = p.splitAtPercentile
         self.ui.thresholdSliderWidget.enabled = not p.splitAtPercentile
+        self.ui.highFunctionThresholdSliderWidget.enabled = p.weightHighFunctionOnly
+        selector = self.ui.exclusionSegmentSelector
+        selector.enabled = p.inputExclusionSegmentation is not None
+        if selector.currentNode() is not p.inputExclusionSegmentation:
+            selector.setCurrentNode(p.inputExclusionSegmentation)
+        if p.exclusionSegmentID and selector.currentSegmentID() != p.exclusionSegmentID:
+            selector.setCurrentSegmentID(p.exclusionSegmentID)
 
 
 class CTPerfusionMappingLogic(PipelineLogic):
@@ -125,7 +160,10 @@ class CTPerfusionMappingLogic(PipelineLogic):
                 device=DEVICE.default, registerSPECT=REGISTER.default, registrationMethod=REGISTRATION_METHOD.default,
                 segmentationSource=SEGMENTATION_SOURCE.default, threshold=THRESHOLD.default,
                 highPercentile=HIGH_PERCENTILE.default, uncertainty=UNCERTAINTY.default, outputPerfusion=None,
-                outputFunctional=None, outputTable=None, waitForCompletion=True, timeoutSeconds=None, onProgress=None):
+                outputFunctional=None, outputTable=None, inputDose=None, inputExclusionSegmentation=None,
+                exclusionSegmentID=None, inputExclusionLabelmap=None, highFunctionThreshold=HIGH_FUNCTION_THRESHOLD.default,
+                dvhBinWidthGy=BIN_WIDTH.default, outputDVHTable=None, outputDVHChart=None, outputPlanMetrics=None,
+                waitForCompletion=True, timeoutSeconds=None, onProgress=None):
         """The perfusion map of ``inputCT`` (HU), scored against ``inputSPECT`` when given.
 
         Lungs and lobes: ``segmentationSource`` (a given ``inputSegmentation`` or ``inputLabelmap``, TotalSegmentator,
@@ -134,13 +172,14 @@ class CTPerfusionMappingLogic(PipelineLogic):
         adds the Monte Carlo dropout standard deviation. Returns ``{"outputPerfusion", "outputFunctional",
         "outputTable"}``: the given output nodes filled, or new ones; with ``waitForCompletion=False`` the running
         job instead (poll it, then :meth:`finish` it). ``onProgress(fraction, step)``: the child's progress.
+
+        With ``inputDose`` (Gy, any grid covering the lungs) also ``"outputDVHTable"``, ``"outputDVHChart"`` and
+        ``"outputPlanMetrics"``: the plan evaluated against the perfusion map as ``ctpm plan`` does, each structure
+        minus the segment ``exclusionSegmentID`` of ``inputExclusionSegmentation`` and ``inputExclusionLabelmap``;
+        ``highFunctionThreshold`` (None: weights are the normalised perfusion) and ``dvhBinWidthGy`` as ``ctpm plan``.
         """
-        request = PerfusionRequest(
-            inputCT=inputCT, inputSPECT=inputSPECT, inputSegmentation=inputSegmentation, inputLabelmap=inputLabelmap,
-            weightsFile=weightsFile, device=device, registerSPECT=registerSPECT, registrationMethod=registrationMethod,
-            segmentationSource=segmentationSource, threshold=threshold, highPercentile=highPercentile,
-            uncertainty=uncertainty, outputPerfusion=outputPerfusion, outputFunctional=outputFunctional,
-            outputTable=outputTable)
+        fields = PerfusionRequest.__dataclass_fields__  # every keyword but the three of the run itself
+        request = PerfusionRequest(**{key: value for key, value in locals().items() if key in fields})
         return self.run(request, waitForCompletion, timeoutSeconds, onProgress)
 
     def requiredPackages(self, request=None):
@@ -185,6 +224,10 @@ class CTPerfusionMappingLogic(PipelineLogic):
             files[kind] = os.path.join(folder, kind + ".nrrd")
             write_volume(volume, files[kind])
             files["labelsSource"] = labelsSource
+        if request.inputDose is not None:  # the dose and the exclusions, checked before the child starts
+            from CTPerfusionMappingLib.slicer_glue.plan import plan_inputs
+
+            files.update(plan_inputs(request, ct, slicer.util.arrayFromSegmentBinaryLabelmap))
         return files
 
     def useBRAINSFit(self, method):
@@ -284,6 +327,12 @@ class CTPerfusionMappingLogic(PipelineLogic):
         from SlicerModuleBase.nodes import showVolume
 
         name, ctNode, withSPECT = request.inputCT.GetName(), request.inputCT, bool(files.get("spect"))
+        plan = None
+        if files.get("dose") is not None:  # evaluated first: a dose refused leaves every output node untouched
+            from CTPerfusionMappingLib.slicer_glue.plan import evaluate_dose
+
+            plan = evaluate_dose(outDir, files["dose"], request.inputDose.GetName(), files["exclusions"],
+                                 **request.planOptions())
         perfusion = showVolume(request.outputPerfusion, name + " perfusion",
                                read_volume(os.path.join(outDir, "perfusion.nrrd")), PERFUSION_COLOUR_NODE_ID, (0.0, 1.0))
 
@@ -313,12 +362,37 @@ class CTPerfusionMappingLogic(PipelineLogic):
         if withSPECT and whole.get("spearman"):
             self.summary += f", Spearman R vs SPECT {float(whole['spearman']):.3f}"
         slicer.util.setSliceViewerLayers(background=ctNode, foreground=perfusion, foregroundOpacity=0.5)
-        return {"outputPerfusion": perfusion, "outputFunctional": segmentation, "outputTable": table}
+        outputs = {"outputPerfusion": perfusion, "outputFunctional": segmentation, "outputTable": table}
+        if plan is not None:
+            outputs.update(self.showPlan(request, name, plan))
+        return outputs
+
+    def showPlan(self, request, name, plan):
+        """The plan's DVH table and chart (anatomical dashed, function-weighted solid) and metrics table; its warnings
+        join the run's."""
+        from CTPerfusionMappingLib.slicer_glue.plan import dvh_table, metrics_table, summary_text
+        from ImagingBasics.quality import warning_dicts
+        from ImagingBasics.slicer_nodes import fill_typed_table
+        from SlicerModuleBase.nodes import showCurves
+
+        title = f"{name} plan {plan.plans[0].name}"
+        columns, rows, series = dvh_table(plan)
+        dvh = request.outputDVHTable or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", title + " DVH")
+        fill_typed_table(dvh, rows, columns)
+        chart = showCurves(request.outputDVHChart, title + " DVH", dvh, "dose_gy", series, "CTPerfusionMapping.DVH",
+                           (f"DVH of {plan.plans[0].name}: volume (dashed) and function (solid)", "Dose (Gy)",
+                            "Volume or function receiving at least the dose (%)"))
+        metrics = request.outputPlanMetrics or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", title + " metrics")
+        columns, rows = metrics_table(plan)
+        fill_typed_table(metrics, rows, columns)
+        self.summary += summary_text(plan)
+        self.importWarnings += warning_dicts(plan.warnings)
+        return {"outputDVHTable": dvh, "outputDVHChart": chart, "outputPlanMetrics": metrics}
 
 
 class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
-    """Self-test: a small synthetic phantom built in the scene, the whole pipeline with a tiny random network through
-    the Logic's keywords, outputs checked (no network access)."""
+    """Self-test: a small synthetic phantom built in the scene, the whole pipeline with a tiny random network and a
+    uniform planned dose through the Logic's keywords, outputs checked (no network access)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -345,7 +419,9 @@ class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
         tiny = NetworkConfig(base_channels=2, max_channels=4)
         save_weights(build_model(tiny), tiny, weights, metadata={"note": "random weights for the self-test"})
 
-        arguments = dict(inputCT=ct, inputSPECT=spect, segmentationSource="Built-in", weightsFile=weights, device="cpu")
+        dose = addVolume(case.ct.with_array(np.full(case.ct.shape, 10.0, np.float32)), "phantom dose (Gy)")
+        arguments = dict(inputCT=ct, inputSPECT=spect, segmentationSource="Built-in", weightsFile=weights, device="cpu",
+                         inputDose=dose)
         self.assertIsNone(logic.inputProblem(**arguments))
         self.delayDisplay("Running the pipeline (child process)")
         outputs = logic.process(**arguments, timeoutSeconds=600)
@@ -365,5 +441,7 @@ class CTPerfusionMappingTest(ScriptedLoadableModuleTest):
         table = outputs["outputTable"].GetTable()
         self.assertEqual(table.GetColumnByName("name").GetValue(table.GetNumberOfRows() - 1), "both lungs")
         self.assertIsNotNone(table.GetColumnByName("spearman"))
+        plan = outputs["outputPlanMetrics"].GetTable()  # a uniform dose: MLD = fMLD = 10 Gy in both lungs (row 3)
+        self.assertAlmostEqual(plan.GetColumnByName("fmld_gy").GetValue(2), 10.0, places=4)
         self.assertEqual(slicer.util.arrayFromVolume(ct).dtype, case.ct.array.dtype)  # input untouched
         self.delayDisplay("Test passed")

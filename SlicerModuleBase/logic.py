@@ -53,6 +53,7 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.summary = ""  # one line about the last results, for the status line
         self.warnings = []  # the quality warnings of the last results
+        self.importWarnings = []  # warnings importResults found itself ({"code", "message"} dicts), reported too
 
     # --- the module's hooks ---------------------------------------------------------------------------------------
     def requiredPackages(self, request=None):
@@ -73,7 +74,9 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
         raise NotImplementedError
 
     def importResults(self, outputFolder, request, inputs):
-        """Fill (or create) the output nodes from the child's files; return them by keyword."""
+        """Fill (or create) the output nodes from the child's files; return them by keyword. Quality warnings of work
+        done here (not by the child) go into :attr:`importWarnings` (``{"code", "message"}`` dicts), which
+        :meth:`reportWarnings` reports after the child's."""
         raise NotImplementedError
 
     # --- checks ---------------------------------------------------------------------------------------------------
@@ -124,6 +127,7 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
         either way."""
         try:
             outputFolder = job.outputFolder()
+            self.importWarnings = []
             outputs = self.importResults(outputFolder, job.request, job.inputs)
             self.reportWarnings(outputFolder)
             return outputs
@@ -131,9 +135,9 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
             job.cleanup()
 
     def reportWarnings(self, outputFolder):
-        """The quality warnings the child wrote into its results file (metrics.json, run.json or integrate.json):
-        kept in :attr:`warnings`, logged, the first shown in the status line, and all of them in the module's
-        quality-warnings table (:meth:`warningsTable`; emptied by a run without warnings)."""
+        """The quality warnings the child wrote into its results file (metrics.json, run.json or integrate.json), then
+        those of :attr:`importWarnings`: kept in :attr:`warnings`, logged, the first shown in the status line, and all
+        of them in the module's quality-warnings table (:meth:`warningsTable`; emptied by a run without warnings)."""
         import logging
         import os
 
@@ -142,6 +146,7 @@ class PipelineLogic(ScriptedLoadableModuleLogic):
 
         results = [os.path.join(outputFolder, name) for name in RESULTS_FILES]
         found = next((read_warnings(path) for path in results if os.path.isfile(path)), [])
+        found += [{"code": str(w["code"]), "message": str(w["message"])} for w in self.importWarnings]
         self.warnings = [w["message"] for w in found]
         for message in self.warnings:
             logging.warning("%s: %s", type(self).__name__, message)

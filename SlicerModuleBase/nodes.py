@@ -37,16 +37,18 @@ def showVolume(node, name, volume, colourNodeId, window):
 
 def showCurves(chart, name, table, xColumn, curves, tag, titles):
     """A plot chart (``chart``, or a new one called ``name``) of table columns against ``xColumn``: one line per
-    (column, curve name, RGB colour or None) of ``curves``. The series of an earlier call, marked with the node
-    attribute ``tag``, are replaced; ``titles``: (chart, x axis, y axis). Shown in the layout when Slicer has the Plots
-    module. Returns the chart."""
+    (column, curve name, RGB colour or None[, line style]) of ``curves``; the line style is the name of a
+    vtkMRMLPlotSeriesNode LineStyle constant ("Solid", the default, "Dash", "Dot", ...). The series of an earlier call,
+    marked with the node attribute ``tag``, are replaced; ``titles``: (chart, x axis, y axis). Shown in the layout when
+    Slicer has the Plots module. Returns the chart."""
     chart = chart or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
     for index in reversed(range(chart.GetNumberOfPlotSeriesNodes())):
         old = chart.GetNthPlotSeriesNode(index)
         if old is not None and old.GetAttribute(tag):
             chart.RemovePlotSeriesNodeID(old.GetID())
             slicer.mrmlScene.RemoveNode(old)
-    for column, curveName, colour in curves:
+    for curve in curves:
+        column, curveName, colour = curve[:3]
         plot = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", curveName)
         plot.SetAttribute(tag, "1")
         plot.SetAndObserveTableNodeID(table.GetID())
@@ -56,6 +58,8 @@ def showCurves(chart, name, table, xColumn, curves, tag, titles):
         plot.SetMarkerStyle(plot.MarkerStyleNone)
         if colour is not None:
             plot.SetColor(*colour)
+        if len(curve) > 3:
+            plot.SetLineStyle(getattr(plot, "LineStyle" + curve[3]))
         chart.AddAndObservePlotSeriesNodeID(plot.GetID())
     chart.SetTitle(titles[0])
     chart.SetXAxisTitle(titles[1])

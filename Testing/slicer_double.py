@@ -52,10 +52,13 @@ from typing import Annotated, Any, Dict, List, Optional
 
 
 class WidgetDouble:
-    """A Qt widget as the Widget base touches it: text, value, enabled, toolTip, shown or hidden."""
+    """A Qt widget as the Widget base touches it: text, value, enabled, toolTip, shown or hidden; and as a module's
+    Widget touches a qMRMLSegmentSelectorWidget bound by hand: its scene, node and segment ID, and the slot connected
+    to ``currentSegmentChanged(QString)``, called when the segment changes (as the real widget emits it)."""
 
     def __init__(self):
         self.text, self.value, self.enabled, self.toolTip, self.visible, self.currentPath = "", 0, True, "", True, ""
+        self.scene, self.node, self.segmentId, self.slots = None, None, "", {}
 
     def show(self):
         self.visible = True
@@ -64,7 +67,25 @@ class WidgetDouble:
         self.visible = False
 
     def connect(self, signal, slot):
-        pass
+        self.slots[signal] = slot
+
+    def setMRMLScene(self, scene):
+        self.scene = scene
+
+    def currentNode(self):
+        return self.node
+
+    def setCurrentNode(self, node):
+        self.node = node
+
+    def currentSegmentID(self):
+        return self.segmentId
+
+    def setCurrentSegmentID(self, segmentId):
+        if segmentId != self.segmentId:
+            self.segmentId = segmentId
+            if "currentSegmentChanged(QString)" in self.slots:
+                self.slots["currentSegmentChanged(QString)"](segmentId)
 
 
 class UiDouble:

@@ -25,7 +25,9 @@ WIDGET_BASE = ROOT / "SlicerModuleBase" / "widget.py"
 MAX_MODULE_LINES = 450
 #: parameters each Widget binds by hand (and why)
 UNBOUND = {
-    "CTPerfusionMapping": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)"},
+    "CTPerfusionMapping": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)",
+                           "exclusionSegmentID": "qMRMLSegmentSelectorWidget <-> str (the parameter node wrapper has "
+                                                 "no connector for it), synchronised in the Widget by hand"},
     "DoseCNN": {"weightsFile": "ctkPathLineEdit <-> str is connected in setup (currentPathChanged)",
                 "timePoints": "list of parameter packs <-> the rows of timePointsTableWidget, synchronised by hand",
                 "outputTimePointDoseRates": "the per-time-point dose-rate nodes the Logic creates (no widget)"},
