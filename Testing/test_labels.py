@@ -459,3 +459,12 @@ def test_regions_covering_part_of_the_lungs_give_a_warning(cip_case):
     warnings = check_lung_labels(partial, ct)
     assert [w.code for w in warnings] == ["regions_partial"] and 80 < warnings[0].values["covered_percent"] < 90
     assert str(warnings[0]).startswith("the thirds cover 8") and "no region" in str(warnings[0])
+
+
+@pytest.mark.parametrize("name, region", [("Lung_R", 2), ("Lung_L", 3), ("Lung_RUL", 4), ("Lung_RML", 5),
+                                          ("Lung_RLL", 6), ("Lung_LUL", 7), ("Lung_LLL", 8), ("right lung", 2),
+                                          ("GTV", None), ("Lungs", None)])
+def test_segment_names_of_structure_sets_map_to_lung_regions(name, region):
+    from CTPerfusionMappingLib.labels import segment_region
+
+    assert segment_region("Segment_1", name) == region

@@ -127,6 +127,8 @@ SEGMENT_REGIONS: Dict[str, int] = {
     "rul": 4, "rml": 5, "rll": 6, "lul": 7, "lll": 8,
     "right_upper_lobe": 4, "right_middle_lobe": 5, "right_lower_lobe": 6, "left_upper_lobe": 7, "left_lower_lobe": 8,
     "lung_right": 2, "right_lung": 2, "lung_left": 3, "left_lung": 3,
+    # the structure names of radiotherapy structure sets (AAPM TG-263, Mayo et al., Int J Radiat Oncol Biol Phys 2018)
+    "lung_r": 2, "lung_l": 3, "lung_rul": 4, "lung_rml": 5, "lung_rll": 6, "lung_lul": 7, "lung_lll": 8,
 }
 
 
