@@ -248,3 +248,13 @@ def test_lobes_have_the_proportions_of_supine_ct_and_the_lower_lobes_the_larger_
     assert rll > rul and lll > lul  # supine MAA: the lower lobes carry the largest shares
     right = perfusion[:, :3].sum(axis=1)
     assert 0.48 < right.mean() < 0.57 and math.isclose(perfusion.sum(axis=1).mean(), 1.0)
+
+
+def test_the_truth_gives_the_right_lung_its_drawn_share_of_healthy_perfusion():
+    none = {"emphysema": 0.0, "tumour": 0.0, "embolism": 0.0, "opacities": 0.0}
+    for seed in (1000, 1003):
+        case = generate_case(seed, "small", pathology_probabilities=none)
+        truth, lungs = case.truth.array, case.lungs.array
+        share = float(truth[lungs == 1].sum() / truth[lungs > 0].sum())
+        drawn = case.meta["params"]["perfusion"]["right_share"]
+        assert 0.46 <= drawn <= 0.59 and share == pytest.approx(drawn, abs=0.01)

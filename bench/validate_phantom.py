@@ -1,6 +1,7 @@
 """Validation of the synthetic cohort over many cases: anatomy, HU and learnability (not a test: a report).
 
-For N small cases (seeds of cohort --seed) it records lung volume, mean lung HU, lobe shares, pathologies,
+For N small cases (seeds of cohort --seed) it records lung volume, mean lung HU, lobe shares of the lung volume and
+of the truth perfusion, the right lung's perfusion share, pathologies,
 the SPECT-vs-truth Spearman R (misalignment undone, normalised) and the best |Spearman R| of smoothed HU against
 the truth, prints a Markdown summary for bench/RESULTS.md, and writes a CSV and a figure to bench/results/.
 
@@ -38,6 +39,9 @@ def main() -> None:
             "lung_l": lung.sum() * case.ct.voxel_volume_ml / 1000.0,
             "mean_lung_hu": float(case.ct.array[lung].mean()),
             **{f"share_{name}": float((lobes == k).sum() / lung.sum()) for k, name in LOBE_NAMES.items()},
+            **{f"perfusion_{name}": float(case.truth.array[lobes == k].sum() / case.truth.array[lung].sum())
+               for k, name in LOBE_NAMES.items()},
+            "perfusion_right": float(case.truth.array[case.lungs.array == 1].sum() / case.truth.array[lung].sum()),
             "spect_r": validation.spect_truth_spearman(case),
             "best_hu_r": max(hu_r.values()),
             "pathologies": "+".join(sorted(case.meta["pathologies"])) or "none",
@@ -54,7 +58,9 @@ def main() -> None:
         return f"{v.mean():.3f} +- {v.std():.3f} (min {v.min():.3f}, max {v.max():.3f})"
 
     print(f"\n| quantity over {len(rows)} small cases (seed {args.seed}) | mean +- sd (min, max) |\n|---|---|")
-    for key in ["lung_l", "mean_lung_hu"] + [f"share_{n}" for n in LOBE_NAMES.values()] + ["spect_r", "best_hu_r"]:
+    keys = (["lung_l", "mean_lung_hu"] + [f"share_{n}" for n in LOBE_NAMES.values()]
+            + [f"perfusion_{n}" for n in LOBE_NAMES.values()] + ["perfusion_right", "spect_r", "best_hu_r"])
+    for key in keys:
         print(f"| {key} | {stat(key)} |")
 
 

@@ -200,8 +200,12 @@ def generate_case(
     lut_h = np.zeros(tree.n_segments, np.float32)
     lut_f[leaf_ids] = [leaf_f[s] for s in leaf_ids]
     lut_h[leaf_ids] = [mosaic_leaf[s] for s in leaf_ids]
+    healthy_leaf = np.zeros(tree.n_segments, np.float32)
+    healthy_leaf[leaf_ids] = [tree.leaf_flow_factor(s) for s in leaf_ids]
+    right_pts = m_anat["tissue"].ravel()[idx] == A.LUNG_RIGHT
+    share_r, share_l = PF.lung_share_factors(position_pts * healthy_leaf[terr], right_pts, pp.right_share)
     territorial = np.zeros(m_lung.shape, np.float32)
-    territorial.ravel()[idx] = position_pts * lut_f[terr]
+    territorial.ravel()[idx] = position_pts * lut_f[terr] * np.where(right_pts, share_r, share_l)
     mosaic = np.zeros(m_lung.shape, np.float32)
     mosaic.ravel()[idx] = lut_h[terr]
     defect = np.zeros(m_lung.shape, np.uint8)

@@ -37,6 +37,9 @@ LOBE_VOLUME_SHARES: Dict[str, Tuple[float, float]] = {
     "RUL": (0.179, 0.024), "RML": (0.093, 0.016), "RLL": (0.265, 0.026), "LUL": (0.231, 0.021), "LLL": (0.232, 0.024),
 }
 
+#: the right lung's share of perfusion in normal scans (mean, SD; Cheng et al., Congenit Heart Dis 2006)
+RIGHT_SHARE_MEAN_SD = (0.525, 0.021)
+
 DEFAULT_PATHOLOGY_PROBABILITIES: Dict[str, float] = {
     "emphysema": 0.35,
     "tumour": 0.50,
@@ -86,6 +89,7 @@ class PerfusionParams:
     branch_sigma: float  # log-normal flow heterogeneity added at each arterial branching
     heterogeneous_generations: int  # generations of branching that carry flow heterogeneity
     leaf_volume_ml: float  # volume of a terminal arterial territory
+    right_share: float  # the right lung's share of the healthy perfusion (Cheng 2006: 52.5 +- 2.1 %)
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,7 @@ def draw_case_params(
         branch_sigma=u(0.20, 0.30),
         heterogeneous_generations=int(rng.integers(3, 6)),
         leaf_volume_ml=u(8.0, 14.0),
+        right_share=float(np.clip(rng.normal(RIGHT_SHARE_MEAN_SD[0], RIGHT_SHARE_MEAN_SD[1]), 0.46, 0.59)),
     )
     spect = SpectParams(
         fwhm_mm=u(12.0, 15.0),
