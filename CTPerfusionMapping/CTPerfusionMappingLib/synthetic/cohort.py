@@ -333,6 +333,8 @@ def generate_case(
         truth_v = resample(truth_v, ct, extrapolate=False)
         lungs_v, lobes_v, pathology_v = (resample(v, ct, interpolation="nearest", dtype=np.uint8)
                                          for v in (lungs_v, lobes_v, pathology_v))
+        # relative perfusion again: mean 1 over the lungs in view (a cut field of view keeps only part of them)
+        truth_v = truth_v.with_array(PF.normalise_to_mean(truth_v.array, lungs_v.array > 0))
     vml = ct.voxel_volume_ml
     meta = {
         "case_id": case_id,
