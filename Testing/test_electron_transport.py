@@ -98,9 +98,55 @@ def test_multiple_scattering_deflection_has_the_first_moment():
     import torch
 
     gen = torch.Generator().manual_seed(2)
-    d = torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64).repeat(200_000, 1)
+    d = torch.tensor([[0.0], [0.6], [0.8]], dtype=torch.float64).repeat(1, 200_000)  # [3, n]
     s = torch.full((200_000,), 0.01, dtype=torch.float64)
     lambda1 = torch.full_like(s, 0.1)
     new = multiple_scattering_deflection(d, s, lambda1, gen)
-    mean = float((1 - (new * d).sum(-1)).mean())
+    mean = float((1 - (new * d).sum(0)).mean())
     assert mean == pytest.approx(1 - np.exp(-0.1), rel=0.01)  # Goudsmit-Saunderson: 1 - exp(-s / lambda_1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_inverse_range_lookup_equals_a_binary_search(dtype):
+    """E(R) brackets ln R by a bucket table: exactly the entries a binary search in the material's row finds, also at
+    the table's own entries, one rounding step either side of them, and beyond both ends of the table."""
+    import torch
+
+    from DoseCNNLib.physics.electron_transport import _DeviceTables
+
+    tables = _DeviceTables(electron_tables(), "cpu", getattr(torch, dtype))
+    rows = tables._flat_log_r.reshape(tables.n_materials, tables.n_e)
+    gen = torch.Generator().manual_seed(5)
+    n = 400_000
+    material = torch.randint(0, tables.n_materials, (n,), generator=gen)
+    log_range = torch.rand(n, generator=gen, dtype=rows.dtype) * 20 - 16  # ln(g/cm2), the table spans -11.7 to 0.5
+    column = torch.randint(0, tables.n_e, (n // 4,), generator=gen)
+    at_entries = rows[material[: n // 4], column]
+    log_range[: n // 4] = at_entries
+    log_range[n // 4: n // 2] = torch.nextafter(at_entries, torch.tensor(-100.0, dtype=rows.dtype))
+    log_range[n // 2: 3 * n // 4] = torch.nextafter(at_entries, torch.tensor(100.0, dtype=rows.dtype))
+    expected = torch.empty_like(material)
+    for m in range(tables.n_materials):
+        sel = (material == m).nonzero().squeeze(1)
+        expected[sel] = torch.searchsorted(rows[m].contiguous(), log_range[sel])
+    assert torch.equal(tables._range_index(log_range, material), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_energy_is_conserved_where_electrons_escape(dtype):
+    """Deposited + escaped = emitted to float64 rounding in either transport precision (the tallies are float64 and
+    each step's energy loss is the exact difference of the two energies), in soft tissue, lung and bone, with
+    electrons leaving through the grid's faces."""
+    import torch
+
+    rng = np.random.default_rng(8)
+    materials, density = uniform_grid((6, 8, 10), SOFT, 1.04)
+    materials[:, :, 6:], density[:, :, 6:] = 1, 0.26  # lung
+    materials[:, 5:, :], density[:, 5:, :] = 4, 1.9  # bone
+    n = 20_000
+    positions = rng.uniform(0.0, 1.0, (n, 3)) * [5.0, 4.0, 3.0]  # 0.5 mm voxels: many reach a face
+    result = transport_electrons(positions, isotropic_directions(n, rng), rng.uniform(0.001, 1.5, n),
+                                 rng.uniform(0.5, 1.5, n), materials, density, (0.5, 0.5, 0.5), electron_tables(),
+                                 seed=3, dtype=getattr(torch, dtype))
+    assert result.escaped_mev > 0.01 * result.emitted_mev
+    assert result.deposit_mev.sum() + result.escaped_mev == pytest.approx(result.emitted_mev, rel=1e-12)
