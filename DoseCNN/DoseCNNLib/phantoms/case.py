@@ -7,11 +7,10 @@ One case (:func:`generate_case`):
    (default 4, 24, 96 and 168 h: Li 2020's four scans within 7 days) and the true time-integrated activity (TIA);
 3. a SPECT (counts, own grid) of each time point's true activity (:mod:`.spect_sim`);
 4. ground truth (Li 2020: "MC dose rate of the TRUE activity"): the Monte Carlo engine
-   (:mod:`DoseCNNLib.physics.monte_carlo`) run once per compartment with unit activity. Dose rate is linear in
-   activity, so the dose rate at any time point is ``sum_c A_c(t) D_c`` and the absorbed dose is ``sum_c TIA_c D_c``
-   exactly, with batch uncertainties combined the same way (``sd^2 = sum_c A_c(t)^2 sd_c^2``). Decays are shared among
-   the compartments in proportion to their time-integrated activity (at least ``MIN_DECAYS_PER_COMPARTMENT`` each, or
-   half an equal share when the total is small).
+   (:mod:`DoseCNNLib.physics.monte_carlo`) run once per compartment with unit activity (:mod:`.mc_truth`: dose rate
+   and absorbed dose by linearity, decays shared in proportion to the time-integrated activity, optionally as
+   independent runs that measure each label's standard error); optionally read from or written to a cache of truths
+   (:mod:`.truth_cache`).
 
 :func:`write_case` writes a folder per case; :func:`generate_cohort` writes ``cohort.csv`` (the training manifest
 of ``dosecnn train``: one row per case and time point) and each case's ``timepoints.csv`` (the manifest of
@@ -35,8 +34,6 @@ from . import torso as T
 from .spect_sim import SpectModel, simulate_spect
 
 DEFAULT_TIMES_H = (4.0, 24.0, 96.0, 168.0)
-MIN_DECAYS_PER_COMPARTMENT = 20_000
-SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass
@@ -51,6 +48,8 @@ class PhantomCase:
     dose_rate_sd_mgy_s: List[Volume] = field(default_factory=list)  # its standard error
     absorbed_dose_gy: Optional[Volume] = None  # MC truth of the absorbed dose
     meta: Dict = field(default_factory=dict)
+    #: per label: standard errors of the truth's label means (only with independent Monte Carlo runs)
+    truth_label_errors: Dict[int, Dict[str, object]] = field(default_factory=dict)
 
 
 def time_tag(t_h: float) -> str:
@@ -65,11 +64,12 @@ def compartment_activity(mask: np.ndarray, voxel_ml: float, concentration_mbq_ml
 
 def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H, mc_decays: int = 2_000_000,
                   mc_batches: int = 5, device: str = "cpu", spect_model: Optional[SpectModel] = None,
-                  grid_override: Optional[tuple] = None, progress: Optional[Callable[[str], None]] = None
-                  ) -> PhantomCase:
+                  grid_override: Optional[tuple] = None, progress: Optional[Callable[[str], None]] = None,
+                  mc_runs: int = 1, truth_cache: Optional[Path] = None) -> PhantomCase:
     """One synthetic patient (see the module docstring). ``mc_decays=0`` skips the Monte Carlo truth.
 
-    ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids).
+    ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids);
+    ``mc_runs``, ``truth_cache``: see :func:`simulate_case`.
     """
     say = progress or (lambda msg: None)
     if grid_override is None and size not in T.GRIDS:
@@ -85,16 +85,21 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
     extra = {"generator": "DoseCNNLib.phantoms.case", "size": size if grid_override is None else "custom",
              "torso": params.to_dict()}
     return simulate_case(ct, grid.with_array(labels), compartments, names, rng, seed, times_h, mc_decays, mc_batches,
-                         device, spect_model, extra, say)
+                         device, spect_model, extra, say, mc_runs=mc_runs, truth_cache=truth_cache)
 
 
 def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray], names: Dict[int, str],
                   rng: np.random.Generator, seed: int, times_h: Sequence[float] = DEFAULT_TIMES_H,
                   mc_decays: int = 2_000_000, mc_batches: int = 5, device: str = "cpu",
                   spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
-                  say: Callable[[str], None] = lambda msg: None) -> PhantomCase:
+                  say: Callable[[str], None] = lambda msg: None, mc_runs: int = 1,
+                  truth_cache: Optional[Path] = None) -> PhantomCase:
     """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
-    in :mod:`.kinetics`): steps 2-4 of the module docstring."""
+    in :mod:`.kinetics`): steps 2-4 of the module docstring.
+
+    ``mc_runs``: 1, one Monte Carlo run of ``mc_batches`` batches per compartment; >= 2, that many independent runs,
+    which also give each label's standard error (:mod:`.mc_truth`). ``truth_cache``: a folder of cached truths
+    (:mod:`.truth_cache`; None: none)."""
     times = sorted(float(t) for t in times_h)
     if not times or times[0] <= 0 or len(set(times)) != len(times):
         raise UserError("time points must be distinct positive hours after administration")
@@ -113,10 +118,12 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
         spects.append(s)
         spect_info.append({"time_h": t, **info})
     case = PhantomCase(ct, labels, times, activity, spects, ct.with_array(tia))
+    mc_info: Dict = {}
     if mc_decays > 0:
-        _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, device, seed, say)
+        mc_info = _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, mc_runs, device,
+                                     seed, truth_cache, say)
     case.meta = {**(extra_meta or {}), **_meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case,
-                                               mc_decays, mc_batches)}
+                                               mc_decays, mc_batches, mc_info)}
     return case
 
 
@@ -128,38 +135,30 @@ def _activity_at(compartments, kinetics, voxel_ml: float, t_h: float) -> np.ndar
     return out
 
 
-def _decay_shares(compartments, kinetics, voxel_ml: float, total: int) -> Dict[str, int]:
-    """Decays per compartment in proportion to its time-integrated activity (at least the minimum each)."""
-    tia = {name: kinetics[name].integral() * float(mask.sum()) * voxel_ml for name, mask in compartments.items()}
-    whole = sum(tia.values())
-    floor = min(MIN_DECAYS_PER_COMPARTMENT, total // (2 * len(tia)))
-    return {name: max(floor, int(round(total * v / whole))) for name, v in tia.items()}
+def _monte_carlo_truth(case: PhantomCase, compartments, kinetics, voxel_ml: float, mc_decays: int, batches: int,
+                       runs: int, device: str, seed: int, cache: Optional[Path], say) -> Dict:
+    """Fill the case's truth (:func:`.mc_truth.monte_carlo_truth`, or the cache's copy); returns what goes into
+    ``meta["monte_carlo"]`` besides decays and batches (runs, cache use)."""
+    from .mc_truth import decay_shares, monte_carlo_truth
+    from .truth_cache import cached_truth, inputs_digest, truth_key
 
+    shares = decay_shares(compartments, kinetics, voxel_ml, mc_decays)
 
-def _monte_carlo_truth(case: PhantomCase, compartments, kinetics, voxel_ml, mc_decays, batches, device, seed, say):
-    """Dose rate per time point and absorbed dose from one Monte Carlo run per compartment (unit activity)."""
-    from ..physics.monte_carlo import run_mc
+    def compute():
+        return monte_carlo_truth(case.ct, case.labels, compartments, kinetics, voxel_ml, case.times_h, shares, batches,
+                                 runs, device, seed, say)
 
-    shape, n_t = case.ct.shape, len(case.times_h)
-    rates = [np.zeros(shape, np.float64) for _ in range(n_t)]
-    variances = [np.zeros(shape, np.float64) for _ in range(n_t)]
-    dose_gy = np.zeros(shape, np.float64)
-    shares = _decay_shares(compartments, kinetics, voxel_ml, mc_decays)
-    for i, (name, mask) in enumerate(compartments.items()):
-        say(f"Monte Carlo {i + 1}/{len(compartments)}: {name} ({shares[name]} decays)")
-        unit = case.ct.with_array(mask.astype(np.float32) * np.float32(1e6 / mask.sum()))  # 1 MBq in total
-        r = run_mc(unit, case.ct, n_decays=shares[name], batches=batches, device=device, seed=seed * 100 + i)
-        per_mbq = r.dose_rate_mgy_s.array.astype(np.float64)  # mGy/s per MBq in the compartment
-        sd = np.nan_to_num(r.relative_uncertainty.array.astype(np.float64)) * per_mbq
-        total_mbq = float(mask.sum()) * voxel_ml  # MBq per (MBq/mL) of concentration
-        for k, t in enumerate(case.times_h):
-            a_mbq = float(kinetics[name].concentration(t)) * total_mbq
-            rates[k] += a_mbq * per_mbq
-            variances[k] += (a_mbq * sd) ** 2
-        dose_gy += kinetics[name].integral() * total_mbq * per_mbq * SECONDS_PER_HOUR / 1000.0  # MBq h -> Gy
-    case.dose_rate_mgy_s = [case.ct.with_array(r.astype(np.float32)) for r in rates]
-    case.dose_rate_sd_mgy_s = [case.ct.with_array(np.sqrt(v).astype(np.float32)) for v in variances]
-    case.absorbed_dose_gy = case.ct.with_array(dose_gy.astype(np.float32))
+    key = None
+    if cache is not None:
+        key = truth_key(seed, mc_decays, shares, batches, runs, device, case.times_h,
+                        inputs_digest(case.ct, case.labels, compartments, kinetics))
+    truth, info = cached_truth(cache, key, case.ct.shape, compute, say)
+    case.dose_rate_mgy_s = [case.ct.with_array(a) for a in truth.dose_rate_mgy_s]
+    case.dose_rate_sd_mgy_s = [case.ct.with_array(a) for a in truth.dose_rate_sd_mgy_s]
+    case.absorbed_dose_gy = case.ct.with_array(truth.absorbed_dose_gy)
+    case.truth_label_errors = truth.label_errors()
+    extra = {"runs": runs} if runs > 1 else {}
+    return {**extra, **info} if cache is not None else extra
 
 
 def label_names(n_lesions: int, params: Optional[T.TorsoParams] = None) -> Dict[int, str]:
@@ -174,7 +173,8 @@ def label_names(n_lesions: int, params: Optional[T.TorsoParams] = None) -> Dict[
     return names
 
 
-def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case, mc_decays, mc_batches) -> Dict:
+def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case, mc_decays, mc_batches,
+          mc_info: Optional[Dict] = None) -> Dict:
     labels = case.labels.array
     per_label = []
     for value, name in names.items():
@@ -186,6 +186,7 @@ def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case
         if case.absorbed_dose_gy is not None:
             row["mean_absorbed_dose_gy"] = float(case.absorbed_dose_gy.array[inside].mean(dtype=np.float64))
             row["mean_dose_rate_mgy_s"] = [float(d.array[inside].mean(dtype=np.float64)) for d in case.dose_rate_mgy_s]
+            row.update(case.truth_label_errors.get(value, {}))
         per_label.append(row)
     return {
         "seed": seed, "times_h": case.times_h, "spacing_mm": list(case.ct.spacing), "shape_zyx": list(case.ct.shape),
@@ -195,7 +196,7 @@ def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case
                             "tia_mbq_h": k.integral() * float(compartments[name].sum() * voxel_ml)}
                      for name, k in kinetics.items()},
         "spect": spect_info, "spect_model": model.to_dict(),
-        "monte_carlo": {"decays": mc_decays, "batches": mc_batches} if mc_decays > 0 else None,
+        "monte_carlo": {"decays": mc_decays, "batches": mc_batches, **(mc_info or {})} if mc_decays > 0 else None,
         "per_label": per_label,
         "units": {"activity": "Bq per voxel", "spect": "counts", "tia": "MBq h per voxel", "dose_rate": "mGy/s",
                   "absorbed_dose": "Gy"},
