@@ -14,8 +14,10 @@ holds what every command that takes DICOM needs on top of them, once for ``ctpm`
 * :func:`dicom_modality` -- what a file is by its content (an RTDOSE named ``dose.nrrd.dcm`` or ``RD1``);
 * :func:`require_on_ct_grid` -- an image (results of a run) must lie on the CT series' grid: results of another CT
   are refused;
-* :func:`refuse_output_inside_inputs` -- ``--out`` must not lie inside an input folder (a DICOM series folder would
-  then hold the outputs, and a later read of the folder would find them).
+* :func:`export_geometry` -- the checks an ``export-dicom`` command makes before it reads an image.
+
+``--out`` inside an input folder (a DICOM series folder would then hold the outputs) is refused by
+:func:`~.outputs.check_output_folder`, with every other output-folder check.
 
 Why not inside :func:`~.imageio.read_volume`: :mod:`.dicom_series` reads its pixels with helpers of
 :mod:`.imageio`, so ``imageio`` cannot call it back without an import cycle (the ``acyclic_siblings`` contract in
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 from .dicom_rtdose import RTDOSE_SOP_CLASS
 from .dicom_rtstruct import RTSTRUCT_SOP_CLASS
@@ -129,6 +131,18 @@ def ct_series_geometry(folder: PathLike, series_uid: Optional[str] = None) -> Ct
     return ct_geometry(series)
 
 
+def export_geometry(results: PathLike, ct_dicom: PathLike, series_option: Optional[str], out: PathLike,  # noqa: UP045
+                    outputs: Sequence[str]) -> CtGeometry:
+    """What an ``export-dicom`` command checks before reading any image: ``--ct-series`` (``series_option``, the raw
+    option value), ``--out`` against the inputs (``results`` folder, ``ct_dicom`` folder) and the files it writes
+    (:func:`~.outputs.check_output_folder`), and the CT series' grid and frame of reference (headers only)."""
+    from .outputs import check_output_folder
+
+    series_uid = CT_SERIES.check(series_option)
+    check_output_folder(out, [results, ct_dicom], outputs)
+    return ct_series_geometry(ct_dicom, series_uid)
+
+
 def grid_text(volume: Volume) -> str:
     """A grid in words: voxels, spacing (mm), origin (mm)."""
     nx, ny, nz = volume.size
@@ -172,18 +186,3 @@ def require_modality(path: PathLike, modality: str, option: str) -> None:
     if found != modality:
         what = f"a DICOM {found} object" if found else "not a DICOM file"
         raise UserError(f"{option} {path} is {what}; give an {modality} file")
-
-
-# --- output folders ---------------------------------------------------------------------------------------------
-def refuse_output_inside_inputs(out: PathLike, inputs: Iterable[Optional[PathLike]]) -> None:  # noqa: UP045
-    """A one-line UserError when ``out`` lies inside one of the input folders (None entries and files are skipped;
-    ``out`` being an input itself is :func:`~.outputs.check_output_folder`'s to refuse). Call it before anything is
-    created: nothing is written into an input folder, not even for a moment."""
-    target = _path(out).resolve()
-    for given in inputs:
-        if given is None or not _path(given).is_dir():
-            continue
-        folder = _path(given).resolve()
-        if folder in target.parents:
-            raise UserError(f"--out {out} lies inside the input folder {given}; give a folder outside it (inputs are "
-                            "never changed)")

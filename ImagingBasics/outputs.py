@@ -3,7 +3,9 @@
 :func:`output_folder` is the one way the pipeline commands write their results:
 
 1. **Checked up front** (before a model is loaded or a voxel computed): ``--out`` must be a folder, not a file; it
-   must not be one of the inputs (a DICOM series folder, say); none of the files the run writes may be one of its
+   must not be one of the inputs (a DICOM series folder, say) nor lie inside an input folder (nothing is written
+   into an input folder, not even for a moment: a DICOM reader would take the results for part of the series on
+   the next run); none of the files the run writes may be one of its
    inputs (``ctpm run --out`` set to the folder holding the user's ``lobes.nrrd`` would otherwise replace it); and the
    folder must be writable, which is tried at once rather than found out after the pipeline ran (a folder created
    for that test is removed again: a run refused later, e.g. for a missing input, leaves no empty ``--out``).
@@ -52,6 +54,9 @@ def check_output_folder(out, inputs: Sequence = (), names: Sequence[str] = ()) -
         path = _resolved(given)
         if path == folder:
             raise UserError(f"--out {out} is one of the inputs; give another folder for the results")
+        if path.is_dir() and path in folder.parents:
+            raise UserError(f"--out {out} lies inside the input folder {given}; give a folder outside it (inputs are "
+                            "never changed)")
         if path.parent == folder and _is_output_name(path.name, names):
             raise UserError(f"--out {out} would overwrite the input {given} (the run writes a file of that name "
                             "there); give another folder for the results")

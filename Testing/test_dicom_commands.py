@@ -320,6 +320,8 @@ def test_out_inside_the_ct_folder_is_refused_and_the_folder_stays_as_it_is(patie
              "lies inside the input folder", capsys)
     _refused(ctpm, ["run", "--ct", str(d / "ct"), "--baseline", "--quiet", "--out", str(out)], out,
              "lies inside the input folder", capsys)
+    _refused(dosecnn, ["run", "--ct", str(d / "ct"), "--spect", str(d / "ct"), "--activity-mbq", "1000", "--out",
+                       str(out)], out, "lies inside the input folder", capsys)
     assert sorted(p.name for p in (d / "ct").iterdir()) == before
 
 

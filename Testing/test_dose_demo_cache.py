@@ -75,6 +75,33 @@ def test_real_truth_is_computed_once_then_read_back_bit_identical(tmp_path, monk
     assert errors and all(e["mean_absorbed_dose_se_gy"] > 0 for e in errors.values())
 
 
+def test_truth_from_worker_processes_is_bit_identical(tmp_path):
+    """The real engine, compartments simulated in 2 spawned processes vs one after the other in this process: each
+    compartment has its own seed, so the truth (dose rates, their errors, the per-label errors) is the same."""
+    serial = generate_case(4, grid_override=TINY, mc_decays=3000, mc_runs=2, truth_cache=None)
+    said = []
+    parallel = generate_case(4, grid_override=TINY, mc_decays=3000, mc_runs=2, truth_cache=None, mc_workers=2,
+                             progress=said.append)
+    assert _same_truth(serial, parallel)
+    n = len(serial.meta["kinetics"])
+    assert f"Monte Carlo of {n} compartments in 2 processes" in said
+    assert sum(m.startswith("Monte Carlo ") and "decays in 2 runs" in m for m in said) == n  # one line per compartment
+
+
+def test_demo_command_workers_default_to_the_cores_and_are_checked(monkeypatch, tmp_path, capsys):
+    import DoseCNNLib.demo as demo
+
+    seen = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **kw: seen.append(kw["workers"]) or {})
+    monkeypatch.setattr(demo, "print_summary", lambda summary: None)
+    monkeypatch.setenv("DOSECNN_CACHE", str(tmp_path / "cache"))
+    assert dosecnn(["demo", "--out", str(tmp_path / "a")]) == 0
+    assert dosecnn(["demo", "--out", str(tmp_path / "b"), "--workers", "1"]) == 0
+    assert seen == [os.cpu_count() or 1, 1]
+    assert dosecnn(["demo", "--out", str(tmp_path / "c"), "--workers", "0"]) == 2
+    assert "error: --workers must be at least 1" in capsys.readouterr().err
+
+
 def _computed(counter, **kwargs):
     """(the case, the engine calls it made)."""
     before = counter.calls

@@ -38,6 +38,12 @@ def test_the_checks_before_any_work(tmp_path):
     dicom.mkdir()
     with pytest.raises(UserError, match="is one of the inputs"):
         check_output_folder(dicom, inputs=[dicom])
+    for inside in (dicom / "results", dicom / "a" / "b"):  # nothing created inside an input folder, not even a test file
+        with pytest.raises(UserError, match="lies inside the input folder .*series; give a folder outside it"):
+            check_output_folder(inside, inputs=[dicom])
+        with pytest.raises(UserError, match="lies inside the input folder"), output_folder(inside, inputs=[dicom]):
+            pass
+    assert list(dicom.iterdir()) == []
     lobes = tmp_path / "lobes.nrrd"
     lobes.write_text("the user's lobes")
     with pytest.raises(UserError, match="would overwrite the input .*lobes.nrrd"):

@@ -165,19 +165,15 @@ def read_results(files: Dict[str, Optional[Path]], geometry, results: Path):  # 
 
 # --- the command --------------------------------------------------------------------------------------------------
 def _export(args: argparse.Namespace) -> int:
-    from ImagingBasics.dicom_inputs import ct_series_geometry, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import export_geometry
     from ImagingBasics.files import write_json
-    from ImagingBasics.outputs import check_output_folder, output_folder
+    from ImagingBasics.outputs import output_folder
 
-    series_uid = CT_SERIES.check(args.ct_series)
     files = result_files(args.results)
-    inputs = [args.results, args.ct_dicom]
-    refuse_output_inside_inputs(args.out, inputs)
-    check_output_folder(args.out, inputs, EXPORT_OUTPUTS)
-    geometry = ct_series_geometry(args.ct_dicom, series_uid)  # headers only: the CT's grid and frame of reference
+    geometry = export_geometry(args.results, args.ct_dicom, args.ct_series, args.out, EXPORT_OUTPUTS)
     perfusion, lungs, regions, functional = read_results(files, geometry, args.results)
     structures = export_structures(lungs, regions, functional)
-    with output_folder(args.out, inputs, EXPORT_OUTPUTS, "export.json") as staging:
+    with output_folder(args.out, [args.results, args.ct_dicom], EXPORT_OUTPUTS, "export.json") as staging:
         written = write_objects(structures, perfusion, args.ct_dicom, geometry, staging)
         write_json(_summary(written, structures, perfusion, geometry, args), staging / "export.json")
     _print_written(written, structures, geometry, args.out)

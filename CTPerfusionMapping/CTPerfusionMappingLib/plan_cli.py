@@ -339,7 +339,6 @@ def read_inputs(inputs: PlanInputs, checks: Optional[DicomChecks] = None):
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from ImagingBasics.dicom_inputs import refuse_output_inside_inputs
     from ImagingBasics.outputs import check_output_folder, output_folder
 
     from .planning.evaluation import evaluate_plans
@@ -348,7 +347,6 @@ def _plan(args: argparse.Namespace) -> int:
     options = PLAN.from_arguments(args)
     inputs = resolve_inputs(args)
     names = list(OUTPUT_FILES.values())
-    refuse_output_inside_inputs(args.out, inputs.paths())
     check_output_folder(args.out, inputs.paths(), names)
     checks = check_dicom_inputs(inputs)
     perfusion, lungs, lobes, doses, exclusions = read_inputs(inputs, checks)

@@ -106,7 +106,7 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
     into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input or inside an input
     folder, no mix with an earlier run's files); returns the RunResult. ``ct_path``: an image or a DICOM folder
     (``ct_series``: the SeriesInstanceUID to read there; :func:`ImagingBasics.dicom_inputs.read_ct`)."""
-    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import read_ct
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
     from ImagingBasics.validation import require_finite
@@ -114,7 +114,6 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
     from .pipeline import run_pipeline
     from .report import OUTPUT_FILES, write_run_outputs
 
-    refuse_output_inside_inputs(out, [ct_path, spect, lungs, lobes])
     with output_folder(out, [ct_path, spect, lungs, lobes], list(OUTPUT_FILES.values()),
                        OUTPUT_FILES["metrics"]) as staging:
         ct = read_ct(ct_path, ct_series)
@@ -130,7 +129,7 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ImagingBasics.dicom_inputs import check_series_choice, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import check_series_choice
     from ImagingBasics.outputs import check_output_folder
     from ImagingBasics.process import progress_line
 
@@ -139,7 +138,6 @@ def _run(args: argparse.Namespace) -> int:
     options = _options(args)
     ct_series = CT_SERIES.check(args.ct_series)
     check_series_choice(args.ct, ct_series)
-    refuse_output_inside_inputs(args.out, [args.ct, args.spect, args.lungs, args.lobes])
     check_output_folder(args.out, [args.ct, args.spect, args.lungs, args.lobes], list(OUTPUT_FILES.values()))
     if args.progress_lines:
         print(progress_line({"progress": 0.0, "step": "loading the model"}), flush=True)
@@ -211,7 +209,7 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     """Score the perfusion map of ``perfusion_path`` (on the CT grid) against the SPECT with ``options`` (a
     :class:`~.pipeline.RunOptions`: register, labels_source, threshold, evaluation_spacing_mm); writes lobes.csv and
     metrics.json into ``out`` and returns the metrics."""
-    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import read_ct
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
@@ -230,7 +228,6 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
     from .quality import lung_quality
 
     inputs = [ct_path, perfusion_path, spect_path, lungs, lobes]
-    refuse_output_inside_inputs(out, inputs)
     with output_folder(out, inputs, ["lobes.csv", "metrics.json"], "metrics.json") as staging:
         ct = read_ct(ct_path)
         quality = list(check_ct(ct))

@@ -213,7 +213,7 @@ def _mc(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from ImagingBasics.dicom_inputs import read_ct, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import read_ct
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume, write_volume
@@ -231,7 +231,6 @@ def _mc(args: argparse.Namespace) -> int:
         raise UserError(f"--decays must be at least the number of batches ({args.batches})")
     check_nuclide(args.nuclide)
     device = _device(args.device)
-    refuse_output_inside_inputs(args.out, [args.ct, args.activity])
     with output_folder(args.out, [args.ct, args.activity], ["dose_rate.nrrd", "uncertainty.nrrd", "mc.json"],
                        "mc.json") as staging:  # --out checked before any work
         ct = read_ct(args.ct)
@@ -300,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from ImagingBasics.dicom_inputs import check_series_choice, read_ct, refuse_output_inside_inputs
+    from ImagingBasics.dicom_inputs import check_series_choice, read_ct
     from ImagingBasics.errors import UserError
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import read_volume, write_volume
@@ -321,7 +320,6 @@ def _run(args: argparse.Namespace) -> int:
     say = _progress_lines(args)
     names = label_names_from_args(args.names)
     inputs = [args.spect, args.ct, args.labels, args.weights] + list(args.names or [])
-    refuse_output_inside_inputs(args.out, inputs)  # e.g. --out inside the CT's DICOM folder
     with output_folder(args.out, inputs, RUN_OUTPUTS, "run.json") as staging:  # --out checked before any work
         weights = load_dose_weights_for(options["method"], args.weights)  # a wrong weights file, too
         say(0.0, "reading the images")

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,11 +39,12 @@ DEMO_MC_RUNS = 5
 
 def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays: int = DEMO_DECAYS,
              device: str = "cpu", say: Callable[[str], None] = lambda msg: None,
-             grid: Optional[tuple] = None, truth_cache: Optional[Path] = None) -> Dict[str, object]:
+             grid: Optional[tuple] = None, truth_cache: Optional[Path] = None, workers: int = 1) -> Dict[str, object]:
     """Steps 1-4 of the module docstring; returns the summary (also written to ``out/results/demo.json``).
 
     ``grid``: ((nx, ny, nz), spacing mm) instead of :data:`DEMO_GRID` (tests); ``truth_cache``: the folder of cached
-    Monte Carlo truths (:func:`.phantoms.truth_cache.default_truth_cache` for the command; None: no cache)."""
+    Monte Carlo truths (:func:`.phantoms.truth_cache.default_truth_cache` for the command; None: no cache);
+    ``workers``: processes for the truth's compartments (the same truth with any number)."""
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import write_volume
 
@@ -53,7 +55,7 @@ def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays
     out = Path(out)
     grid = grid or DEMO_GRID
     say("1/4 synthetic patient (anatomy, kinetics, SPECTs, Monte Carlo truth)")
-    case, folder = _patient(out / "patient", seed, grid, mc_decays, device, truth_cache, say)
+    case, folder = _patient(out / "patient", seed, grid, mc_decays, device, truth_cache, say, workers)
     truth = _truth_summary(case, grid, time.perf_counter() - t0)
     names = {int(k): v for k, v in case.meta["labels"].items()}
     results = out / "results"
@@ -90,12 +92,12 @@ def run_demo(out: Path, seed: int = 1, weights: Optional[Path] = None, mc_decays
 
 
 def _patient(folder: Path, seed: int, grid: tuple, mc_decays: int, device: str, truth_cache: Optional[Path],
-             say: Callable[[str], None]):
+             say: Callable[[str], None], workers: int = 1):
     """Step 1: the case (truth from ``truth_cache`` when there) and its folder."""
     from .phantoms.case import generate_case, write_case
 
     case = generate_case(seed, mc_decays=mc_decays, mc_runs=DEMO_MC_RUNS, device=device, grid_override=grid,
-                         truth_cache=truth_cache, progress=lambda m: say(f"    {m}"))
+                         truth_cache=truth_cache, progress=lambda m: say(f"    {m}"), mc_workers=workers)
     return case, write_case(case, folder, preview=True)
 
 
@@ -261,6 +263,9 @@ def add_demo_command(sub) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="compute the Monte Carlo truth even when a cached one exists, and do not cache it")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int,
+                   help="processes that compute the Monte Carlo truth's compartments side by side on the CPU "
+                        "(default: one per core; the truth is the same with any number)")
     p.set_defaults(func=_demo)
 
 
@@ -273,12 +278,15 @@ def _demo(args) -> int:
         raise UserError(f"weights file not found: {args.weights}")
     if args.mc_decays < 1000:
         raise UserError("--mc-decays must be at least 1000")
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     cache = None if args.no_cache else default_truth_cache()
     if cache is not None:
         check_cache_folder(cache)
     t0 = time.perf_counter()
     summary = run_demo(args.out, args.seed, args.weights, int(args.mc_decays), args.device,
                        say=lambda msg: print(f"[{time.perf_counter() - t0:5.0f} s] {msg}", file=sys.stderr, flush=True),
-                       truth_cache=cache)
+                       truth_cache=cache, workers=workers)
     print_summary(summary)
     return 0

@@ -108,25 +108,21 @@ def absorbed_dose_description(results: Path) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ImagingBasics.dicom_inputs import ct_series_geometry, refuse_output_inside_inputs, require_on_ct_grid
+    from ImagingBasics.dicom_inputs import export_geometry, require_on_ct_grid
     from ImagingBasics.files import write_json
     from ImagingBasics.imageio import read_volume
-    from ImagingBasics.outputs import check_output_folder, output_folder
+    from ImagingBasics.outputs import output_folder
     from ImagingBasics.validation import require_finite
 
-    series_uid = CT_SERIES.check(args.ct_series)
     files = result_files(args.results)
-    inputs = [args.results, args.ct_dicom]
-    refuse_output_inside_inputs(args.out, inputs)
-    check_output_folder(args.out, inputs, EXPORT_OUTPUTS)
-    geometry = ct_series_geometry(args.ct_dicom, series_uid)  # headers only: the CT's grid and frame of reference
+    geometry = export_geometry(args.results, args.ct_dicom, args.ct_series, args.out, EXPORT_OUTPUTS)
     volumes = {}
     for name, path in files.items():  # every image read and checked before anything is written
         volume = read_volume(path)
         require_finite(volume, path.name)
         require_on_ct_grid(volume, geometry, f"{path.name} in {args.results}")
         volumes[name] = volume
-    with output_folder(args.out, inputs, EXPORT_OUTPUTS, "export.json") as staging:
+    with output_folder(args.out, [args.results, args.ct_dicom], EXPORT_OUTPUTS, "export.json") as staging:
         written = _write_objects(volumes, args.results, args.ct_dicom, geometry, staging)
         write_json(_summary(written, geometry, args), staging / "export.json")
     _print_written(written, geometry, args.out)

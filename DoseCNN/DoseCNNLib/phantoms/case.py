@@ -65,11 +65,11 @@ def compartment_activity(mask: np.ndarray, voxel_ml: float, concentration_mbq_ml
 def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H, mc_decays: int = 2_000_000,
                   mc_batches: int = 5, device: str = "cpu", spect_model: Optional[SpectModel] = None,
                   grid_override: Optional[tuple] = None, progress: Optional[Callable[[str], None]] = None,
-                  mc_runs: int = 1, truth_cache: Optional[Path] = None) -> PhantomCase:
+                  mc_runs: int = 1, truth_cache: Optional[Path] = None, mc_workers: int = 1) -> PhantomCase:
     """One synthetic patient (see the module docstring). ``mc_decays=0`` skips the Monte Carlo truth.
 
     ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids);
-    ``mc_runs``, ``truth_cache``: see :func:`simulate_case`.
+    ``mc_runs``, ``truth_cache``, ``mc_workers``: see :func:`simulate_case`.
     """
     say = progress or (lambda msg: None)
     if grid_override is None and size not in T.GRIDS:
@@ -85,7 +85,8 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
     extra = {"generator": "DoseCNNLib.phantoms.case", "size": size if grid_override is None else "custom",
              "torso": params.to_dict()}
     return simulate_case(ct, grid.with_array(labels), compartments, names, rng, seed, times_h, mc_decays, mc_batches,
-                         device, spect_model, extra, say, mc_runs=mc_runs, truth_cache=truth_cache)
+                         device, spect_model, extra, say, mc_runs=mc_runs, truth_cache=truth_cache,
+                         mc_workers=mc_workers)
 
 
 def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray], names: Dict[int, str],
@@ -93,13 +94,14 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
                   mc_decays: int = 2_000_000, mc_batches: int = 5, device: str = "cpu",
                   spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
                   say: Callable[[str], None] = lambda msg: None, mc_runs: int = 1,
-                  truth_cache: Optional[Path] = None) -> PhantomCase:
+                  truth_cache: Optional[Path] = None, mc_workers: int = 1) -> PhantomCase:
     """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
     in :mod:`.kinetics`): steps 2-4 of the module docstring.
 
     ``mc_runs``: 1, one Monte Carlo run of ``mc_batches`` batches per compartment; >= 2, that many independent runs,
     which also give each label's standard error (:mod:`.mc_truth`). ``truth_cache``: a folder of cached truths
-    (:mod:`.truth_cache`; None: none)."""
+    (:mod:`.truth_cache`; None: none). ``mc_workers``: processes that simulate the compartments side by side (CPU;
+    the same truth bit for bit)."""
     times = sorted(float(t) for t in times_h)
     if not times or times[0] <= 0 or len(set(times)) != len(times):
         raise UserError("time points must be distinct positive hours after administration")
@@ -121,7 +123,7 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
     mc_info: Dict = {}
     if mc_decays > 0:
         mc_info = _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, mc_runs, device,
-                                     seed, truth_cache, say)
+                                     seed, truth_cache, say, mc_workers)
     case.meta = {**(extra_meta or {}), **_meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case,
                                                mc_decays, mc_batches, mc_info)}
     return case
@@ -136,7 +138,7 @@ def _activity_at(compartments, kinetics, voxel_ml: float, t_h: float) -> np.ndar
 
 
 def _monte_carlo_truth(case: PhantomCase, compartments, kinetics, voxel_ml: float, mc_decays: int, batches: int,
-                       runs: int, device: str, seed: int, cache: Optional[Path], say) -> Dict:
+                       runs: int, device: str, seed: int, cache: Optional[Path], say, workers: int = 1) -> Dict:
     """Fill the case's truth (:func:`.mc_truth.monte_carlo_truth`, or the cache's copy); returns what goes into
     ``meta["monte_carlo"]`` besides decays and batches (runs, cache use)."""
     from .mc_truth import decay_shares, monte_carlo_truth
@@ -146,7 +148,7 @@ def _monte_carlo_truth(case: PhantomCase, compartments, kinetics, voxel_ml: floa
 
     def compute():
         return monte_carlo_truth(case.ct, case.labels, compartments, kinetics, voxel_ml, case.times_h, shares, batches,
-                                 runs, device, seed, say)
+                                 runs, device, seed, say, workers)
 
     key = None
     if cache is not None:

@@ -103,13 +103,25 @@ def compartment_dose(unit: Volume, ct: Volume, decays: int, batches: int, runs: 
     return mean, np.sqrt(variance / runs), label_se
 
 
+def _compartment_job(job) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """One compartment's :func:`compartment_dose` (a picklable job for
+    :func:`ImagingBasics.parallel.map_in_processes`): ``(mask, ct, labels, decays, batches, runs, device, seed)``."""
+    mask, ct, labels, decays, batches, runs, device, seed = job
+    unit = ct.with_array(mask.astype(np.float32) * np.float32(1e6 / mask.sum()))  # 1 MBq in total
+    return compartment_dose(unit, ct, decays, batches, runs, device, seed, _LabelMeans(labels))
+
+
 def monte_carlo_truth(ct: Volume, labels: Volume, compartments: Mapping[str, np.ndarray], kinetics, voxel_ml: float,
                       times_h: Sequence[float], shares: Mapping[str, int], batches: int = 5, runs: int = 1,
                       device: str = "cpu", seed: int = 0,
-                      say: Callable[[str], None] = lambda msg: None) -> McTruth:
+                      say: Callable[[str], None] = lambda msg: None, workers: int = 1) -> McTruth:
     """Dose rate per time point and absorbed dose of the compartments' true kinetics (module docstring).
 
-    ``shares``: decays per compartment (:func:`decay_shares`); compartment i's seed is ``seed * 100 + i``."""
+    ``shares``: decays per compartment (:func:`decay_shares`); compartment i's seed is ``seed * 100 + i``.
+    ``workers`` > 1 simulates the compartments in that many single-threaded processes (CPU only; the result is the
+    same bit for bit: each compartment has its own seed)."""
+    from ImagingBasics.parallel import map_in_processes
+
     shape, n_t = ct.shape, len(times_h)
     rates = [np.zeros(shape, np.float64) for _ in range(n_t)]
     variances = [np.zeros(shape, np.float64) for _ in range(n_t)]
@@ -119,12 +131,24 @@ def monte_carlo_truth(ct: Volume, labels: Volume, compartments: Mapping[str, np.
     rate_var = np.zeros((n_labels, n_t))
     dose_var = np.zeros(n_labels)
     how = f" in {runs} runs" if runs > 1 else ""
-    for i, (name, mask) in enumerate(compartments.items()):
-        say(f"Monte Carlo {i + 1}/{len(compartments)}: {name} ({shares[name]} decays{how})")
-        unit = ct.with_array(mask.astype(np.float32) * np.float32(1e6 / mask.sum()))  # 1 MBq in total
-        per_mbq, sd, label_se = compartment_dose(unit, ct, shares[name], batches, runs, device, seed * 100 + i,
-                                                 label_means)
-        total_mbq = float(mask.sum()) * voxel_ml  # MBq per (MBq/mL) of concentration
+    names = list(compartments)
+    jobs = [(compartments[name], ct, labels.array, shares[name], batches, runs, device, seed * 100 + i)
+            for i, name in enumerate(names)]
+    workers = 1 if str(device) != "cpu" else max(1, min(int(workers), len(jobs)))
+
+    def announce(i: int) -> None:
+        say(f"Monte Carlo {i + 1}/{len(names)}: {names[i]} ({shares[names[i]]} decays{how})")
+
+    if workers == 1:
+        results = []
+        for i, job in enumerate(jobs):
+            announce(i)
+            results.append(_compartment_job(job))
+    else:
+        say(f"Monte Carlo of {len(names)} compartments in {workers} processes")
+        results = map_in_processes(_compartment_job, jobs, workers, lambda done, total, r: announce(done - 1))
+    for name, (per_mbq, sd, label_se) in zip(names, results):
+        total_mbq = float(compartments[name].sum()) * voxel_ml  # MBq per (MBq/mL) of concentration
         for k, t in enumerate(times_h):
             a_mbq = float(kinetics[name].concentration(t)) * total_mbq
             rates[k] += a_mbq * per_mbq
