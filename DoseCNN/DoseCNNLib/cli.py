@@ -508,6 +508,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no random flips and quarter turns")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="start from these weights (a best.pt, or 'bundled' for the bundled model; same network "
+                        "options): fine-tuning, e.g. on SPECTs reconstructed like yours; ignored with --resume")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
     p.add_argument("--cache", type=Path, help="folder of prepared cases (default: OUT/cache)")
@@ -547,6 +550,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not (args.out / "checkpoint.pt").is_file():
         raise UserError(f"--resume: no checkpoint in {args.out}; start without --resume")
     check_output_folder(args.out, [args.manifest])
+    init = _init_weights(args.init, network) if args.init and not args.resume else None
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -574,12 +578,27 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         summary = train_from_manifest(args.manifest, args.out, network, config, args.cache, args.kernel_cache,
-                                      args.nuclide, args.resume, prep, progress)
+                                      args.nuclide, args.resume, prep, progress, init=init)
     finally:
         if bar is not None:
             bar.close()
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _init_weights(value: str, network):
+    """``dosecnn train --init``: the loaded weights (``bundled``: the bundled model), read and checked against the
+    network options now, so that a missing, damaged or mismatched file is refused before the cases are prepared."""
+    from ImagingBasics.errors import UserError
+
+    from .cnn.weights import bundled_weights, resolve_weights
+
+    dm = resolve_weights(bundled_weights() if value == "bundled" else value)
+    if dm.config.to_dict() != network.to_dict():
+        raise UserError(f"--init: {Path(dm.source).name} holds another network ({dm.config.to_dict()}) than the "
+                        f"options ask for ({network.to_dict()}); give the same --base-filters, --levels and "
+                        "--depth-channels")
+    return dm
 
 
 if __name__ == "__main__":

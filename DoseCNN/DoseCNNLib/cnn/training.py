@@ -16,6 +16,11 @@ patients, the stricter test, since neighbouring slices of one patient are nearly
 * Reproducible and resumable: torch and numpy are reseeded from ``(seed, epoch)`` at every epoch (shuffling, crops,
   augmentation), and ``checkpoint.pt`` (written every epoch) holds the model, the optimiser, the scheduler and the
   history, so that a killed run resumed with ``resume=True`` ends with the same weights as an uninterrupted one (CPU).
+* Fine-tuning: ``init`` starts from the weights of an earlier model (a ``best.pt`` or the bundled float16 file, loaded
+  as float32; same network configuration); the optimiser, schedule and normalisation start anew (the normalisation is
+  that of the training cases' voxel size). A resumed run ignores ``init`` (the checkpoint holds the weights).
+* Time budgets: ``stop(epoch)`` is asked after every epoch (after the checkpoint is written); when it answers True the
+  run ends there, unfinished (``finished`` False in the summary), and a later ``resume=True`` run continues it.
 * Mixed precision (bfloat16 autocast) on CUDA only; the loss is computed in float32.
 * Outputs in ``out_dir``: ``checkpoint.pt``, ``best.pt``, ``log.csv``, ``learning_curve.png``, ``train_summary.json``.
 """
@@ -158,14 +163,33 @@ def _load_checkpoint(path: Path, network, device: str) -> Dict[str, Any]:
     return ckpt
 
 
+def load_initial_weights(model, network, init) -> Dict[str, Any]:
+    """Copy the weights of ``init`` (a weights file of :mod:`.weights`, or a loaded ``DoseModel``) into ``model``;
+    a one-line UserError when its network configuration differs from ``network``. Returns what the card needs to know
+    (source, configuration, training voxel size, the epoch it came from)."""
+    from .weights import resolve_weights
+
+    if init is None:
+        raise UserError("no initial weights given")
+    dm = resolve_weights(init)
+    if dm.config.to_dict() != network.to_dict():
+        raise UserError(f"--init: {dm.source} holds another network configuration ({dm.config.to_dict()}) than the one "
+                        f"to train ({network.to_dict()}); give the same --base-filters, --levels and --depth-channels")
+    model.load_state_dict(dm.model.state_dict())  # copied onto the model's device
+    return {"init_weights": dm.source, "init_spacing_mm": list(dm.spacing_mm), "init_epoch": dm.metadata.get("epoch")}
+
+
 def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], val_refs: Sequence[SliceRef],
           out_dir: Path, config: DoseTrainConfig = DoseTrainConfig(), resume: bool = False,
           progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
-          step_progress: Optional[Callable[[int, int], None]] = None, metadata: Optional[dict] = None) -> Dict[str, Any]:
+          step_progress: Optional[Callable[[int, int], None]] = None, metadata: Optional[dict] = None,
+          init=None, stop: Optional[Callable[[int], bool]] = None) -> Dict[str, Any]:
     """Train a :class:`.network.ResidualDoseNet` of configuration ``network``; returns the summary.
 
     ``progress(epoch, epochs, log row)`` after every epoch; ``step_progress(step, steps per epoch)`` after every
-    optimiser step; ``metadata`` is stored in ``best.pt`` (with the epoch, metrics and training settings).
+    optimiser step; ``metadata`` is stored in ``best.pt`` (with the epoch, metrics and training settings);
+    ``init``: initial weights (a weights file or a loaded ``DoseModel``; not used when resuming); ``stop(epoch)``:
+    end the run after this epoch when True (module docstring).
     """
     import torch
 
@@ -193,8 +217,10 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     amp = bool(config.amp and device.startswith("cuda"))
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())  # float16 needs scaling
     state: Dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
-                             "steps": 0, "history": []}
+                             "steps": 0, "history": [], "init": None, "early_stopped": False}
     ckpt_path = out_dir / "checkpoint.pt"
+    if init is not None and not resume:
+        state["init"] = load_initial_weights(model, network, init)
     if resume:
         if not ckpt_path.is_file():
             raise UserError(f"--resume: no checkpoint in {out_dir}")
@@ -202,7 +228,9 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        state.update({k: ckpt["state"][k] for k in state})
+        state.update({k: ckpt["state"][k] for k in state if k in ckpt["state"]})  # older checkpoints lack some keys
+        state["early_stopped"] = False  # set again below if the patience still runs out
+    metadata = {**(metadata or {}), **({"init": state["init"]} if state["init"] else {})}
     half = network.slices // 2
     train_list = list(train_refs)
     steps = math.ceil(len(train_list) / config.batch_size)
@@ -247,10 +275,16 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
         if progress is not None:
             progress(epoch, config.epochs, row)
         if config.patience and state["epochs_without_improvement"] >= config.patience:
+            state["early_stopped"] = True
+            _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config, norm, spacing)
+            break
+        if stop is not None and epoch < config.epochs and stop(epoch):
             break
     plot_dose_learning_curve(out_dir)
     last = state["history"][-1] if state["history"] else {}
     return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"], "epochs": state["epoch"],
+            "finished": bool(state["epoch"] >= config.epochs or state["early_stopped"]),
+            "early_stopped": bool(state["early_stopped"]), "init": state["init"],
             "last": last, "weights": str(out_dir / "best.pt"), "device": device, "training_spacing_mm": list(spacing),
             "normalisation": norm.to_dict()}
 
@@ -268,9 +302,10 @@ def plot_dose_learning_curve(out_dir: Path) -> None:
 def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: DoseTrainConfig = DoseTrainConfig(),
                         cache_dir: Optional[Path] = None, kernel_cache: Optional[Path] = None, nuclide: str = "Lu-177",
                         resume: bool = False, prep_progress: Optional[Callable[[int, int, str], None]] = None,
-                        progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None) -> Dict[str, Any]:
-    """``dosecnn train``: prepare (or read from the cache) every case of ``manifest``, split, train; the summary is
-    also written to ``out_dir/train_summary.json``."""
+                        progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None, init=None,
+                        stop: Optional[Callable[[int], bool]] = None) -> Dict[str, Any]:
+    """``dosecnn train``: prepare (or read from the cache) every case of ``manifest``, split, train (``init``,
+    ``stop``: see :func:`train`); the summary is also written to ``out_dir/train_summary.json``."""
     from ImagingBasics.files import write_json
 
     from .data import load_cases, split_slices
@@ -282,7 +317,8 @@ def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: Dos
     train_refs, val_refs = split_slices(cases, config.val_fraction, config.seed, config.val_by)
     metadata = {"manifest": str(manifest), "cases": [c.case_id for c in cases], "nuclide": nuclide,
                 "note": "residual dose CNN (Li 2020) trained with dosecnn train; research use only"}
-    summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, metadata=metadata)
+    summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, metadata=metadata,
+                    init=init, stop=stop)
     summary.update(cases=len(cases), training_slices=len(train_refs), validation_slices=len(val_refs),
                    validation_by=config.val_by,
                    validation_cases=sorted({cases[c].case_id for c, _ in val_refs}) if config.val_by == "patient" else None)
