@@ -112,17 +112,32 @@ def run_with_oom_fallback(fn: Callable[[str], Any], device: str) -> Any:
             raise
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    elif device.startswith("mps") and mps_available():
+        torch.mps.empty_cache()
     warnings.warn(f"out of GPU memory on {device}; running on the CPU instead (slower)", RuntimeWarning, stacklevel=2)
     return fn("cpu")
 
 
-def autocast_context(device: str, amp: bool):
-    """Mixed-precision context: bfloat16 (or float16) autocast on CUDA when ``amp``, else a no-op."""
+def amp_dtype(device: str):
+    """The autocast type of :func:`autocast_context` on ``device``: bfloat16 on a CUDA GPU that has it, else float16
+    (which needs loss scaling in training); None off CUDA (no autocast). Asked of ``device`` itself, not of the
+    current GPU ("cuda:1" on a machine with GPUs of two generations)."""
     import torch
 
-    if not (amp and device.startswith("cuda")):
+    if not str(device).startswith("cuda"):
+        return None
+    with torch.cuda.device(torch.device(device)):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_context(device: str, amp: bool):
+    """Mixed-precision context: autocast to :func:`amp_dtype` (bfloat16 or float16) on CUDA when ``amp``, else a
+    no-op."""
+    import torch
+
+    dtype = amp_dtype(device) if amp else None
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 

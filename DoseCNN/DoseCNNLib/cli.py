@@ -265,12 +265,14 @@ def _mc(args: argparse.Namespace) -> int:
 
 
 def add_run_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, or the "
-                                   "residual CNN, Li 2020)",
+    p = sub.add_parser("run", help="dose-rate map from a Lu-177 SPECT and its CT (VDK with density scaling, VDK with "
+                                   "tissue-specific kernels, or the residual CNN, Li 2020)",
                        description="Resample the SPECT onto the CT grid, calibrate it to Bq (--activity-mbq: the total "
                                    "activity in the field of view; or --calibration: Bq per count), convolve with the "
                                    "electron and photon kernels of the CT's voxel size (bundled, cached, or computed "
-                                   "once), scale by 1.04 / density; --method cnn adds the residual CNN's correction "
+                                   "once), scale by 1.04 / density; --method vdk-tissue uses lung, soft-tissue and "
+                                   "bone kernels instead (electrons by the source voxel's tissue, photons by the "
+                                   "target's); --method cnn adds the residual CNN's correction "
                                    "(Monte Carlo minus VDK, learned by dosecnn train). Writes dose_rate.nrrd (mGy/s), "
                                    "run.json, overview.png and, with --labels, table.csv (per label: volume, mean and "
                                    "maximum).")
@@ -345,8 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = {**result.info, "max_dose_rate_mgy_s": float(dose.array.max()), "seconds": time.perf_counter() - t0,
                    "labels": rows,
                    "note": "research use only; " + (
-                       "VDK with density scaling (Li 2020) ignores heterogeneity effects" if options["method"] == "vdk"
-                       else "VDK plus a residual CNN correction (Li 2020); the CNN is only as good as its training data")}
+                       RUN_NOTES[options["method"]])}
         write_json(summary, staging / "run.json")
         dose_figure(ct, dose, staging / "overview.png")
     print(f"dose rate: maximum {summary['max_dose_rate_mgy_s']:.4g} mGy/s for {summary['total_activity_mbq']:.4g} MBq "
@@ -356,6 +357,13 @@ def _run(args: argparse.Namespace) -> int:
               f"max {r['max_dose_rate_mgy_s']:.4g}")
     say(1.0, "done", out=args.out)
     return 0
+
+
+#: run.json's note per method
+RUN_NOTES = {"vdk": "VDK with density scaling (Li 2020) ignores heterogeneity effects",
+             "vdk-tissue": "VDK with lung, soft-tissue and bone kernels; heterogeneity within a tissue class and across "
+                           "its borders is approximated (see docs/METHODS.md)",
+             "cnn": "VDK plus a residual CNN correction (Li 2020); the CNN is only as good as its training data"}
 
 
 def dose_figure(ct, dose, path: Path) -> None:

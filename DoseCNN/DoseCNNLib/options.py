@@ -27,9 +27,11 @@ MAX_BQ_PER_COUNT = 1.0e9
 #: the latest time point after administration (h) that the module's time points take (the GUI's range; about 11 years)
 MAX_HOURS = 1.0e5
 
-METHOD = Option("method", "--method", str, "vdk", choices=("vdk", "cnn"), labels=("VDK", "VDK + CNN"),
-                help="dose-rate method: vdk, kernel convolution with density scaling; cnn, VDK + the residual CNN "
-                     "(Li 2020)")
+METHOD = Option("method", "--method", str, "vdk", choices=("vdk", "vdk-tissue", "cnn"),
+                labels=("VDK", "VDK, tissue-specific kernels", "VDK + CNN"),
+                help="dose-rate method: vdk, soft-tissue kernel convolution with density scaling (Li 2020); "
+                     "vdk-tissue, lung, soft-tissue and bone kernels (electrons by the source voxel's tissue, photons "
+                     "by the target's; better in lung and bone); cnn, VDK + the residual CNN (Li 2020)")
 ACTIVITY_MBQ = Option("activity_mbq", "--activity-mbq", float, None, minimum=0.0, exclusive_minimum=True,
                       maximum=MAX_ACTIVITY_MBQ, unit="MBq",
                       help="total activity in the SPECT's field of view at its acquisition")

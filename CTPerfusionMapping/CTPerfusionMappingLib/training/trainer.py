@@ -147,14 +147,14 @@ def _logits_module(model):
     return Logits(model)
 
 
-def _broadcast(value: float, dd: Distributed) -> float:
-    """Rank 0's value on every rank."""
+def _broadcast(value: float, dd: Distributed, device: str = "cpu") -> float:
+    """Rank 0's value on every rank (through a tensor on ``device``: NCCL, the CUDA backend, has no CPU tensors)."""
     if dd.world == 1:
         return value
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t[0])
 
@@ -208,7 +208,7 @@ def train(
     """
     import torch
 
-    from ImagingBasics.devices import autocast_context, select_device
+    from ImagingBasics.devices import amp_dtype, autocast_context, select_device
 
     from ..network import build_model
     from ..weights import load_weights, save_weights
@@ -223,6 +223,7 @@ def train(
     dd = init_distributed(device)
     if dd.world > 1 and device.startswith("cuda"):
         device = f"cuda:{dd.local_rank}"
+        torch.cuda.set_device(device)  # NCCL's collectives (the broadcasts, the barrier) on this rank's GPU
     torch.manual_seed(config.seed)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest 3D convolutions
@@ -240,8 +241,7 @@ def train(
         forward = DistributedDataParallel(forward, device_ids=[dd.local_rank] if device.startswith("cuda") else None)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # float16 autocast (GPUs without bfloat16) needs loss scaling; bfloat16 and float32 do not
-    scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp and device.startswith("cuda")
-                                                        and not torch.cuda.is_bf16_supported()))
+    scaler = torch.amp.GradScaler("cuda", enabled=bool(config.amp and amp_dtype(device) is torch.float16))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=config.lr_patience)
     state: Dict[str, Any] = {"epoch": 0, "best_spearman": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
                              "steps": 0, "history": []}
@@ -283,7 +283,7 @@ def train(
                 return {"interrupted": True, "epoch": epoch, "steps": state["steps"]}
         seconds = time.perf_counter() - t0
         val = validate(model, val_samples, device, config.amp) if dd.main else {"val_loss": 0.0, "val_spearman": 0.0}
-        val = {k: _broadcast(v, dd) for k, v in val.items()}  # every rank takes the same schedule and stopping steps
+        val = {k: _broadcast(v, dd, device) for k, v in val.items()}  # every rank takes the same schedule and stopping steps
         improved = math.isfinite(val["val_spearman"]) and val["val_spearman"] > state["best_spearman"]
         if improved:
             state.update(best_spearman=val["val_spearman"], best_epoch=epoch, epochs_without_improvement=0)

@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ImagingBasics.devices import amp_dtype
 from ImagingBasics.errors import UserError
 
 from .data import DoseCase, Normalisation, SliceRef, check_common_spacing, make_batch
@@ -215,7 +216,8 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=config.lr_factor,
                                                            patience=config.lr_patience)
     amp = bool(config.amp and device.startswith("cuda"))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())  # float16 needs scaling
+    # float16 autocast needs loss scaling; asked of the training device itself (cuda:N), not of the current GPU
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype(device) is torch.float16)
     state: Dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
                              "steps": 0, "history": [], "init": None, "early_stopped": False}
     ckpt_path = out_dir / "checkpoint.pt"

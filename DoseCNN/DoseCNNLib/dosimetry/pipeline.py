@@ -6,7 +6,10 @@ One SPECT/CT time point -> dose-rate map (mGy/s) on the CT grid:
    calibrated to Bq per voxel (Bq per count, or the total activity in the field of view); the electron and photon
    voxel S values of the CT's voxel size (bundled, cached, or computed once); VDK convolution with density scaling
    (Li 2020).
-4. ``method="cnn"``: the residual CNN adds its learned correction (Monte Carlo minus VDK) to the VDK map.
+   ``method="vdk-tissue"``: steps 1-2 as above, then the tissue-specific kernels of lung, soft tissue and bone
+   (:mod:`DoseCNNLib.physics.tissue_kernels`: electrons by the source voxel's tissue, photons by the target's).
+4. ``method="cnn"``: the residual CNN adds its learned correction (Monte Carlo minus VDK) to the VDK map (the
+   density-scaled VDK it was trained on).
 
 :func:`label_table` summarises a dose-rate map per organ/lesion label.
 """
@@ -22,14 +25,14 @@ import numpy as np
 from ImagingBasics.errors import UserError
 from ImagingBasics.volume import Volume
 
-METHODS = ("vdk", "cnn")
+METHODS = ("vdk", "vdk-tissue", "cnn")
 
 
 @dataclass
 class DoseRateResult:
     dose_rate_mgy_s: Volume  # on the CT grid
     activity_bq: Volume  # the calibrated activity on the CT grid
-    vdk_dose_rate_mgy_s: Volume  # the VDK map (equal to dose_rate for method "vdk")
+    vdk_dose_rate_mgy_s: Volume  # the kernel map (equal to dose_rate for methods "vdk" and "vdk-tissue")
     method: str
     info: Dict[str, object] = field(default_factory=dict)
 
@@ -45,10 +48,13 @@ def dose_rate_map(spect: Volume, ct: Volume, bq_per_count: Optional[float] = Non
     """
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    from ..physics.vdk import vdk_from_counts
+    if method == "vdk-tissue":
+        from ..physics.tissue_kernels import tissue_vdk_from_counts as kernel_dose
+    else:
+        from ..physics.vdk import vdk_from_counts as kernel_dose
 
-    activity, vdk, vdk_info = vdk_from_counts(spect, ct, bq_per_count, activity_mbq, nuclide, kernel_cache, device,
-                                              progress)
+    activity, vdk, vdk_info = kernel_dose(spect, ct, bq_per_count, activity_mbq, nuclide, kernel_cache, device,
+                                          progress)
     info: Dict[str, object] = {"method": method, **vdk_info}
     dose = vdk
     if method == "cnn":

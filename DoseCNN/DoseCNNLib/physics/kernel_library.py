@@ -1,6 +1,7 @@
 """Where the dose kernels come from: the bundled tables, a cache, or the Monte Carlo engine.
 
-:func:`kernel_pair_for` returns the (electron, photon) voxel S values (mGy/(MBq*s)) of soft tissue for a voxel size:
+:func:`kernel_pair_for` returns the (electron, photon) voxel S values (mGy/(MBq*s)) of soft tissue for a voxel size
+(:mod:`.tissue_kernels` adds lung and bone, found the same way):
 the bundled pair when one matches (``DoseCNN/Resources/Kernels``, or the ``DoseCNNKernels`` package data of a pip
 install), else a pair cached in ``~/.cache/dosecnn/kernels`` (or another folder), else one computed now with
 :func:`.kernels.voxel_s_values` and cached.
@@ -30,13 +31,29 @@ def kernel_roots() -> List[Path]:
     return [r for r in roots if r.is_dir()]
 
 
-def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177") -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """The shipped (electron, photon) kernels for this voxel size, or None (``dosecnn kernel`` makes others)."""
+def bundled_kernel_pair(spacing_mm, nuclide: str = "Lu-177",
+                        medium: Optional[str] = None) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The shipped (electron, photon) kernels for this voxel size, or None (``dosecnn kernel`` makes others).
+
+    ``medium``: None for Li 2020's soft-tissue pair, else a class of :data:`.tissue_kernels.KERNEL_MEDIA` (the
+    ``medium`` recorded in the folder's kernel.json)."""
     for folder in sorted(f for root in kernel_roots() for f in root.glob(f"{nuclide}_*")):
+        if _folder_medium(folder) != medium:
+            continue
         electron = read_volume(folder / "electron_kernel.nrrd")
         if np.allclose(electron.spacing, spacing_mm, atol=1e-3):
             return electron.array.astype(np.float32), read_volume(folder / "photon_kernel.nrrd").array.astype(np.float32)
     return None
+
+
+def _folder_medium(folder: Path) -> Optional[str]:
+    """The ``medium`` of a kernel folder's kernel.json parameters (None: Li 2020's soft-tissue pair)."""
+    import json
+
+    meta = folder / "kernel.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("parameters", {}).get("medium")
 
 
 def default_kernel_sizes(spacing_mm) -> Tuple[int, int]:

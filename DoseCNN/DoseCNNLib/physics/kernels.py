@@ -125,11 +125,17 @@ def check_nuclide(nuclide: str):
 
 def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 4.8, 4.8), size: int = 7,
                    n_decays: int = 100_000, density_g_cm3: float = KERNEL_DENSITY_G_CM3, seed: int = 0,
-                   device: str = "cpu", photons: bool = True, photon_size: Optional[int] = None) -> VoxelSValues:
+                   device: str = "cpu", photons: bool = True, photon_size: Optional[int] = None,
+                   material: int = SOFT_TISSUE, photon_density_g_cm3: Optional[float] = None) -> VoxelSValues:
     """Electron and photon voxel S values on a ``size``^3 grid (odd; source in the centre voxel).
 
     ``photon_size`` (odd, at least ``size``; default ``size``) sets the photon kernel's grid, whose reach is
     decimetres (Li 2020: 9x9x9 electron and 99x99x99 photon kernels).
+
+    ``material``: index into :data:`.materials.MATERIALS` of the homogeneous medium (default soft tissue); the
+    electrons are transported in it at ``density_g_cm3``, the photons at ``photon_density_g_cm3`` (default the same
+    density). Each kernel's S values are per mass of its own medium (the tissue-specific kernels of
+    :mod:`.tissue_kernels` take the photons at soft-tissue density, the electrons at the tissue's).
     """
     from .electron_transport import electron_tables, transport_electrons
     from .photon_transport import isotropic_directions, transport_photons, uniform_grid
@@ -143,7 +149,7 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
     voxel_mass_kg = density_g_cm3 * np.prod(spacing) / 1000.0 / 1000.0  # mm3 -> cm3, g -> kg
     c = size // 2
 
-    materials, density = uniform_grid((size, size, size), SOFT_TISSUE, density_g_cm3)
+    materials, density = uniform_grid((size, size, size), material, density_g_cm3)
     emissions = sample_emissions(decay, n_decays, rng)
     e, w = emissions.electron_mev, emissions.electron_weight
     result = transport_electrons(_source_positions(rng, len(e), (c, c, c), spacing), isotropic_directions(len(e), rng),
@@ -155,7 +161,8 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
         raise ValueError("the photon kernel size must be odd and at least the electron kernel size")
     photon = np.zeros((big, big, big))
     if photons and len(emissions.photon_mev):
-        pm, pd = uniform_grid((big, big, big), SOFT_TISSUE, density_g_cm3)
+        photon_density = float(photon_density_g_cm3 or density_g_cm3)
+        pm, pd = uniform_grid((big, big, big), material, photon_density)
         bc = big // 2
         n_ph = len(emissions.photon_mev)
         r = transport_photons(_source_positions(rng, n_ph, (bc, bc, bc), spacing), isotropic_directions(n_ph, rng),
@@ -163,17 +170,28 @@ def voxel_s_values(nuclide: str = "Lu-177", spacing_mm: Sequence[float] = (4.8, 
         dep = r.deposit_mev * emissions.photon_weight
         dep[bc, bc, bc] += emissions.local_mev
         dep /= n_decays  # MeV per decay
-        photon = dose_per_decay_to_s_value(dep, voxel_mass_kg)
+        photon = dose_per_decay_to_s_value(dep, photon_density * np.prod(spacing) / 1e6)
     return VoxelSValues(electron, photon, spacing, decay.nuclide, n_decays)
 
 
-def kernel_parameters(nuclide: str, spacing_mm, size: int, photon_size: int, decays: int, seed: int) -> dict:
-    """The parameters that identify a kernel pair (stored in kernel.json; a cached pair is reused when they match)."""
+def kernel_parameters(nuclide: str, spacing_mm, size: int, photon_size: int, decays: int, seed: int,
+                      material: Optional[str] = None, density_g_cm3: float = KERNEL_DENSITY_G_CM3,
+                      photon_density_g_cm3: Optional[float] = None) -> dict:
+    """The parameters that identify a kernel pair (stored in kernel.json; a cached pair is reused when they match).
+
+    ``material`` (a name of :data:`.materials.MATERIALS`), ``density_g_cm3`` and ``photon_density_g_cm3``: the medium
+    of a tissue-specific pair (:mod:`.tissue_kernels`); the soft-tissue pair of Li 2020 (the default) keeps the
+    parameters it always had, so existing kernel folders stay valid."""
     from .decay import normalise_nuclide_name
 
-    return {"nuclide": normalise_nuclide_name(nuclide), "spacing_mm": [float(s) for s in spacing_mm], "size": int(size),
-            "photon_size": int(photon_size), "decays": int(decays), "seed": int(seed),
-            "density_g_cm3": KERNEL_DENSITY_G_CM3, "units": "mGy/(MBq*s)", "version": 1}
+    params = {"nuclide": normalise_nuclide_name(nuclide), "spacing_mm": [float(s) for s in spacing_mm],
+              "size": int(size), "photon_size": int(photon_size), "decays": int(decays), "seed": int(seed),
+              "density_g_cm3": float(density_g_cm3), "units": "mGy/(MBq*s)", "version": 1}
+    if material is not None:
+        params.update(material=str(material), version=2,
+                      photon_density_g_cm3=float(photon_density_g_cm3 if photon_density_g_cm3 is not None
+                                                 else density_g_cm3))
+    return params
 
 
 def write_kernel_folder(k: VoxelSValues, params: dict, folder) -> dict:

@@ -289,7 +289,7 @@ def run_mc(activity: Volume, ct: Volume, nuclide: str = "Lu-177", n_decays: int 
     per_batch = n_decays // batches
     size = int(np.prod(ct.shape))
     grid = VoxelGrid(materials, density, spacing, device, dtype or torch.float32)
-    tally = BatchTally(size, device)
+    tally = BatchTally(size, grid.device)  # the grid's device: the CPU when "mps" was asked for
     tables = (electron_tables(), photon_table())
     with _cpu_threads(grid.device) as photon_worker:
         for b in range(batches):

@@ -139,7 +139,8 @@ def vdk_dose_rate(activity_bq: Volume, ct: Volume, electron_kernel: np.ndarray, 
     dose = fft_convolve_same(a_mbq, combined_kernel(electron_kernel, photon_kernel), device, as_tensor=True)
     hu = torch.as_tensor(ct.array, device=device).float()
     if density_calibration is not None:
-        density = torch.as_tensor(density_calibration(ct.array.astype(np.float64)), device=device).float()
+        density_g_cm3 = np.asarray(density_calibration(ct.array.astype(np.float64)), dtype=np.float32)
+        density = torch.as_tensor(density_g_cm3, device=device)  # float32 before the transfer (no float64 on MPS)
     else:
         density = density_from_hu_li2020(hu)
     dose.mul_(density_scaling_factor(density)).masked_fill_(hu < AIR_HU, 0.0).clamp_(min=0.0)  # FFT round-off: -1e-12

@@ -15,6 +15,20 @@ from typing import Sequence
 import numpy as np
 
 
+def transport_device(device):
+    """The device the particle transport runs on: ``device``, but the CPU for Apple MPS, which has no float64 (the
+    energy tallies are float64), with a warning."""
+    import torch
+
+    if torch.device(device).type != "mps":
+        return device
+    import warnings
+
+    warnings.warn("Apple MPS has no float64, which the Monte Carlo tallies need: the transport runs on the CPU",
+                  RuntimeWarning, stacklevel=3)
+    return "cpu"
+
+
 def grid_tensor(array, device):
     """A grid as a torch tensor on ``device`` without a copy when it already is one (or a CPU numpy array)."""
     import torch
@@ -25,8 +39,9 @@ def grid_tensor(array, device):
 
 
 class VoxelGrid:
-    """Materials (kept uint8) and densities (kept in their own precision) on ``device``; lookups cast what they
-    gather, so a patient-size grid is never copied. ``dtype``: the floating type of the particles' positions.
+    """Materials (kept uint8) and densities (kept in their own precision) on ``device`` (the CPU for Apple MPS:
+    :func:`transport_device`); lookups cast what they gather, so a patient-size grid is never copied. ``dtype``: the
+    floating type of the particles' positions.
 
     Positions and directions of a batch of particles are component-major, ``[3, n]`` (rows x, y, z), so that each
     operation on them runs along the particles."""
@@ -34,6 +49,7 @@ class VoxelGrid:
     def __init__(self, materials, density_g_cm3, spacing_mm: Sequence[float], device, dtype):
         import torch
 
+        device = transport_device(device)
         self.materials = grid_tensor(materials, device)
         self.density = grid_tensor(density_g_cm3, device)
         self.shape = tuple(self.materials.shape)  # (nz, ny, nx)

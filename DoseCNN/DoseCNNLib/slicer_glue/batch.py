@@ -1,7 +1,7 @@
 """Arguments of the DoseCNN Slicer batch script (``Resources/Scripts/DoseCNNBatch.py``), as a plain function.
 
     Slicer --no-splash --no-main-window --python-script DoseCNNBatch.py --spect S --ct CT --activity-mbq A
-           [--labels L] [--reference R] [--method vdk|cnn] [--weights W] [--device auto|cpu|cuda] --out DIR
+           [--labels L] [--reference R] [--method vdk|vdk-tissue|cnn] [--weights W] [--device auto|cpu|cuda] --out DIR
     Slicer --no-splash --no-main-window --python-script DoseCNNBatch.py --manifest TIMEPOINTS.csv
            [--reference-ct CT] [--labels L] [--fit mono|bi|trapezoid] [--start constant|zero] [--no-register]
            [--registration-metric meansquares|mattes] [--method ...] --out DIR
