@@ -11,8 +11,8 @@ Two cases, each run ``--repeats`` times in a fresh process (median reported):
 Timings on a shared machine drift, so each demo is paired with the fixed reference computation of
 ``bench/bench_mc.py`` (:func:`reference_work`, one thread) run just before it; the table gives seconds, the reference
 units per second measured beside them and their product (the demo's length in reference units), which is the figure
-to compare between machines. The load average before each run is recorded: the acceptance (issue 19: <= 45 s on two
-idle cores) is judged on runs with a load below 0.5.
+to compare between machines. The 1-minute load average before each run is recorded (it includes the previous demo
+run; anything above ~2 on two cores means other work shared them). Issue 19's acceptance: <= 45 s on two idle cores.
 """
 
 from __future__ import annotations
