@@ -483,7 +483,7 @@ def build_card(out: Path, args, train_summary: dict, results: dict, accept: dict
     best = next((r for r in _history(out) if int(r["epoch"]) == train_summary["best_epoch"]), {})
     return {
         "model": WEIGHTS_NAME,
-        "architecture": "004 residual CNN (3D convs 7x7x5/7x7x3/7x7x3 -> 2D U-Net "
+        "architecture": "Li 2020 residual CNN (3D convs 7x7x5/7x7x3/7x7x3 -> 2D U-Net "
                         f"{network.base_filters}-{network.max_filters})",
         "parameters": int(params),
         "network": network.to_dict(),

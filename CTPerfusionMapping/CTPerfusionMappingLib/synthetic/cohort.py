@@ -44,7 +44,8 @@ from .params import CaseParams, check_pathology_probabilities, draw_case_params
 from .spect import misalignment_transform, simulate_spect, transform_matrix
 from .vessels import assign_radii, bronchus_offsets, grow_tree, rasterise_segments, territory_map
 
-GENERATOR_VERSION = "2"  # 2: lobe proportions of supine CT, SPECT drawn before the CT noise, acquisition model
+GENERATOR_VERSION = "3"  # 2: lobe proportions of supine CT, SPECT drawn before the CT noise, acquisition model;
+#                           3: dependent lung density drawn from 0-80 HU (was 30-80), independent of the perfusion gradient
 CASE_FILES = {
     "ct": "ct.nrrd",
     "spect": "spect.nrrd",

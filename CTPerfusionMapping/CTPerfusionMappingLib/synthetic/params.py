@@ -74,7 +74,9 @@ class TissueParams:
     """Hounsfield units and texture of the lung parenchyma and the CT noise."""
 
     parenchyma_hu: float  # mean healthy parenchyma, non-dependent
-    gravity_hu: float  # extra density from anterior to posterior (dependent lung)
+    gravity_hu: float  # extra density from anterior to posterior (dependent lung); drawn independently of the
+    # perfusion's gravity_gain, and down to none, so that a network learns the perfusion gradient from the anatomy and
+    # not only from the CT's dependent density (real COPD CTs can show none while MAA still shows the gradient)
     texture_hu: float  # amplitude of the fine parenchymal texture (secondary lobules, small vessels)
     blood_volume_hu: float  # density added per unit of relative territorial perfusion above 1 (capillary blood)
     noise_hu: float  # CT quantum noise (standard deviation) at 1 mm^3 voxels
@@ -188,7 +190,7 @@ def draw_case_params(
     )
     tissue = TissueParams(
         parenchyma_hu=u(-900, -860),
-        gravity_hu=u(30, 80),
+        gravity_hu=u(0, 80),  # from none (emphysematous lungs, e.g. a CIP COPD CT) to a clear dependent density
         texture_hu=u(18, 30),
         blood_volume_hu=u(8.0, 16.0),
         noise_hu=u(12, 25),
