@@ -137,3 +137,25 @@ def test_a_spect_that_covers_part_of_the_lungs_is_flagged():
     shift = np.eye(4)
     shift[2, 3] = 30.0  # the registration: CT point -> SPECT point 30 mm higher (the lungs at z 40-98 mm there)
     assert spect_coverage(lungs, upper, shift) == []
+
+
+def test_the_bundled_models_own_training_domain_comes_before_the_recorded_one(tmp_path, monkeypatch):
+    """Weights that carry a training_domain (scripts/train_bundled_model.py writes one) are judged by it when they are
+    the bundled model; older bundled weights without one by quality.BUNDLED_TRAINING_DOMAIN; other weights by their own
+    metadata only (pipeline.training_domain)."""
+    import CTPerfusionMappingLib.weights as W
+    from CTPerfusionMappingLib.network import NetworkConfig, build_model
+    from CTPerfusionMappingLib.pipeline import training_domain
+    from CTPerfusionMappingLib.quality import BUNDLED_TRAINING_DOMAIN
+    from CTPerfusionMappingLib.run_cli import load_model
+
+    config = NetworkConfig(base_channels=2, max_channels=4, levels=2)
+    own = {"in_plane_mm": [0.6, 5.5], "slice_mm": [0.625, 7.0], "lung_median_hu": [-950.0, -780.0]}
+    with_domain = W.save_weights(build_model(config), config, tmp_path / "new.pt", metadata={"training_domain": own})
+    without = W.save_weights(build_model(config), config, tmp_path / "old.pt")
+    monkeypatch.delenv("CTPM_WEIGHTS", raising=False)
+    monkeypatch.setattr(W, "bundled_weights", lambda: with_domain)
+    assert training_domain(load_model(None, False, "cpu")[1]) == own
+    monkeypatch.setattr(W, "bundled_weights", lambda: without)
+    assert training_domain(load_model(None, False, "cpu")[1]) == BUNDLED_TRAINING_DOMAIN
+    assert training_domain(load_model(str(without), False, "cpu")[1]) is None

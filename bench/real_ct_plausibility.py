@@ -26,7 +26,7 @@ sagittal in the radiological convention, and the anterior-posterior and apex-to-
 ``--out``/``plausibility/``.
 
     .venv/bin/python bench/real_ct_plausibility.py [--data ../shared/data] [--out bench/results] [--controls 2]
-                                                   [--mc-dropout 8]
+                                                   [--mc-dropout 8] [--weights W]
 """
 
 from __future__ import annotations
@@ -327,6 +327,49 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
 
 
+def plausibility_cases(data: Path, model, info, names: Optional[List[str]] = None, controls: int = 0,
+                       mc_dropout: int = 0, say=print) -> List[Case]:
+    """Every real CT of ``data/real`` (or those in ``names``; refused CTs keep their error) and ``controls`` synthetic
+    controls, measured with ``model`` (:func:`CTPerfusionMappingLib.run_cli.load_model`'s pair)."""
+    cases: List[Case] = []
+    for name, what, reader in REAL_CASES:
+        if names and name not in names:
+            continue
+        case = Case(name, what)
+        try:
+            run_case(case, reader(data), model, info, mc_dropout=mc_dropout)
+        except UserError as error:
+            case.error = str(error)
+        cases.append(case)
+        say(f"{name}: {case.error or 'done'} ({case.seconds:.1f} s)")
+    for name, what, ct, lobes, truth in synthetic_controls(controls):
+        cases.append(run_case(Case(name, what), ct, model, info, lobes=lobes, truth=truth, mc_dropout=mc_dropout))
+        say(f"{name}: done ({cases[-1].seconds:.1f} s)")
+    return cases
+
+
+def write_report(cases: List[Case], out: Path, info) -> Path:
+    """``out/real_ct_plausibility.md`` and one figure per measured case in ``out/plausibility/``."""
+    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, CPU)"
+    figures = out / "plausibility"
+    figures.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        if case.error is None:
+            case_figure(case, figures / f"{_slug(case.name)}.png")
+    report = out / "real_ct_plausibility.md"
+    report.write_text(markdown(cases, machine, Path(info["weights"]).name, "plausibility"), encoding="utf-8")
+    return report
+
+
+def acceptance_summary(cases: List[Case]) -> Dict[str, object]:
+    """The issue's acceptance over the real CTs whose lungs are fully in view (network map): per case the three
+    criteria, and whether every judged criterion holds on every such case."""
+    judged = {c.name: c.passed["network"] for c in cases
+              if c.error is None and not c.truncated and not c.name.startswith("synthetic")}
+    holds = bool(judged) and all(v is not False for flags in judged.values() for v in flags.values())
+    return {"cases": judged, "holds": holds}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
@@ -334,33 +377,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--controls", type=int, default=2, help="synthetic controls with known truth (default 2)")
     parser.add_argument("--cases", nargs="+", help="only these real case names (default: all)")
     parser.add_argument("--mc-dropout", type=int, default=0, help="dropout passes for the uncertainty (0: none)")
+    parser.add_argument("--weights", type=Path, help="network weights (default: the bundled model)")
     args = parser.parse_args(argv)
     if not (args.data / "real").is_dir():
         parser.error(f"no real CTs at {args.data}/real")
-    model, info = load_model(None, False, "cpu")
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, CPU)"
-    cases: List[Case] = []
-    for name, what, reader in REAL_CASES:
-        if args.cases and name not in args.cases:
-            continue
-        case = Case(name, what)
-        try:
-            run_case(case, reader(args.data), model, info, mc_dropout=args.mc_dropout)
-        except UserError as error:
-            case.error = str(error)
-        cases.append(case)
-        print(f"{name}: {case.error or 'done'} ({case.seconds:.1f} s)", flush=True)
-    for name, what, ct, lobes, truth in synthetic_controls(args.controls):
-        cases.append(run_case(Case(name, what), ct, model, info, lobes=lobes, truth=truth, mc_dropout=args.mc_dropout))
-        print(f"{name}: done ({cases[-1].seconds:.1f} s)", flush=True)
-    figures = args.out / "plausibility"
-    figures.mkdir(parents=True, exist_ok=True)
-    for case in cases:
-        if case.error is None:
-            case_figure(case, figures / f"{_slug(case.name)}.png")
-    report = args.out / "real_ct_plausibility.md"
-    report.write_text(markdown(cases, machine, Path(info["weights"]).name, "plausibility"), encoding="utf-8")
-    print(f"wrote {report} and {len([c for c in cases if c.error is None])} figures in {figures}")
+    model, info = load_model(str(args.weights) if args.weights else None, False, "cpu")
+    cases = plausibility_cases(args.data, model, info, args.cases, args.controls, args.mc_dropout,
+                               say=lambda m: print(m, flush=True))
+    report = write_report(cases, args.out, info)
+    print(f"wrote {report} and {len([c for c in cases if c.error is None])} figures in {args.out / 'plausibility'}")
+    summary = acceptance_summary(cases)
+    print(f"acceptance on the real CTs with both lungs in view: {'holds' if summary['holds'] else 'does not hold'}")
     return 0
 
 

@@ -16,7 +16,13 @@ Steps (each skipped when its result is already in --out, so a stopped run contin
    the normalised SPECT for the fine-tuned ARNN, the pre-trained-only ARNN, the fine-tuned U-Net and the HU-only
    baseline, and Spearman R against the phantoms' truth perfusion; Wilcoxon signed-rank tests.
 6. Writes ``ctpm_arnn.pt`` (fine-tuned ARNN, float16), ``MODEL_CARD.md``, ``model_card.json``, ``scores.csv`` and
-   ``held_out.png``; ``--install`` copies the weights and the card into CTPerfusionMapping/Resources/Models/.
+   ``held_out.png``.
+7. Real CTs (when ``--real-data`` holds them, by default ``../shared/data``): the physiological plausibility measures
+   of ``bench/real_ct_plausibility.py`` with the new weights (report and figures in ``--out``), their table in the card.
+8. Acceptance (:func:`synthetic_acceptance`: ARNN >= HU baseline + 0.10 Spearman R, not below the U-Net of the same
+   budget, DSC high and low >= 0.75, on the held-out patients; and the real-CT criteria where judged) in the card;
+   ``--install`` copies the weights and the card into CTPerfusionMapping/Resources/Models/ only when the synthetic
+   acceptance holds (exit status 1 otherwise).
 """
 
 from __future__ import annotations
@@ -222,6 +228,56 @@ def patient_stats(rows, predictor: str, metric: str, size: str = "") -> dict:
             "min": float(v.min()), "n": int(v.size)}
 
 
+#: the held-out synthetic acceptance of the training issue (and issue 17): Spearman R margin over the HU baseline,
+#: and the minimum mean DSC of the high and low functional volumes
+MIN_GAIN_OVER_BASELINE = 0.10
+MIN_DSC = 0.75
+
+
+def synthetic_acceptance(held_out: dict) -> dict:
+    """The held-out synthetic acceptance from the card's ``held_out`` means: ``checks`` (name -> bool) and ``holds``
+    (all checks, and the U-Net compared: without it "not below the U-Net" cannot be judged)."""
+    arnn = held_out["arnn"]
+    checks = {
+        "spearman_at_least_baseline_plus_0.10":
+            arnn["spearman"]["mean"] >= held_out["hu_baseline"]["spearman"]["mean"] + MIN_GAIN_OVER_BASELINE,
+        "dsc_high_at_least_0.75": arnn["dsc_high"]["mean"] >= MIN_DSC,
+        "dsc_low_at_least_0.75": arnn["dsc_low"]["mean"] >= MIN_DSC,
+    }
+    if "unet" in held_out:
+        checks["spearman_not_below_unet"] = arnn["spearman"]["mean"] >= held_out["unet"]["spearman"]["mean"]
+    return {"checks": checks, "holds": "unet" in held_out and all(checks.values())}
+
+
+def real_ct_card(weights: Path, data: Path, out: Path) -> dict:
+    """Step 7: the plausibility measures of the new weights on every real CT in ``data/real`` (report and figures in
+    ``out``); the card's rows (network map) and the acceptance over the CTs with both lungs in view. Empty when there
+    are no real CTs."""
+    if not (Path(data) / "real").is_dir():
+        log(f"real CTs: none at {data}/real; the card has no real-CT table")
+        return {}
+    sys.path.insert(0, str(ROOT / "bench"))
+    import real_ct_plausibility as plausibility
+
+    from CTPerfusionMappingLib.run_cli import load_model
+
+    model, info = load_model(str(weights), False, "cpu")
+    cases = plausibility.plausibility_cases(Path(data), model, info, say=log)
+    plausibility.write_report(cases, out, info)
+    rows = []
+    for c in cases:
+        if c.error is not None:
+            rows.append({"case": c.name, "error": c.error})
+            continue
+        m = c.measures["network"]
+        rows.append({"case": c.name, "lungs": "cut by the field of view" if c.truncated else "whole",
+                     "posterior_to_anterior": [m[s]["posterior_to_anterior"] for s in ("right", "left")],
+                     "right_share": c.shares["network"],
+                     "emphysema_to_rest": [m[s]["emphysema_to_rest"] for s in ("right", "left")],
+                     "passed": c.passed["network"]})
+    return {"rows": rows, "acceptance": plausibility.acceptance_summary(cases)}
+
+
 def held_out_figure(rows, path: Path) -> None:
     """Per-patient Spearman R vs SPECT of the four predictors, one line per patient (PNG)."""
     import matplotlib
@@ -269,7 +325,10 @@ def main() -> int:
                     help="run only the transfer-learning cross-validation, from these pre-trained weights")
     ap.add_argument("--acquisition", choices=["random", "none"], default="random",
                     help="CT acquisition of the phantoms (ctpm phantom --acquisition); default random")
-    ap.add_argument("--install", action="store_true", help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models")
+    ap.add_argument("--install", action="store_true",
+                    help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models (only when the acceptance holds)")
+    ap.add_argument("--real-data", type=Path, default=ROOT.parent / "shared" / "data",
+                    help="folder with real/ CTs for the plausibility table (default ../shared/data; skipped when absent)")
     args = ap.parse_args()
 
     from CTPerfusionMappingLib.network import NetworkConfig
@@ -344,6 +403,13 @@ def main() -> int:
         "card": "MODEL_CARD.md", "best_epoch": meta.get("epoch"), "val_spearman": meta.get("val_spearman"),
         "held_out_spearman_mean": card["held_out"]["arnn"]["spearman"]["mean"], "recipe": card["recipe"],
         "training_domain": {k: card["training_domain"][k] for k in ("in_plane_mm", "slice_mm", "lung_median_hu")}})
+    if args.real_data is not None and not (out / "real_ct.json").is_file():
+        (out / "real_ct.json").write_text(json.dumps(real_ct_card(out / "ctpm_arnn.pt", args.real_data, out), indent=2))
+    if (out / "real_ct.json").is_file():
+        card["real_ct"] = json.loads((out / "real_ct.json").read_text())
+    card["acceptance"] = {"synthetic": synthetic_acceptance(card["held_out"]),
+                          "real_ct": (card.get("real_ct") or {}).get("acceptance")}
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
     (out / "MODEL_CARD.md").write_text(render_card(card))
     for p in predictors:
         s = card["held_out"][p]
@@ -351,6 +417,13 @@ def main() -> int:
     for k, t in card["tests"].items():
         log(f"{k}: mean difference {t['mean_difference']:+.3f}, better in {t['b_better']}/{t['patients']}, "
             f"p = {t['p_value']:.3g}")
+    accepted = card["acceptance"]["synthetic"]
+    log(f"synthetic acceptance: {'holds' if accepted['holds'] else 'does not hold'} ({accepted['checks']})")
+    if card["acceptance"]["real_ct"] is not None:
+        log(f"real-CT acceptance: {'holds' if card['acceptance']['real_ct']['holds'] else 'does not hold'}")
+    if args.install and not accepted["holds"]:
+        log("not installed: the held-out synthetic acceptance does not hold")
+        return 1
     if args.install:
         MODELS_DIR.mkdir(parents=True, exist_ok=True)
         for name in ("ctpm_arnn.pt", "MODEL_CARD.md", "model_card.json"):
@@ -381,6 +454,46 @@ def _domain_lines(d) -> list:
 
 def _cell(s: dict) -> str:
     return f"{s['mean']:.3f} +- {s['sd']:.3f} (min {s['min']:.3f})"
+
+
+def _acceptance_lines(acceptance) -> list:
+    """The card's acceptance section (held-out synthetic patients; real CTs where judged)."""
+    if not acceptance:
+        return []
+    synthetic = acceptance["synthetic"]
+    lines = ["", "## Acceptance", "",
+             f"Held-out synthetic patients: **{'holds' if synthetic['holds'] else 'does not hold'}** ("
+             + ", ".join(f"{k.replace('_', ' ')}: {'yes' if v else 'no'}" for k, v in synthetic["checks"].items())
+             + ("" if "spearman_not_below_unet" in synthetic["checks"] else "; no U-Net trained, not judged") + ")."]
+    real = acceptance.get("real_ct")
+    if real is not None:
+        lines.append(f"Real CTs with both lungs in view (posterior/anterior >= 1.1 in each lung, right share 42-65 %, "
+                     f"emphysema-like voxels less perfused): **{'holds' if real['holds'] else 'does not hold'}**.")
+    return lines
+
+
+def _real_ct_lines(real) -> list:
+    """The card's real-CT plausibility table (no SPECT comes with these CTs: physiology, not accuracy)."""
+    if not real:
+        return []
+    lines = ["", "## Real CTs: physiological plausibility (no SPECT; `bench/real_ct_plausibility.py`)", "",
+             "| CT | lungs | P/A right / left | right share | < -950 HU vs rest, right / left | gradient, share, "
+             "< -950 |", "|---|---|---|---:|---|---|"]
+
+    def flag(v):
+        return "n/a" if v is None else ("yes" if v else "**no**")
+
+    def pair(values, fmt="{:.2f}"):
+        return " / ".join("n/a" if v is None or v != v else fmt.format(v) for v in values)
+
+    for r in real["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['case']} | refused | | | | {r['error'][:90]} |")
+            continue
+        lines.append(f"| {r['case']} | {r['lungs']} | {pair(r['posterior_to_anterior'])} | "
+                     f"{100 * r['right_share']:.1f} % | {pair(r['emphysema_to_rest'])} | "
+                     f"{', '.join(flag(r['passed'][k]) for k in ('gradient', 'right_share', 'emphysema'))} |")
+    return lines
 
 
 def render_card(card: dict) -> str:
@@ -448,6 +561,7 @@ def render_card(card: dict) -> str:
                   f"{t['test']['patients']} patients, Wilcoxon p = {t['test']['p_value']:.3g}. Per fold (fine-tuned / "
                   "pre-trained): " + ", ".join(f"{v['model']:.3f} / {v['pretrained']:.3f}"
                                                for v in t["per_fold_spearman"].values()) + "."]
+    lines += [*_acceptance_lines(card.get("acceptance")), *_real_ct_lines(card.get("real_ct"))]
     lines += [
         "",
         "DSC: overlap of the high- (above 0.66 of the maximum) and low-functional volumes of prediction and SPECT.",

@@ -30,7 +30,8 @@ def load_model(weights: Optional[str], baseline: bool, device: str):
                         "for the HU-only baseline predictor")
     model, config, metadata = load_weights(path, device=device)
     info = {"predictor": "network", "weights": str(path), "config": config.to_dict(), "metadata": metadata}
-    if not weights and not os.environ.get("CTPM_WEIGHTS"):  # the bundled model: its training domain is known
+    bundled = not weights and not os.environ.get("CTPM_WEIGHTS")
+    if bundled and not (metadata or {}).get("training_domain"):  # weights from before the domain was stored in them
         from .quality import BUNDLED_TRAINING_DOMAIN
 
         info["training_domain"] = BUNDLED_TRAINING_DOMAIN
