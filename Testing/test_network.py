@@ -12,7 +12,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from CTPerfusionMappingLib.inference import predict
-from CTPerfusionMappingLib.network import ARNN, NetworkConfig, UNet3D, build_model, count_parameters, kaiming_bound
+from CTPerfusionMappingLib.network import (
+    ARNN,
+    NetworkConfig,
+    UNet3D,
+    build_model,
+    count_parameters,
+    kaiming_bound,
+    position_channels,
+)
 from CTPerfusionMappingLib.weights import load_weights, save_weights  # noqa: E402
 from ImagingBasics.devices import describe_device, run_with_oom_fallback, select_device
 from ImagingBasics.errors import UserError  # noqa: E402
@@ -139,6 +147,62 @@ def test_config_dict_round_trip_and_validation():
     for bad in ({"arch": "vnet"}, {"kernel_size": 4}, {"dropout": 1.0}, {"levels": 1}, {"input_shape": (30, 16, 16)}):
         with pytest.raises(UserError):
             NetworkConfig(**bad)
+
+
+def test_position_channels_are_the_z_and_y_position_across_the_sample():
+    x = torch.zeros(2, 1, 4, 3, 5, dtype=torch.float64)
+    pos = position_channels(x)
+    assert pos.shape == (2, 2, 4, 3, 5) and pos.dtype == torch.float64
+    np.testing.assert_allclose(pos[1, 0, :, 2, 4].numpy(), [-1, -1 / 3, 1 / 3, 1])  # z: apex row to base row
+    np.testing.assert_allclose(pos[0, 1, 3, :, 0].numpy(), [-1, 0, 1])  # y: anterior row to posterior row
+    assert torch.equal(pos[:, 0], pos[:, 0, :, :1, :1].expand(2, 4, 3, 5))  # z constant over y and x
+    assert torch.equal(pos[:, 1], pos[:, 1, :1, :, :1].expand(2, 4, 3, 5))  # y constant over z and x
+    assert torch.equal(position_channels(torch.zeros(1, 1, 1, 1, 2))[0, :, 0, 0], torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("arch, first_kernel, shortcut", [("arnn", 5, 1), ("unet", 3, 0)])
+def test_coordinates_add_two_input_channels_to_the_first_convolution(arch, first_kernel, shortcut):
+    plain, with_coords = _tiny(arch=arch), _tiny(arch=arch, coordinates=True)
+    extra = count_parameters(with_coords) - count_parameters(plain)
+    # only the first block reads more channels: its convolution, and the ARNN's 1x1x1 shortcut projection
+    assert extra == 2 * (first_kernel**3 + shortcut) * TINY.base_channels
+    first = next(m for m in with_coords.modules() if isinstance(m, torch.nn.Conv3d))
+    seen = []
+    first.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    x = _input()
+    y = _forward(with_coords, x)
+    assert y.shape == SHAPE and seen[0].shape == (2, 3, 32, 16, 16)
+    np.testing.assert_array_equal(seen[0][:, :1].numpy(), x)
+    assert torch.equal(seen[0][:, 1:], position_channels(torch.from_numpy(x)))
+
+
+def test_coordinates_change_the_map_of_a_uniform_lung_by_position():
+    """A uniform input gives the same interior value at every position of the same parity without position channels
+    (translation equivariance away from the zero padding, up to the 2-voxel period of the stride-2 layers); with
+    them, the interior changes from front to back."""
+    config = replace(TINY, levels=2, input_shape=(48, 48, 48), kernel_size=3)
+    x = np.full((1, 1, 48, 48, 48), 0.5, np.float32)
+
+    def front_to_back_change(coordinates: bool) -> float:
+        torch.manual_seed(0)
+        y = _forward(build_model(replace(config, coordinates=coordinates)), x)[0, 0, 20:28, 20:28, 20:28]
+        return float(np.abs(y[:, 2:] - y[:, :-2]).max())
+
+    assert front_to_back_change(False) < 1e-6
+    assert front_to_back_change(True) > 1e-4
+
+
+def test_weights_without_the_coordinates_setting_load_as_before(tmp_path):
+    d = TINY.to_dict()
+    del d["coordinates"]  # weights saved before the setting existed
+    assert NetworkConfig.from_dict(d).coordinates is False
+    with pytest.raises(UserError, match="coordinates must be true or false"):
+        NetworkConfig(coordinates=1)
+    model = _tiny(coordinates=True)
+    path = save_weights(model, model.config, tmp_path / "w.pt")
+    loaded, config, _ = load_weights(path)
+    assert config.coordinates is True
+    np.testing.assert_array_equal(_forward(loaded, _input()), _forward(model, _input()))
 
 
 def test_indivisible_input_size_is_a_user_error():

@@ -125,6 +125,32 @@ def test_ctpm_train_then_run_with_the_trained_weights(cohort_csv, tmp_path, caps
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_ctpm_train_init_takes_the_network_of_the_weights(cohort_csv, samples, tmp_path, capsys):
+    """Fine-tuning the bundled kind of model (position channels, other widths) needs no network flags; a flag that
+    contradicts the weights is refused before any case is preprocessed, naming it."""
+    from CTPerfusionMappingLib.weights import load_weights
+
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)
+    pretrained = replace(TINY, base_channels=3, max_channels=6, coordinates=True)
+    train(pretrained, train_s, val_s, tmp_path / "pre", replace(FAST, epochs=1))
+    init = str(tmp_path / "pre" / "best.pt")
+    out = tmp_path / "fine"
+    assert ctpm(["train", str(cohort_csv), "--out", str(out), "--epochs", "1", "--val-fraction", "0.34",
+                 "--device", "cpu", "--init", init, "--quiet"]) == 0
+    assert load_weights(out / "best.pt")[1] == pretrained
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert ctpm(["train", str(cohort_csv), "--out", str(refused), "--epochs", "1", "--base-channels", "2",
+                 "--coordinates", "--device", "cpu", "--init", init, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "base_channels is 3" in err and "leave out --base-channels" in err and "--coordinates" not in err
+    assert not refused.exists()
+    assert ctpm(["train", str(cohort_csv), "--out", str(tmp_path / "plain"), "--epochs", "1", "--base-channels", "2",
+                 "--max-channels", "4", "--coordinates", "--val-fraction", "0.34", "--device", "cpu", "--quiet"]) == 0
+    assert load_weights(tmp_path / "plain" / "best.pt")[1] == replace(TINY, coordinates=True)
+
+
 def test_distributed_data_parallel_with_two_cpu_processes(cohort_csv, samples, tmp_path):
     """`torchrun --nproc_per_node 2 ... ctpm train` (gloo on the CPU): one log and one set of weights, written by rank 0."""
     import os

@@ -325,6 +325,9 @@ def main() -> int:
                     help="run only the transfer-learning cross-validation, from these pre-trained weights")
     ap.add_argument("--acquisition", choices=["random", "none"], default="random",
                     help="CT acquisition of the phantoms (ctpm phantom --acquisition); default random")
+    ap.add_argument("--coordinates", action=argparse.BooleanOptionalAction, default=True,
+                    help="position channels (z, y) as extra network input (default on; --no-coordinates: the CT only, "
+                         "as in Ren 2021 IJROBP)")
     ap.add_argument("--install", action="store_true",
                     help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models (only when the acceptance holds)")
     ap.add_argument("--real-data", type=Path, default=ROOT.parent / "shared" / "data",
@@ -348,7 +351,8 @@ def main() -> int:
                           seed=args.seed, device=device)
     fine_cfg = replace(pre_cfg, epochs=args.finetune_epochs, patience=args.finetune_epochs, lr=args.finetune_lr,
                        freeze_encoder_epochs=args.freeze_encoder_epochs)
-    arnn = NetworkConfig(arch="arnn", base_channels=args.base_channels, max_channels=args.max_channels)
+    arnn = NetworkConfig(arch="arnn", base_channels=args.base_channels, max_channels=args.max_channels,
+                         coordinates=args.coordinates)
     if args.only_transfer_cv:
         transfer_cv(out, args, args.only_transfer_cv, fine_cfg, arnn)
         return 0
@@ -510,8 +514,10 @@ def render_card(card: dict) -> str:
         "## Model",
         f"Attention residual network (ARNN, Ren 2021 IJROBP; architecture in `CTPerfusionMappingLib/network.py`): "
         f"{json.dumps(r['network'])}. Stored as float16 (loaded as float32). Input: one 128 x 64 x 64 hemi-lung sample "
-        "of the enhanced CT (equation 1); output: relative perfusion 0..1 (the P75-normalised, discretised SPECT "
-        "of equation 2).",
+        "of the enhanced CT (equation 1)" + (", with two position channels (cranio-caudal and anterior-posterior "
+        "position across the sample, which assume a supine patient; see the network's docstring)"
+        if r["network"].get("coordinates") else "") + "; output: relative perfusion 0..1 (the P75-normalised, "
+        "discretised SPECT of equation 2).",
         "",
         "## Training data and recipe (mirrors Ren 2022 Front Oncol's transfer learning)",
         f"- Pre-training: {r['cohorts']['pretrain']} synthetic patients without tumours (`ctpm phantom --pathology "

@@ -25,7 +25,7 @@ What the paper leaves open, and what we chose
     1. Channel widths: ``min(base_channels * 2 ** level, max_channels)`` = 16-32-64-128 at S1-S4 by default.
        With one ResConv per level this gives 7.6 M parameters (see "Size and speed" below).
     2. Number of residual blocks: one ResConv per encoder level (S1, S2, S3), one at the bottom (S4) and one per
-       decoder level (S3, S2, S1): seven in all. The first (S1) takes the 1-channel input.
+       decoder level (S3, S2, S1): seven in all. The first (S1) takes the 1-channel input (3 with ``coordinates``).
     3. ResConv form (He et al. 2016): ``conv-BN-PReLU-Dropout -> conv-BN -> (+ shortcut) -> PReLU -> Dropout``.
        Both convolutions are still each followed by BN, PReLU and dropout, with the addition placed between the
        second BN and its PReLU, as in ResNet. The shortcut is the identity when the channel counts agree, else a
@@ -60,6 +60,17 @@ What the paper leaves open, and what we chose
        convolution and transposed convolution weight (bound ``sqrt(6 / ((1 + a^2) fan_in))``), zeros for all
        biases, BN weight 1 / bias 0, PReLU slopes ``prelu_init``. One PReLU parameter per channel.
    11. Convolutions followed by BN have no bias (BN's shift replaces it).
+
+Position channels (``coordinates=True``; not in the papers, off by default so that older weights load unchanged)
+    The first block also reads two channels that :func:`position_channels` appends to the input inside the network:
+    the voxel's cranio-caudal (z) and anterior-posterior (y) position across the sample, -1 at the first row to +1
+    at the last (CoordConv, Liu et al. 2018). A hemi-lung sample is the lung's bounding box in patient
+    space (LPS, :mod:`.preprocess`), so these are the voxel's height in the supine lung and its place from apex to
+    base. Why: supine perfusion rises from the non-dependent to the dependent lung whatever the lung's density
+    (the zones of West et al. 1964), but the network's only input, the histogram-equalised CT, carries
+    position only through the zero padding at the sample's border, and a network trained on it learned to read the
+    gradient off the CT's dependent density instead (``bench/gravity_cue.py``: no gradient on an emphysematous CT
+    whose dependent lung is not denser). The channels assume a supine patient, as the papers' MAA SPECTs do.
 
 Plain 3D U-Net baseline (``arch="unet"``; the comparison in the ablation study)
     Cicek-style: per level ``(conv3-BN-ReLU-Dropout) x 2``; 2x2x2 max-pooling down; 2x2x2 stride-2 transposed
@@ -102,6 +113,8 @@ ARCHITECTURES = ("arnn", "unet")
 ROI_CHANNELS = 4
 #: Number of skip connections (the deepest ones) that get an attention gate (Ren et al. 2021: "two").
 N_SKIP_GATES = 2
+#: Position channels appended with ``coordinates=True``: cranio-caudal (z) and anterior-posterior (y).
+N_POSITION_CHANNELS = 2
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,8 @@ class NetworkConfig:
     """Hyper-parameters of a network; stored with its weights. Shapes are (z, y, x) voxels.
 
     ``levels`` counts resolutions S1..S4 (so ``levels - 1`` down-samplings); ``kernel_size`` is the ARNN's
-    convolution size (odd); ``dropout`` is a probability; ``prelu_init`` the initial PReLU slope and the Kaiming ``a``.
+    convolution size (odd); ``dropout`` is a probability; ``prelu_init`` the initial PReLU slope and the Kaiming ``a``;
+    ``coordinates`` appends the two position channels of :func:`position_channels` to the ``in_channels`` input.
     """
 
     arch: str = "arnn"
@@ -125,6 +139,7 @@ class NetworkConfig:
     dropout: float = 0.1
     prelu_init: float = 0.2
     input_shape: Tuple[int, int, int] = (128, 64, 64)
+    coordinates: bool = False
 
     def __post_init__(self) -> None:
         """Normalise ``input_shape`` to a tuple of ints and check every value; raises UserError."""
@@ -142,7 +157,7 @@ class NetworkConfig:
             raise UserError(f"network setting kernel_size must be odd, got {self.kernel_size}")
         if self.levels < 2:
             raise UserError(f"network setting levels must be at least 2, got {self.levels}")
-        for name in ("residual", "roi_attention", "skip_attention"):
+        for name in ("residual", "roi_attention", "skip_attention", "coordinates"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"network setting {name} must be true or false, got {getattr(self, name)!r}")
         for name in ("dropout", "prelu_init"):
@@ -153,6 +168,11 @@ class NetworkConfig:
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
             raise UserError(f"network setting input_shape must be three positive sizes (z, y, x), got {self.input_shape}")
         check_spatial_shape(self, self.input_shape)
+
+    @property
+    def first_block_channels(self) -> int:
+        """Channels the first block reads: the input's, plus the two position channels with ``coordinates``."""
+        return self.in_channels + (N_POSITION_CHANNELS if self.coordinates else 0)
 
     @property
     def channels(self) -> Tuple[int, ...]:
@@ -185,6 +205,24 @@ def check_spatial_shape(config: NetworkConfig, shape: Tuple[int, ...]) -> None:
             f"image size {tuple(int(s) for s in shape)} (z, y, x) is not divisible by {factor} in every axis, "
             f"which this {config.levels}-level network needs; resample the lung to e.g. 128x64x64"
         )
+
+
+def position_channels(x: torch.Tensor) -> torch.Tensor:
+    """(N, 2, D, H, W): each voxel's z and y position across the sample, -1 at the first row to +1 at the last
+    (voxel centres; 0 for a size of 1), dtype and device of ``x`` (N, C, D, H, W).
+
+    CoordConv (Liu et al. 2018); see "Position channels" in the module docstring."""
+    n, _, d, h, w = x.shape
+    z = torch.linspace(-1.0, 1.0, d, device=x.device, dtype=x.dtype) if d > 1 else x.new_zeros(1)
+    y = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype) if h > 1 else x.new_zeros(1)
+    zz = z.view(1, 1, d, 1, 1).expand(n, 1, d, h, w)
+    yy = y.view(1, 1, 1, h, 1).expand(n, 1, d, h, w)
+    return torch.cat([zz, yy], dim=1)
+
+
+def with_position(config: NetworkConfig, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with the position channels appended when ``config.coordinates``, else ``x`` itself."""
+    return torch.cat([x, position_channels(x)], dim=1) if config.coordinates else x
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -325,7 +363,8 @@ class ARNN(nn.Module):
         ch, k, p, s = config.channels, config.kernel_size, config.dropout, config.prelu_init
         block = ResConv if config.residual else PlainConv
         last = config.levels - 1
-        self.enc = nn.ModuleList([block(config.in_channels if i == 0 else ch[i], ch[i], k, p, s) for i in range(last)])
+        self.enc = nn.ModuleList([block(config.first_block_channels if i == 0 else ch[i], ch[i], k, p, s)
+                                  for i in range(last)])
         self.down = nn.ModuleList([ConvUnit(ch[i], ch[i + 1], 2, p, s, stride=2) for i in range(last)])
         self.bottom = block(ch[last], ch[last], k, p, s)
         self.up = nn.ModuleList([UpUnit(ch[i + 1], ch[i], p, s) for i in range(last)])
@@ -339,6 +378,7 @@ class ARNN(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
         check_spatial_shape(self.config, x.shape[2:])
+        x = with_position(self.config, x)
         skips = []
         for enc, down in zip(self.enc, self.down):
             x = enc(x)
@@ -379,7 +419,8 @@ class UNet3D(nn.Module):
         super().__init__()
         self.config, self.levels = config, config.levels
         ch, p, last = config.channels, config.dropout, config.levels - 1
-        self.enc = nn.ModuleList([DoubleConv(config.in_channels if i == 0 else ch[i - 1], ch[i], p) for i in range(last)])
+        self.enc = nn.ModuleList([DoubleConv(config.first_block_channels if i == 0 else ch[i - 1], ch[i], p)
+                                  for i in range(last)])
         self.pool = nn.MaxPool3d(2)
         self.bottom = DoubleConv(ch[last - 1], ch[last], p)
         self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i + 1], ch[i], 2, stride=2) for i in range(last)])
@@ -390,6 +431,7 @@ class UNet3D(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, D, H, W) -> (N, C_out, D, H, W) values before the final sigmoid."""
         check_spatial_shape(self.config, x.shape[2:])
+        x = with_position(self.config, x)
         skips = []
         for enc in self.enc:
             x = enc(x)

@@ -79,11 +79,14 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cache", type=Path, help="folder of preprocessed samples (default: OUT/cache)")
-    p.add_argument("--arch", choices=["arnn", "unet"], default="arnn")
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--max-channels", type=int, default=128)
+    p.add_argument("--arch", choices=["arnn", "unet"], help="network (default arnn; with --init: that of the weights)")
+    p.add_argument("--base-channels", type=int, help="channels at full size (default 16; with --init: the weights')")
+    p.add_argument("--max-channels", type=int, help="channel cap (default 128; with --init: the weights')")
     for name in ("residual", "roi-attention", "skip-attention"):
         p.add_argument(f"--no-{name}", action="store_true", help=f"ablation: ARNN without {name.replace('-', ' ')}")
+    p.add_argument("--coordinates", action="store_true",
+                   help="two position channels (cranio-caudal, anterior-posterior across the hemi-lung) as extra input; "
+                        "they assume supine patients (with --init: taken from the weights)")
     p.add_argument("--epochs", type=int, default=500, help="at most this many epochs (Ren 2021 IJROBP: 500)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -104,7 +107,6 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 def _network_and_config(args: argparse.Namespace):
     """The checked network and training configurations, after every check that can be made before a case is
     preprocessed (:func:`_check_before_preprocessing`)."""
-    from .network import NetworkConfig
     from .training.trainer import TrainConfig
 
     if args.epochs < 1 or args.batch_size < 1 or args.workers < 1:
@@ -116,14 +118,39 @@ def _network_and_config(args: argparse.Namespace):
     for flag, value in (("--patience", args.patience), ("--freeze-encoder-epochs", args.freeze_encoder_epochs)):
         if value < 0:
             raise UserError(f"{flag} must be 0 or more, got {value}")
-    network = NetworkConfig(arch=args.arch, base_channels=args.base_channels, max_channels=args.max_channels,
-                            residual=not args.no_residual, roi_attention=not args.no_roi_attention,
-                            skip_attention=not args.no_skip_attention)
+    network = _network_settings(args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
                          freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
     _check_before_preprocessing(args, network)
     return network, config
+
+
+#: Network flags of the training commands: argparse destination -> (NetworkConfig field, value when given).
+_SWITCHES = {"no_residual": ("residual", False), "no_roi_attention": ("roi_attention", False),
+             "no_skip_attention": ("skip_attention", False), "coordinates": ("coordinates", True)}
+_SIZES = {"arch": "arch", "base_channels": "base_channels", "max_channels": "max_channels"}
+
+
+def _network_settings(args: argparse.Namespace):
+    """The network to train: the flags' settings, or with --init the configuration stored in those weights, which
+    the flags given must agree with (one-line UserError naming the flags that do not)."""
+    from .network import NetworkConfig
+    from .weights import load_weights
+
+    given = {field: getattr(args, dest) for dest, field in _SIZES.items() if getattr(args, dest) is not None}
+    given.update({field: value for dest, (field, value) in _SWITCHES.items() if getattr(args, dest)})
+    if args.init is None:
+        return NetworkConfig(**given)
+    _, stored, _ = load_weights(args.init)
+    differ = {field: value for field, value in given.items() if getattr(stored, field) != value}
+    if differ:
+        flags = {field: "--" + dest.replace("_", "-") for dest, field in _SIZES.items()}
+        flags.update({field: "--" + dest.replace("_", "-") for dest, (field, _) in _SWITCHES.items()})
+        raise UserError(f"--init {args.init} holds a {stored.arch} whose " +
+                        ", ".join(f"{field} is {getattr(stored, field)}" for field in differ) +
+                        f": leave out {', '.join(flags[field] for field in differ)} to fine-tune it as it is")
+    return stored
 
 
 def _check_before_preprocessing(args: argparse.Namespace, network) -> None:
@@ -134,17 +161,10 @@ def _check_before_preprocessing(args: argparse.Namespace, network) -> None:
     from ImagingBasics.manifest import read_manifest
     from ImagingBasics.outputs import check_output_folder
 
-    from .weights import load_weights
-
     select_device(args.device)
     folds = getattr(args, "folds", None)
     if folds is not None and folds < 2:
         raise UserError(f"--folds must be at least 2, got {folds}")
-    if args.init is not None:
-        _, config, _ = load_weights(args.init)
-        if config.to_dict() != network.to_dict():
-            raise UserError(f"--init {args.init} holds a {config.arch} with another configuration than the one to train "
-                            "(--arch, --base-channels, --max-channels, the ablation switches)")
     rows = read_manifest(args.manifest, required=("id", "ct", "spect"))
     for row in rows:
         for column in ("ct", "spect", "lungs", "lobes"):
