@@ -9,6 +9,8 @@ holds what every command that takes DICOM needs on top of them, once for ``ctpm`
   it is read as :func:`~.imageio.read_volume` always read it (GDCM); a folder holding several series (a planning CT
   with a scout, an RTSTRUCT, an RTDOSE, sub-folders) gives the largest CT series (:func:`choose_ct_series`, one
   ``warning:`` line naming it and the others), and ``--ct-series`` any CT series of the folder;
+* :func:`ct_patient_position` -- the CT series' PatientPosition (supine, prone, decubitus), for the models that
+  assume a supine patient;
 * :func:`choose_ct_series` -- that choice, for the commands that need the CT's headers only (frame of reference,
   slices, grid) and for the writers of RT objects;
 * :func:`dicom_modality` -- what a file is by its content (an RTDOSE named ``dose.nrrd.dcm`` or ``RD1``);
@@ -119,6 +121,26 @@ def read_ct(path: PathLike, series_uid: Optional[str] = None) -> Volume:  # noqa
         return read_volume(p)  # as always: GDCM reads the one series (or says that there is none)
     chosen = choose_ct_series(p, found=found)
     return read_ct_series(p, chosen.series_uid)
+
+
+def ct_patient_position(path: PathLike, series_uid: Optional[str] = None) -> Optional[str]:  # noqa: UP045
+    """The DICOM PatientPosition (``HFS``, ``FFP``, ``HFDR``, ...) of the CT series :func:`read_ct` reads from
+    ``path`` (upper case), or None: an image file (NRRD, NIfTI: no such field), or a series without the attribute."""
+    p = _path(path)
+    if not p.is_dir():
+        return None
+    if series_uid is not None:
+        series = select_ct_series(p, series_uid)
+    else:
+        found = find_series(p)
+        if not found:
+            return None
+        with warnings.catch_warnings():  # read_ct has named the choice already
+            warnings.simplefilter("ignore", UserWarning)
+            series = found[0] if _one_series_directly_inside(p, found) else select_ct_series(p)
+    header = read_header(series.files[0])
+    position = str(getattr(header, "PatientPosition", "") or "").strip().upper() if header is not None else ""
+    return position or None
 
 
 def ct_series_geometry(folder: PathLike, series_uid: Optional[str] = None) -> CtGeometry:  # noqa: UP045

@@ -53,8 +53,8 @@ def _slice_dataset(series_uid: str, study_uid: str, frame_uid: str, description:
 def write_ct_series(folder: Path, hu: np.ndarray, spacing: Sequence[float], origin: Sequence[float],
                     direction: Optional[np.ndarray] = None, series_uid: Optional[str] = None, study_uid: str = STUDY_UID,
                     frame_uid: str = FRAME_UID, description: str = "Chest CT", seed: int = 0, prefix: str = "IMG",
-                    modality: str = "CT", image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL")
-                    ) -> Dict[str, object]:
+                    modality: str = "CT", image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+                    patient_position: str = "HFS") -> Dict[str, object]:
     """Write ``hu[z, y, x]`` (HU) as a CT series: voxel [0, 0, 0] at ``origin`` (LPS mm), ``spacing`` (x, y, z mm),
     ``direction`` (columns: the x, y, z axes in LPS; default identity). Returns the truth."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,7 @@ def write_ct_series(folder: Path, hu: np.ndarray, spacing: Sequence[float], orig
     order = np.random.default_rng(seed).permutation(shape[0])
     for k in range(shape[0]):
         ds = _slice_dataset(series_uid, study_uid, frame_uid, description, modality, image_type)
+        ds.PatientPosition = patient_position
         ds.InstanceNumber = k + 1
         position = np.asarray(origin, dtype=float) + k * float(spacing[2]) * axes[:, 2]
         ds.ImagePositionPatient = [float(v) for v in position]

@@ -154,6 +154,24 @@ def test_ct_series_with_a_ct_file_is_refused_before_any_work(patient, tmp_path, 
     assert (d / "ct").is_dir()
 
 
+def test_a_prone_ct_series_gets_the_position_warning_and_a_supine_one_does_not(patient, tmp_path):
+    from CTPerfusionMappingLib.synthetic.cohort import generate_case
+    from ImagingBasics.dicom_inputs import ct_patient_position
+
+    d = patient["d"]
+    write_ct_volume(tmp_path / "prone", generate_case(1, "small").ct, description="Prone CT", patient_position="HFP")
+    assert ct_patient_position(tmp_path / "prone") == "HFP"
+    assert ct_patient_position(d / "mixed") == "HFS" and ct_patient_position(d / "lungs.nrrd") is None
+    assert ctpm(["run", "--ct", str(tmp_path / "prone"), "--lungs", str(d / "lungs.nrrd"), "--baseline", "--quiet",
+                 "--out", str(tmp_path / "results")]) == 0
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["model"]["inputs"]["patient_position"] == "HFP"
+    assert [w["values"] for w in metrics["warnings"] if w["code"] == "patient_not_supine"] == [{"patient_position": "HFP"}]
+    supine = json.loads((d / "results" / "metrics.json").read_text(encoding="utf-8"))
+    assert supine["model"]["inputs"]["patient_position"] == "HFS"
+    assert not [w for w in supine["warnings"] if w["code"] == "patient_not_supine"]
+
+
 # --- item 3: ctpm export-dicom ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported(patient) -> Path:

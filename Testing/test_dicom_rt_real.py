@@ -72,6 +72,14 @@ def test_the_real_series_is_found_and_read_as_the_folder_reader_reads_it(lidc, c
     np.testing.assert_array_equal(ct.array, reference.array)
 
 
+def test_the_real_series_is_feet_first_supine_and_gets_no_position_warning(lidc):
+    from CTPerfusionMappingLib.quality import patient_orientation
+    from ImagingBasics.dicom_inputs import ct_patient_position
+
+    assert ct_patient_position(lidc) == "FFS"  # PROVENANCE.md: feet-first supine
+    assert patient_orientation(ct_patient_position(lidc)) == []
+
+
 def test_real_lungs_and_a_sphere_survive_the_rtstruct_round_trip(lidc, ct, tmp_path):
     lungs = _lungs(ct)
     assert 2000 < lungs.sum() * ct.voxel_volume_ml < 8000  # lung-sized (ml)

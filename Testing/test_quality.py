@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from CTPerfusionMappingLib.lungseg import segment_lungs
-from CTPerfusionMappingLib.quality import lung_sides, lung_truncation, lung_volume
+from CTPerfusionMappingLib.quality import lung_sides, lung_truncation, lung_volume, patient_orientation
 from ImagingBasics.files import write_json
 from ImagingBasics.imageio import read_volume
 from ImagingBasics.quality import QualityWarning, warning_dicts
@@ -24,6 +24,16 @@ def test_a_warning_has_a_code_a_line_and_numbers(tmp_path):
     for code, message in (("Lung", "x"), ("lung truncated", "x"), ("ok", "two\nlines")):
         with pytest.raises(ValueError):
             QualityWarning(code, message)
+
+
+def test_only_a_known_position_that_is_not_supine_warns():
+    for quiet in (None, "", "HFS", "FFS", "hfs"):
+        assert patient_orientation(quiet) == []
+    for position, words in (("HFP", "head first, prone"), ("FFP", "feet first, prone"),
+                            ("HFDR", "lying on the right side"), ("FFDL", "lying on the left side"), ("AFDR", "not supine")):
+        (w,) = patient_orientation(position)
+        assert w.code == "patient_not_supine" and w.values == {"patient_position": position}
+        assert words in w.message and position in w.message and "\n" not in w.message
 
 
 @pytest.fixture(scope="module")

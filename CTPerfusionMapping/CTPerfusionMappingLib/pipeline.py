@@ -39,7 +39,7 @@ from .preprocess import (
     preprocess_case,
     sample_to_ct,
 )
-from .quality import lung_quality, model_domain, spect_coverage
+from .quality import lung_quality, model_domain, patient_orientation, spect_coverage
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -255,12 +255,14 @@ def run_pipeline(
     options: RunOptions = RunOptions(),
     progress: Progress = None,
     model_info: Optional[Dict[str, Any]] = None,
+    patient_position: Optional[str] = None,
 ) -> RunResult:
     """CT (+ SPECT, + labels) -> synthetic perfusion and its evaluation. ``model=None`` predicts with the HU-only
-    baseline (a warning goes into the metrics); otherwise ``model`` is a network from :func:`~.weights.load_weights`."""
+    baseline (a warning goes into the metrics); otherwise ``model`` is a network from :func:`~.weights.load_weights`.
+    ``patient_position``: the CT's DICOM PatientPosition when known (a warning unless supine)."""
     times: Dict[str, float] = {}
     t0 = time.perf_counter()
-    quality = list(check_ct(ct))
+    quality = list(check_ct(ct)) + patient_orientation(patient_position)
     _say(progress, 0.02, "lung labels")
     labels, label_info = resolve_labels(ct, lungs, lobes, options.labels_source)
     quality += lung_quality(labels, ct, given=lungs is not None or lobes is not None)

@@ -1,5 +1,6 @@
 """Quality checks of the lungs a run works on: given labels against their CT, lungs cut by the field of view,
-implausible lung volumes, a left lung larger than the right (:func:`lung_quality` runs them all).
+implausible lung volumes, a left lung larger than the right (:func:`lung_quality` runs them all); a CT of a patient
+who is not supine (:func:`patient_orientation`).
 
 Each check returns :class:`~ImagingBasics.quality.QualityWarning` values (code, one-line message, numbers); the
 thresholds are our choices, set on the real CTs of the test data (whole lungs touch the image border with at most
@@ -8,7 +9,7 @@ thresholds are our choices, set on the real CTs of the test data (whole lungs to
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -102,6 +103,27 @@ def lung_quality(labels: LungLabels, ct: Volume, given: bool) -> List[QualityWar
     truncated = lung_truncation(labels.lungs)
     sides = [] if truncated else lung_sides(labels.lungs)
     return warnings + truncated + lung_volume(labels.lungs) + sides
+
+
+#: DICOM PatientPosition values (C.7.3.1.1.2) of a supine patient
+SUPINE_POSITIONS = ("HFS", "FFS")
+_POSITION_WORDS = {"HFP": "head first, prone", "FFP": "feet first, prone", "HFDR": "head first, lying on the right side",
+                   "HFDL": "head first, lying on the left side", "FFDR": "feet first, lying on the right side",
+                   "FFDL": "feet first, lying on the left side"}
+
+
+def patient_orientation(position: Optional[str]) -> List[QualityWarning]:
+    """A warning when the CT's DICOM PatientPosition is known and not supine (``HFS``, ``FFS``): the maps follow a
+    supine patient's perfusion, which rises toward the back (the phantoms, the papers' MAA SPECTs, the network's
+    position channels); in a prone or lying-on-the-side patient the dependent lung is another one. ``None`` (an
+    image file without the field): no warning."""
+    if not position or position.upper() in SUPINE_POSITIONS:
+        return []
+    words = _POSITION_WORDS.get(position.upper(), "not supine")
+    return [QualityWarning(
+        "patient_not_supine", f"the CT was acquired {words} (DICOM PatientPosition {position}), but the perfusion map "
+        "assumes a supine patient, whose perfusion rises toward the back: where gravity points elsewhere, the map's "
+        "gradient is wrong", {"patient_position": position})]
 
 
 #: what the bundled model saw in training (its model card): synthetic phantoms, half of them at 3.9 x 3.9 mm in plane

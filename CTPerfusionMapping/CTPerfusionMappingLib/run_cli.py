@@ -107,7 +107,7 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
     into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input or inside an input
     folder, no mix with an earlier run's files); returns the RunResult. ``ct_path``: an image or a DICOM folder
     (``ct_series``: the SeriesInstanceUID to read there; :func:`ImagingBasics.dicom_inputs.read_ct`)."""
-    from ImagingBasics.dicom_inputs import read_ct
+    from ImagingBasics.dicom_inputs import ct_patient_position, read_ct
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
     from ImagingBasics.validation import require_finite
@@ -124,7 +124,11 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
         info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
         if ct_series is not None:
             info["inputs"]["ct_series"] = ct_series
-        result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info)
+        position = ct_patient_position(ct_path, ct_series)
+        if position is not None:
+            info["inputs"]["patient_position"] = position
+        result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info,
+                              position)
         write_run_outputs(result, staging, ct)
     return result
 
