@@ -200,17 +200,18 @@ class CTPerfusionMappingLogic(PipelineLogic):
                            device=options["device"], register=options["register"] and not files.get("spectRegistered"),
                            threshold=options["threshold"], high_percentile=options["high_percentile"],
                            mc_dropout_passes=MC_DROPOUT_PASSES if options["uncertainty"] else 0,
-                           labels_source=files.get("labelsSource", "auto"))
+                           labels_source=files.get("labelsSource", "auto"), patient_position=files.get("patientPosition"))
 
     # --- inputs -------------------------------------------------------------------------------------------------
     def exportInputs(self, request, folder):
         """Write the input nodes as NRRD files for the child; never modifies them. Returns the paths used."""
         from ImagingBasics.imageio import write_volume
-        from ImagingBasics.slicer_nodes import volume_from_node
+        from ImagingBasics.slicer_nodes import dicom_patient_position, volume_from_node
 
         ct = volume_from_node(request.inputCT, "CT")
         files = {"ct": os.path.join(folder, "ct.nrrd")}
         write_volume(ct, files["ct"])
+        files["patientPosition"] = dicom_patient_position(request.inputCT, getattr(slicer, "dicomDatabase", None))
         if request.inputSPECT:
             files["spect"] = os.path.join(folder, "spect.nrrd")
             spect = None

@@ -10,7 +10,7 @@ holds what every command that takes DICOM needs on top of them, once for ``ctpm`
   with a scout, an RTSTRUCT, an RTDOSE, sub-folders) gives the largest CT series (:func:`choose_ct_series`, one
   ``warning:`` line naming it and the others), and ``--ct-series`` any CT series of the folder;
 * :func:`ct_patient_position` -- the CT series' PatientPosition (supine, prone, decubitus), for the models that
-  assume a supine patient;
+  assume a supine patient, and :data:`PATIENT_POSITION` (``--patient-position``) to give it for an image file;
 * :func:`choose_ct_series` -- that choice, for the commands that need the CT's headers only (frame of reference,
   slices, grid) and for the writers of RT objects;
 * :func:`dicom_modality` -- what a file is by its content (an RTDOSE named ``dose.nrrd.dcm`` or ``RD1``);
@@ -55,6 +55,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 CT_SERIES = Option("ct_series", "--ct-series", str, None, metavar="UID",
                    help="SeriesInstanceUID of the CT series to read when the CT folder holds several series (default: "
                         "the CT series with the most slices, named in a warning)")
+
+#: DICOM PatientPosition values (PS3.3 C.7.3.1.1.2) of a patient lying on the table
+PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP", "HFDR", "HFDL", "FFDR", "FFDL")
+PATIENT_POSITION = Option("patient_position", "--patient-position", str, None, choices=PATIENT_POSITIONS,
+                          metavar="POSITION",
+                          help="how the patient lay, as DICOM writes it (HFS head first supine, FFP feet first prone, "
+                               "HFDR head first lying on the right side, ...); default: read from a DICOM CT series, "
+                               "unknown for an image file. The maps assume a supine patient (a warning otherwise)")
 
 #: positions and spacings (mm) within this distance count as one grid (DICOM stores them as decimal strings)
 GRID_TOLERANCE_MM = 1e-2

@@ -9,6 +9,8 @@ Node methods used:
 * volume nodes: ``GetName``, ``GetImageData``, ``GetIJKToRASMatrix(vtkMatrix4x4)``, ``SetIJKToRASMatrix``,
   ``SetAndObserveImageData``, ``GetParentTransformNode``;
 * transform nodes: ``IsTransformToWorldLinear``, ``GetMatrixTransformToWorld(vtkMatrix4x4)``;
+* any node: ``GetAttribute("DICOM.instanceUIDs")`` (set by Slicer's DICOM loader), with the DICOM database's
+  ``fileForInstance(uid)`` and ``isOpen`` (``slicer.dicomDatabase``, passed in);
 * table nodes: ``RemoveAllColumns``, ``AddColumn(vtkAbstractArray)``, ``SetColumnUnitLabel``,
   ``SetColumnDescription``, ``SetColumnTitle``, ``SetUseColumnTitleAsColumnHeader``.
 
@@ -20,7 +22,8 @@ copied both ways: an input node is never modified.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -125,6 +128,24 @@ SPECT_COLUMNS = (
     ("dsc_high", "DSC high", "double", "", "Dice of the high-functional volumes (above the threshold)"),
     ("dsc_low", "DSC low", "double", "", "Dice of the low-functional volumes"),
 )
+
+
+def dicom_patient_position(node, database) -> Optional[str]:
+    """The DICOM PatientPosition (``HFS``, ``FFP``, ...) of the file a volume node was loaded from by Slicer's DICOM
+    module: the node's first ``DICOM.instanceUIDs`` looked up in ``database`` (``slicer.dicomDatabase``). None when it
+    cannot be known: a node loaded from an image file, no or a closed database, a file no longer there, no such
+    attribute in the file."""
+    from .dicom_series import read_header
+
+    uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids or database is None or not getattr(database, "isOpen", False):
+        return None
+    path = database.fileForInstance(uids[0])
+    if not path or not Path(path).is_file():
+        return None
+    header = read_header(Path(path))
+    position = str(getattr(header, "PatientPosition", "") or "").strip().upper() if header is not None else ""
+    return position or None
 
 
 def table_columns(with_spect: bool) -> Sequence[tuple]:

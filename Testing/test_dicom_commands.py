@@ -167,6 +167,11 @@ def test_a_prone_ct_series_gets_the_position_warning_and_a_supine_one_does_not(p
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["model"]["inputs"]["patient_position"] == "HFP"
     assert [w["values"] for w in metrics["warnings"] if w["code"] == "patient_not_supine"] == [{"patient_position": "HFP"}]
+    write_volume(patient["ct"], tmp_path / "ct.nrrd")  # an image file has no position: the user may give it
+    assert ctpm(["run", "--ct", str(tmp_path / "ct.nrrd"), "--lungs", str(d / "lungs.nrrd"), "--baseline", "--quiet",
+                 "--patient-position", "FFDL", "--out", str(tmp_path / "given")]) == 0
+    given = json.loads((tmp_path / "given" / "metrics.json").read_text(encoding="utf-8"))
+    assert [w["values"] for w in given["warnings"] if w["code"] == "patient_not_supine"] == [{"patient_position": "FFDL"}]
     supine = json.loads((d / "results" / "metrics.json").read_text(encoding="utf-8"))
     assert supine["model"]["inputs"]["patient_position"] == "HFS"
     assert not [w for w in supine["warnings"] if w["code"] == "patient_not_supine"]

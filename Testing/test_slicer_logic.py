@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from slicer_real import (
     dice,
@@ -193,6 +194,33 @@ def test_a_segmentation_with_totalsegmentator_names_gives_lobe_rows(real_slicer,
     assert _column(outputs["outputTable"], "name")[:5] == ["RUL", "RML", "RLL", "LUL", "LLL"]
     rul = _column(outputs["outputTable"], "volume_ml")[0]
     assert rul == pytest.approx((case.lobes.array == 4).sum() * case.ct.voxel_volume_ml, abs=0.01)  # CSV: 2 decimals
+
+
+def test_a_ct_loaded_from_a_prone_dicom_series_gets_the_position_warning(real_slicer, module, case, tiny_weights,
+                                                                          tmp_path, monkeypatch):
+    """The exported NRRD has no patient position: the Logic reads it through Slicer's DICOM database and hands it to
+    the child, whose metrics carry the warning that the Logic reports."""
+    from dicom_images import write_ct_volume
+
+    truth = write_ct_volume(tmp_path / "prone", case.ct, patient_position="HFP")
+    by_uid = {str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID): str(path)
+              for path in (tmp_path / "prone").iterdir()}
+
+    class Database:  # slicer.dicomDatabase as the Logic uses it; slicer-core has no ctkDICOMDatabase
+        isOpen = True
+
+        def fileForInstance(self, uid):  # noqa: N802 - the CTK method's name
+            return by_uid.get(uid, "")
+
+    monkeypatch.setattr(real_slicer.slicer, "dicomDatabase", Database(), raising=False)
+    logic = module.CTPerfusionMappingLogic()
+    arguments = _arguments(real_slicer, case, tiny_weights, inputSPECT=None)
+    arguments["inputCT"].SetAttribute("DICOM.instanceUIDs", " ".join(truth["sop_uids"]))
+    logic.process(**arguments, timeoutSeconds=300)
+    assert len([w for w in logic.warnings if "head first, prone (DICOM PatientPosition HFP)" in w]) == 1
+    arguments["inputCT"].SetAttribute("DICOM.instanceUIDs", "")  # the same CT from a file: nothing to warn about
+    logic.process(**arguments, timeoutSeconds=300)
+    assert not [w for w in logic.warnings if "PatientPosition" in w]
 
 
 def test_the_widget_maps_its_parameter_node_onto_the_logic_keywords(real_slicer, module, case):

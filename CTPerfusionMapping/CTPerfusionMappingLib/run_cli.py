@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ImagingBasics.dicom_inputs import CT_SERIES
+from ImagingBasics.dicom_inputs import CT_SERIES, PATIENT_POSITION
 from ImagingBasics.errors import UserError
 
 from .options import EVALUATE, RUN
@@ -82,6 +82,7 @@ def add_run_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, help="chest CT in HU (NRRD, NIfTI, MHA, DICOM folder; a folder of several "
                                                "series gives its largest CT series)")
     CT_SERIES.add_argument(p)
+    PATIENT_POSITION.add_argument(p)
     p.add_argument("--spect", help="perfusion SPECT (optional): registered to the CT and used for evaluation")
     p.add_argument("--lungs", help="lung label map (optional; default: built-in segmentation)")
     p.add_argument("--lobes", help="lobe label map (optional; default: lung thirds)")
@@ -102,11 +103,13 @@ def _options(args: argparse.Namespace):
 
 
 def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any], spect: Optional[str] = None,
-             lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None, ct_series: Optional[str] = None):
+             lungs: Optional[str] = None, lobes: Optional[str] = None, progress=None, ct_series: Optional[str] = None,
+             patient_position: Optional[str] = None):
     """Read the inputs, run the pipeline with ``options`` (a :class:`~.pipeline.RunOptions`) and write every output
     into ``out`` all at once (:func:`ImagingBasics.outputs.output_folder`: never over an input or inside an input
     folder, no mix with an earlier run's files); returns the RunResult. ``ct_path``: an image or a DICOM folder
-    (``ct_series``: the SeriesInstanceUID to read there; :func:`ImagingBasics.dicom_inputs.read_ct`)."""
+    (``ct_series``: the SeriesInstanceUID to read there; :func:`ImagingBasics.dicom_inputs.read_ct`).
+    ``patient_position``: the DICOM PatientPosition when given (``--patient-position``), else the CT series' own."""
     from ImagingBasics.dicom_inputs import ct_patient_position, read_ct
     from ImagingBasics.imageio import read_volume
     from ImagingBasics.outputs import output_folder
@@ -124,7 +127,7 @@ def run_case(ct_path: str, out: Path, options, model, model_info: Dict[str, Any]
         info = dict(model_info, inputs={"ct": str(ct_path), "spect": spect, "lungs": lungs, "lobes": lobes})
         if ct_series is not None:
             info["inputs"]["ct_series"] = ct_series
-        position = ct_patient_position(ct_path, ct_series)
+        position = patient_position or ct_patient_position(ct_path, ct_series)
         if position is not None:
             info["inputs"]["patient_position"] = position
         result = run_pipeline(ct, volumes["spect"], volumes["lungs"], volumes["lobes"], model, options, progress, info,
@@ -156,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         bar, update = _progress_bar(args.quiet)
     try:
         result = run_case(args.ct, args.out, options, model, info, args.spect, args.lungs, args.lobes, update,
-                          ct_series)
+                          ct_series, PATIENT_POSITION.check(args.patient_position))
     finally:
         if bar is not None:
             bar.close()
