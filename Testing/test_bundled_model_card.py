@@ -67,3 +67,21 @@ def test_real_ct_table_of_the_card_from_a_real_run(shared_data, tmp_path, monkey
     lines = "\n".join(tbm._real_ct_lines(real))
     assert f"{ct64['posterior_to_anterior'][0]:.2f} / {ct64['posterior_to_anterior'][1]:.2f}" in lines
     assert "| TotalSegmentator abdomen | refused |" in lines
+
+
+def test_gravity_cue_table_of_the_card_from_a_real_run(shared_data, monkeypatch):
+    """The card's gravity-cue rows are bench/gravity_cue.py's measures of the weights on the real COPD CTs."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    gravity_cue = pytest.importorskip("gravity_cue")
+    from CTPerfusionMappingLib.run_cli import load_model
+
+    monkeypatch.setattr(tbm, "GRAVITY_CASES", ("cip ct-64",))
+    weights = load_model(None, False, "cpu")[1]["weights"]
+    tables = tbm.gravity_card(Path(weights), shared_data)
+    (rows,) = tables.values()
+    assert [r["ramp_hu"] for r in rows] == list(tbm.GRAVITY_RAMPS_HU)
+    assert rows[1]["baseline_right"] > rows[0]["baseline_right"]  # the HU baseline follows the added density
+    assert all(0.3 < r[f"{m}_{s}"] < 3.0 for r in rows for m in gravity_cue.MAPS for s in ("right", "left"))
+    lines = "\n".join(tbm._gravity_lines(tables))
+    assert f"| cip ct-64 | +80 HU | {rows[1]['network_right']:.2f} / {rows[1]['network_left']:.2f} |" in lines
+    assert tbm._gravity_lines({}) == []

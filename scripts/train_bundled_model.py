@@ -278,6 +278,31 @@ def real_ct_card(weights: Path, data: Path, out: Path) -> dict:
     return {"rows": rows, "acceptance": plausibility.acceptance_summary(cases)}
 
 
+#: the real CTs and dependent-density ramps (HU) of the card's gravity-cue table (bench/gravity_cue.py)
+GRAVITY_CASES = ("cip ct-64", "cip TestInput")
+GRAVITY_RAMPS_HU = (0.0, 80.0)
+
+
+def gravity_card(weights: Path, data: Path) -> dict:
+    """Step 7b: where the new weights' gravity gradient comes from (:mod:`gravity_cue`): the posterior/anterior
+    ratio on the real COPD CTs as they are and with an 80 HU dependent-density ramp added. Empty without real CTs."""
+    if not (Path(data) / "real").is_dir():
+        return {}
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gravity_cue
+    from real_data_report import CASES
+
+    from CTPerfusionMappingLib.run_cli import load_model
+
+    model, info = load_model(str(weights), False, "cpu")
+    tables = {name: gravity_cue.ramp_table(reader(Path(data)), model, info, GRAVITY_RAMPS_HU)
+              for name, _, reader in CASES if name in GRAVITY_CASES}
+    log("gravity cue: " + "; ".join(f"{name} P/A network right/left " + ", ".join(
+        f"{r['ramp_hu']:+g} HU {r['network_right']:.2f}/{r['network_left']:.2f}" for r in rows)
+        for name, rows in tables.items()))
+    return tables
+
+
 def held_out_figure(rows, path: Path) -> None:
     """Per-patient Spearman R vs SPECT of the four predictors, one line per patient (PNG)."""
     import matplotlib
@@ -411,6 +436,10 @@ def main() -> int:
         (out / "real_ct.json").write_text(json.dumps(real_ct_card(out / "ctpm_arnn.pt", args.real_data, out), indent=2))
     if (out / "real_ct.json").is_file():
         card["real_ct"] = json.loads((out / "real_ct.json").read_text())
+    if args.real_data is not None and not (out / "gravity_cue.json").is_file():
+        (out / "gravity_cue.json").write_text(json.dumps(gravity_card(out / "ctpm_arnn.pt", args.real_data), indent=2))
+    if (out / "gravity_cue.json").is_file():
+        card["gravity_cue"] = json.loads((out / "gravity_cue.json").read_text())
     card["acceptance"] = {"synthetic": synthetic_acceptance(card["held_out"]),
                           "real_ct": (card.get("real_ct") or {}).get("acceptance")}
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
@@ -473,6 +502,22 @@ def _acceptance_lines(acceptance) -> list:
     if real is not None:
         lines.append(f"Real CTs with both lungs in view (posterior/anterior >= 1.1 in each lung, right share 42-65 %, "
                      f"emphysema-like voxels less perfused): **{'holds' if real['holds'] else 'does not hold'}**.")
+    return lines
+
+
+def _gravity_lines(tables) -> list:
+    """The card's gravity-cue table: the posterior/anterior ratio with and without an added dependent density."""
+    if not tables:
+        return []
+    lines = ["", "## Where the gravity gradient comes from (`bench/gravity_cue.py`)", "",
+             "Posterior/anterior mean perfusion (right / left) on the real COPD CTs as they are and with a dependent-"
+             "density ramp added inside the lungs (0 HU at the front to the value at the back). A model that reads the "
+             "gradient only off the CT's density shows none at 0 HU on a CT whose dependent lung is not denser.", "",
+             "| CT | added ramp | network P/A | HU baseline P/A |", "|---|---:|---|---|"]
+    for name, rows in tables.items():
+        for r in rows:
+            lines.append(f"| {name} | {r['ramp_hu']:+g} HU | {r['network_right']:.2f} / {r['network_left']:.2f} | "
+                         f"{r['baseline_right']:.2f} / {r['baseline_left']:.2f} |")
     return lines
 
 
@@ -567,7 +612,8 @@ def render_card(card: dict) -> str:
                   f"{t['test']['patients']} patients, Wilcoxon p = {t['test']['p_value']:.3g}. Per fold (fine-tuned / "
                   "pre-trained): " + ", ".join(f"{v['model']:.3f} / {v['pretrained']:.3f}"
                                                for v in t["per_fold_spearman"].values()) + "."]
-    lines += [*_acceptance_lines(card.get("acceptance")), *_real_ct_lines(card.get("real_ct"))]
+    lines += [*_acceptance_lines(card.get("acceptance")), *_real_ct_lines(card.get("real_ct")),
+              *_gravity_lines(card.get("gravity_cue"))]
     lines += [
         "",
         "DSC: overlap of the high- (above 0.66 of the maximum) and low-functional volumes of prediction and SPECT.",
