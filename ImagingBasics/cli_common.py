@@ -18,6 +18,16 @@ from typing import Callable, Optional, Sequence
 from .errors import UserError
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse for ``ctpm`` and ``dosecnn`` (and their subcommands, which inherit the class): a malformed command
+    line (an unknown flag, a missing required option, a value of the wrong type) gives one line,
+    ``error: <command>: <argparse's message> (see <command> --help)``, and status 2, like every other user error,
+    instead of argparse's usage block followed by the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that ``finally`` blocks and context managers clean up as for Ctrl-C."""
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from ImagingBasics.cli_common import add_convert_command, add_devices_command, add_info_command, run_main
+from ImagingBasics.cli_common import (
+    CommandParser,
+    add_convert_command,
+    add_devices_command,
+    add_info_command,
+    run_main,
+)
 
 from . import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctpm", description="CT-to-perfusion mapping (CTPerfusionMapping core).")
+    parser = CommandParser(prog="ctpm", description="CT-to-perfusion mapping (CTPerfusionMapping core).")
     parser.add_argument("--version", action="version", version=f"ctpm {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     from .export_cli import add_export_command

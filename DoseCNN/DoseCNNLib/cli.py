@@ -10,7 +10,13 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ImagingBasics.cli_common import add_convert_command, add_devices_command, add_info_command, run_main
+from ImagingBasics.cli_common import (
+    CommandParser,
+    add_convert_command,
+    add_devices_command,
+    add_info_command,
+    run_main,
+)
 from ImagingBasics.dicom_inputs import CT_SERIES
 
 from . import __version__
@@ -21,7 +27,7 @@ from .phantom_cli import add_phantom_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dosecnn", description="Lu-177 voxel dosimetry (DoseCNN core).")
+    parser = CommandParser(prog="dosecnn", description="Lu-177 voxel dosimetry (DoseCNN core).")
     parser.add_argument("--version", action="version", version=f"dosecnn {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     add_decay_command(sub)
