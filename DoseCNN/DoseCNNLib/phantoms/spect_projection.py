@@ -102,7 +102,10 @@ class Projector:
         self._attenuation = {}
 
     def _rotate(self, volume, angles: Sequence[float], inverse: bool = False):
-        """``[V, z, y, x]`` rotated copies of ``volume`` (``[z, y, x]``, or ``[V, z, y, x]`` with one per angle)."""
+        """``[V, z, y, x]`` rotated copies of ``volume`` (``[z, y, x]``, or ``[V, z, y, x]`` with one per angle).
+
+        One ``[z, y, x]`` volume is sampled once with the V rotations' grids side by side (the same bilinear samples
+        as V copies of it would give, without making the copies)."""
         import torch
         import torch.nn.functional as F
 
@@ -110,21 +113,30 @@ class Projector:
         c, s = torch.cos(a), torch.sin(a)
         zero = torch.zeros_like(c)
         theta = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], 1)
-        v = volume if volume.dim() == 4 else volume.unsqueeze(0).expand(len(angles), -1, -1, -1)
-        grid = F.affine_grid(theta, list(v.shape), align_corners=False)
-        return F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        n, (nz, ny, nx) = len(angles), volume.shape[-3:]
+        grid = F.affine_grid(theta, [n, nz, ny, nx], align_corners=False)
+        if volume.dim() == 4:
+            return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        side_by_side = grid.permute(1, 0, 2, 3).reshape(1, ny, n * nx, 2)  # [1, y, V x, 2]
+        out = F.grid_sample(volume.unsqueeze(0), side_by_side, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # [1, z, y, V x]
+        return out.view(nz, ny, n, nx).permute(2, 0, 1, 3)
 
     def _attenuation_factors(self, views: Sequence[int]):
-        """``[V, z, y, x]`` survival probability from each voxel to the detector, per view (cached)."""
+        """``[V, z, y, x]`` survival probability from each voxel to the detector, for these views (cached per set of
+        views: OSEM asks for the same subsets every iteration)."""
         import torch
 
-        missing = [v for v in views if v not in self._attenuation]
-        if missing:
-            mu = self._rotate(self.mu, [self.angles[v] for v in missing])
+        key = tuple(int(v) for v in views)
+        if key not in self._attenuation:
+            mu = self._rotate(self.mu, [self.angles[v] for v in key])
             path = (torch.cumsum(mu, dim=2) - 0.5 * mu) * self.voxel_mm
-            for v, factor in zip(missing, torch.exp(-path)):
-                self._attenuation[v] = factor
-        return torch.stack([self._attenuation[v] for v in views])
+            self._attenuation[key] = torch.exp(-path)
+        return self._attenuation[key]
+
+    def clear_cache(self) -> None:
+        """Forget the cached attenuation factors (e.g. those of the simulation's view chunks before OSEM's subsets)."""
+        self._attenuation.clear()
 
     def _blur(self, images, kernel):
         """Separable blur of ``[V, z, x]`` images along z and x."""
@@ -156,8 +168,8 @@ class Projector:
         spread = torch.empty((v, nz, ny, nx), device=self.device, dtype=self.dtype)
         for (a, b), kernel in zip(self.bins, self.kernels):
             spread[:, :, a:b, :] = self._blur(projections, kernel).unsqueeze(2)
-        spread *= self._attenuation_factors(views) * self.scale
-        return self._rotate(spread, [self.angles[i] for i in views], inverse=True).sum(dim=0)
+        spread *= self._attenuation_factors(views)
+        return self._rotate(spread, [self.angles[i] for i in views], inverse=True).sum(dim=0) * self.scale
 
 
 def subsets_of(views: int, subsets: int) -> List[List[int]]:
@@ -197,6 +209,7 @@ def simulate_projections_and_reconstruct(activity_on_grid_bq: np.ndarray, mu_per
     truth = torch.as_tensor(activity_on_grid_bq / 1e6, device=device, dtype=torch.float32)
     chunks = [list(range(a, min(a + 16, views))) for a in range(0, views, 16)]  # memory-bounded, in view order
     expected = torch.cat([projector.forward(truth, c) for c in chunks]).clamp_min(0.0)
+    projector.clear_cache()  # OSEM groups the views otherwise
     counts = rng.poisson(expected.cpu().numpy().astype(np.float64)).astype(np.float32)
     image_mbq = osem(torch.as_tensor(counts, device=device), projector, iterations, subsets)
     info = {"projection_counts": float(counts.sum()), "expected_projection_counts": float(expected.sum())}
