@@ -4,6 +4,7 @@ from the training: initial weights (``init``) and pausing a run (``stop``) that 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import json
 import math
@@ -50,7 +51,8 @@ def _mtimes(out: Path) -> dict:
     return {str(p): p.stat().st_mtime_ns for p in paths}
 
 
-def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing(script, tmp_path, capsys):
+def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing(script, tmp_path, capsys,
+                                                                                    monkeypatch):
     out, models = tmp_path / "run", tmp_path / "models"
     # --install with an acceptance that cannot hold (1 held-out phantom, one time point): nothing is installed
     assert script.main(TINY_RUN + ["--out", str(out), "--install", "--models-dir", str(models)]) == 1
@@ -107,6 +109,19 @@ def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing
                  "evaluation on the held-out osem set: already done", "evaluation on the held-out image set: already done"):
         assert line in log
     assert "made in" not in log and "epoch 1/1" not in log
+    if bundled_weights() is not None:  # a rerun after --install still compares with the model it replaced
+        original = hashlib.sha256(Path(bundled_weights()).read_bytes()).hexdigest()
+        kept = out / script.PREVIOUS_MODEL
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == original
+        card = json.loads((out / "model_card.json").read_text())
+        assert card["previous_model"]["sha256"] == original
+        import DoseCNNLib.cnn.weights as dose_weights
+
+        monkeypatch.setattr(dose_weights, "bundled_weights", lambda: out / "dosecnn_residual.pt")  # as if installed
+        assert script.main(TINY_RUN + ["--out", str(out)]) == 0
+        card = json.loads((out / "model_card.json").read_text())
+        assert card["previous_model"]["sha256"] == original and "evaluation on the held-out osem set: already done" \
+            in capsys.readouterr().out
 
 
 # --- the training's init and stop ---------------------------------------------------------------------------------------

@@ -375,15 +375,33 @@ def fp16_weights(out: Path) -> Path:
 
 
 # --- 3. evaluation ----------------------------------------------------------------------------------------------------
+#: the bundled model as it was when the run started, kept in OUT (the model the new one is compared with)
+PREVIOUS_MODEL = "previous_bundled_model.pt"
+
+
+def previous_model(out: Path, args) -> Optional[Path]:
+    """The bundled model the run compares the new one with: copied into ``out`` the first time, so that a rerun after
+    ``--install`` still compares with the model it replaced, not with itself. None with --no-bundled or when no
+    model is bundled."""
+    from DoseCNNLib.cnn.weights import bundled_weights
+
+    kept = out / PREVIOUS_MODEL
+    if args.no_bundled:
+        return None
+    if kept.is_file():
+        return kept
+    bundled = bundled_weights()
+    if bundled is None or not Path(bundled).is_file():
+        return None
+    shutil.copy2(bundled, kept)
+    return kept
+
+
 def evaluate_stage(out: Path, heldout: Path, new_weights: Path, args) -> Dict[str, dict]:
     """Per held-out set: the rows (cached while the weights stay the same) and the summaries of both CNNs."""
     from evaluate_dose_cnn import evaluate, read_rows, summarise, write_outputs
 
-    from DoseCNNLib.cnn.weights import bundled_weights
-
-    bundled = None if args.no_bundled else bundled_weights()
-    if bundled is not None and not Path(bundled).is_file():
-        bundled = None
+    bundled = previous_model(out, args)
     weights = {"CNN": new_weights, **({"bundled": bundled} if bundled else {})}
     key = {name: sha256(Path(w)) for name, w in weights.items()}
     key["heldout_cohort"] = sha256(heldout / "cohort.csv")  # the held-out phantoms and their time points
@@ -766,6 +784,7 @@ def run(argv=None) -> int:
     spects = spect_models(args)
     if not (out / "train" / "checkpoint.pt").is_file():
         init_weights(args)  # a missing or mismatched --init: refused before any phantom is made
+    previous_model(out, args)  # kept before anything can replace it
 
     train_cohort = make_cohort(out, "train", args.n_train, args.train_seed, args.train_decays, spects["osem"], args)
     heldout = make_cohort(out, "heldout", args.n_heldout, args.heldout_seed, args.heldout_decays, spects["image"], args)
