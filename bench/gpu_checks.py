@@ -104,13 +104,13 @@ class Sizes:
     oom_shape: Tuple[int, int, int] = (24, 256, 256)
 
 
-FULL = Sizes()
+FULL = Sizes(arnn_train={"coordinates": True})  # the training step of the bundled kind of network
 TINY_ARNN = {"base_channels": 2, "max_channels": 4}
 TINY_DOSE = {"depth_channels": (2, 2, 2), "base_filters": 2, "levels": 2, "max_filters": 4}
 DRY = Sizes(ctpm_cohort=1, ctpm_acquisition="none", ctpm_run_spect=False, mc_dropout=2, ctpm_train=False,
             agree_mc_decays=4_000, kernel_decays=1_000, bench_decays=(2_000, 10_000), bench_repeats=(1, 1),
             bench_stride=(2, 8, 8), warm_up=False, patient_shape=(16, 64, 64), repeats=1, arnn_phantom="",
-            arnn=TINY_ARNN, arnn_train=dict(TINY_ARNN, input_shape=(32, 16, 16)), dose_net=TINY_DOSE,
+            arnn=TINY_ARNN, arnn_train=dict(TINY_ARNN, input_shape=(32, 16, 16), coordinates=True), dose_net=TINY_DOSE,
             dose_train_shape=(14, 32, 32), dose_train_batch=2, oom_shape=(12, 32, 32))
 
 
