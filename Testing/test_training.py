@@ -64,6 +64,36 @@ def test_split_keeps_both_lungs_of_a_patient_together(samples):
     assert len(train_s) + len(val_s) == len(samples) and len(val_s) == 2
 
 
+def test_the_density_ramp_tilts_the_lung_front_to_back_and_nothing_else(samples):
+    from CTPerfusionMappingLib.training.trainer import add_density_ramp, make_batch
+
+    s = samples[0]
+    x = np.clip(s.ct_input, 0.0, 1.0)
+    tilted = add_density_ramp(x, 0.2)
+    lung = x > 0
+    assert np.array_equal(tilted > 0, lung) and tilted.max() <= 1.0  # the lung stays lung, still 0..1
+    y = np.broadcast_to(np.linspace(-1, 1, x.shape[1])[None, :, None], x.shape)
+    inside = lung & (x > 0.25) & (x < 0.75)  # away from the clipping
+    np.testing.assert_allclose((tilted - x)[inside], 0.2 * y[inside], atol=1e-6)
+    slopes = []
+    for seed in range(40):  # drawn symmetric about 0 within the half-range
+        xb, tb, mb = make_batch([s], np.random.default_rng(seed), 0, density_ramp=0.3)
+        diff = (xb[0, 0] - np.power(x, _gamma(seed)))[inside]
+        slopes.append(float(np.polyfit(y[inside], diff, 1)[0]))
+        np.testing.assert_array_equal(tb[0, 0], s.target)  # the target is not touched
+    assert min(slopes) < -0.1 and max(slopes) > 0.1 and max(abs(v) for v in slopes) <= 0.3 + 1e-3
+    plain = make_batch([s], np.random.default_rng(5), 2)  # off: the same draws and batch as before the option
+    again = make_batch([s], np.random.default_rng(5), 2, density_ramp=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))
+
+
+def _gamma(seed: int) -> float:
+    """The gamma make_batch draws first for a sample with this seed (no shift)."""
+    from CTPerfusionMappingLib.training.trainer import random_augmentation
+
+    return random_augmentation(np.random.default_rng(seed), 0)[1]
+
+
 def test_masked_bce_is_equation_3_over_lung_voxels():
     logits = torch.tensor([[0.0, 2.0, -1.0, 5.0]])
     target = torch.tensor([[0.5, 1.0, 0.0, 0.3]])

@@ -353,6 +353,9 @@ def main() -> int:
     ap.add_argument("--coordinates", action=argparse.BooleanOptionalAction, default=True,
                     help="position channels (z, y) as extra network input (default on; --no-coordinates: the CT only, "
                          "as in Ren 2021 IJROBP)")
+    ap.add_argument("--density-ramp", type=float, default=0.2,
+                    help="training augmentation: a random front-to-back ramp of up to this slope added to the enhanced "
+                         "CT (TrainConfig.density_ramp; 0: off)")
     ap.add_argument("--install", action="store_true",
                     help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models (only when the acceptance holds)")
     ap.add_argument("--real-data", type=Path, default=ROOT.parent / "shared" / "data",
@@ -373,7 +376,7 @@ def main() -> int:
     machine = f"{platform.node()}, {os.cpu_count()} cores; {describe_device(device)}"
     log(f"machine: {machine}")
     pre_cfg = TrainConfig(epochs=args.pretrain_epochs, batch_size=args.batch_size, patience=args.pretrain_epochs,
-                          seed=args.seed, device=device)
+                          seed=args.seed, device=device, density_ramp=args.density_ramp)
     fine_cfg = replace(pre_cfg, epochs=args.finetune_epochs, patience=args.finetune_epochs, lr=args.finetune_lr,
                        freeze_encoder_epochs=args.freeze_encoder_epochs)
     arnn = NetworkConfig(arch="arnn", base_channels=args.base_channels, max_channels=args.max_channels,
@@ -575,6 +578,10 @@ def render_card(card: dict) -> str:
         f"{r['pretrain']['batch_size']}, ReduceLROnPlateau, best validation epoch kept (20 % of patients validate).",
         f"- Fine-tuning: {r['finetune']['epochs']} epochs, lr {r['finetune']['lr']}, encoder frozen for the first "
         f"{r['finetune']['freeze_encoder_epochs']} epochs.",
+        "- Augmentation (both stages): shifts of up to 4 voxels, a gamma of 0.9-1.1 on the enhanced CT"
+        + (f", and a random front-to-back ramp of slope -{r['pretrain']['density_ramp']:g} to "
+           f"+{r['pretrain']['density_ramp']:g} added to it (the dependent density made a useless cue for the supine "
+           "gradient; `CTPerfusionMappingLib/training/trainer.py`)" if r['pretrain'].get('density_ramp') else "") + ".",
         "- Budget: far below the papers' 500 epochs on 137 + 33 patients (what the machine below allows); the fine-",
         "  tuning learning rate and the frozen epochs are our choices (Ren 2022 Front Oncol does not give them).",
         f"- Trained on: {card['machine']}. Reproduce: `python scripts/train_bundled_model.py --out DIR --seed "

@@ -20,6 +20,12 @@ epoch, resumable.
   ``shift_voxels`` voxels along each axis (the lung box moves a little, as segmentations differ) and a random gamma
   of the enhanced CT in 0.9..1.1 (scanner and reconstruction differences). No flips or rotations: gravity (front to
   back) and the apex-to-base gradient are real anatomy the network should learn.
+* ``density_ramp`` r > 0 (off by default; the bundled recipe uses 0.2): a linear ramp ``a`` x the anterior-posterior
+  position (-1 at the sample's front row to +1 at its back row), ``a`` drawn from -r..r, added to the enhanced CT
+  inside the lung (clipped to 0..1). It makes the dependent density a useless cue for the supine perfusion
+  gradient, which the network should take from the position (``NetworkConfig.coordinates``): real emphysematous CTs
+  have a front-to-back slope of the enhanced CT down to -0.10 (CIP ct-64, left lung) where the phantoms span -0.01
+  to +0.36 (median +0.15), and a network trained without it had no gradient there (``bench/gravity_cue.py``).
 * Outputs in ``out_dir``: ``checkpoint.pt`` (every epoch), ``best.pt`` (weights file of the best validation epoch,
   loadable by ``ctpm run --weights``), ``log.csv``, ``learning_curve.png``.
 """
@@ -58,6 +64,7 @@ class TrainConfig:
     amp: bool = True
     augment: bool = True
     shift_voxels: int = 4
+    density_ramp: float = 0.0
     freeze_encoder_epochs: int = 0
     device: str = "auto"
 
@@ -81,6 +88,13 @@ def random_augmentation(rng: np.random.Generator, shift_voxels: int) -> tuple:
     return tuple(int(v) for v in shifts), gamma
 
 
+def add_density_ramp(x: np.ndarray, slope: float) -> np.ndarray:
+    """``x`` (an enhanced CT ``[z, y, x]``, 0 outside the lung) plus ``slope`` x the y position across the sample
+    (-1 first row .. +1 last row) where ``x > 0``, clipped to 1e-3..1 there (the lung stays lung); 0 elsewhere."""
+    y = np.linspace(-1.0, 1.0, x.shape[-2], dtype=np.float32)[:, None]
+    return np.where(x > 0, np.clip(x + np.float32(slope) * y, 1e-3, 1.0), 0.0).astype(np.float32)
+
+
 def _shift(a: np.ndarray, shifts) -> np.ndarray:
     out = np.zeros_like(a)
     src = [slice(max(0, -s), a.shape[-3 + i] - max(0, s)) for i, s in enumerate(shifts)]
@@ -89,14 +103,19 @@ def _shift(a: np.ndarray, shifts) -> np.ndarray:
     return out
 
 
-def make_batch(samples: Sequence[TrainSample], rng: Optional[np.random.Generator], shift_voxels: int):
-    """(x (B,1,D,H,W), target (B,1,D,H,W), mask (B,1,D,H,W)) as numpy arrays, augmented when ``rng`` is given."""
+def make_batch(samples: Sequence[TrainSample], rng: Optional[np.random.Generator], shift_voxels: int,
+               density_ramp: float = 0.0):
+    """(x (B,1,D,H,W), target (B,1,D,H,W), mask (B,1,D,H,W)) as numpy arrays, augmented when ``rng`` is given
+    (``density_ramp``: the half-range of the ramp's slope, module docstring; 0 draws nothing)."""
     xs, ts, ms = [], [], []
     for s in samples:
         x, t, m = s.ct_input, s.target, s.mask
         if rng is not None:
             shifts, gamma = random_augmentation(rng, shift_voxels)
-            x = _shift(np.power(np.clip(x, 0.0, 1.0), gamma), shifts)
+            x = np.power(np.clip(x, 0.0, 1.0), gamma)
+            if density_ramp > 0:
+                x = add_density_ramp(x, float(rng.uniform(-density_ramp, density_ramp)))
+            x = _shift(x, shifts)
             t, m = _shift(t, shifts), _shift(m, shifts)
             m = m & (x > 0)
         xs.append(x[None])
@@ -268,7 +287,7 @@ def train(
             batch = [train_list[i] for i in order[b * config.batch_size:(b + 1) * config.batch_size]]
             if not batch:
                 break
-            x, t, m = make_batch(batch, rng if config.augment else None, config.shift_voxels)
+            x, t, m = make_batch(batch, rng if config.augment else None, config.shift_voxels, config.density_ramp)
             x, t, m = (torch.from_numpy(a).to(device) for a in (x, t, m))
             optimiser.zero_grad(set_to_none=True)
             with autocast_context(device, config.amp):
