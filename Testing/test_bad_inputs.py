@@ -346,6 +346,7 @@ CASES = [
     # ctpm train (refused before any case is preprocessed)
     ("train-lr-negative", "ctpm", CTPM_TRAIN + " --lr=-1", "--lr must be positive"),
     ("train-lr-zero", "ctpm", CTPM_TRAIN + " --lr 0", "--lr must be positive"),
+    ("train-density-ramp-too-steep", "ctpm", CTPM_TRAIN + " --density-ramp 2", "--density-ramp must be from 0 to 1"),
     ("train-epochs-zero", "ctpm", CTPM_TRAIN.replace("--epochs 1", "--epochs 0"), "--epochs"),
     ("train-batch-size-zero", "ctpm", CTPM_TRAIN + " --batch-size 0", "--batch-size"),
     ("train-val-fraction-one", "ctpm", CTPM_TRAIN + " --val-fraction 1", "--val-fraction must be between 0 and 1"),

@@ -177,8 +177,10 @@ def test_ctpm_train_init_takes_the_network_of_the_weights(cohort_csv, samples, t
     assert "base_channels is 3" in err and "leave out --base-channels" in err and "--coordinates" not in err
     assert not refused.exists()
     assert ctpm(["train", str(cohort_csv), "--out", str(tmp_path / "plain"), "--epochs", "1", "--base-channels", "2",
-                 "--max-channels", "4", "--coordinates", "--val-fraction", "0.34", "--device", "cpu", "--quiet"]) == 0
-    assert load_weights(tmp_path / "plain" / "best.pt")[1] == replace(TINY, coordinates=True)
+                 "--max-channels", "4", "--coordinates", "--density-ramp", "0.2", "--val-fraction", "0.34",
+                 "--device", "cpu", "--quiet"]) == 0
+    _, config, meta = load_weights(tmp_path / "plain" / "best.pt")
+    assert config == replace(TINY, coordinates=True) and meta["train"]["density_ramp"] == 0.2
 
 
 def test_distributed_data_parallel_with_two_cpu_processes(cohort_csv, samples, tmp_path):

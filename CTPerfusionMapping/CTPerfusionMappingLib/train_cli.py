@@ -94,6 +94,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of patients kept for validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--density-ramp", type=float, default=0.0, metavar="R",
+                   help="augmentation: a random front-to-back slope of -R..R added to the enhanced CT, so that the "
+                        "dependent density is no cue for the supine gradient (0: off; the bundled model: 0.2)")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, Ren 2022 Front Oncol)")
@@ -115,13 +118,16 @@ def _network_and_config(args: argparse.Namespace):
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise UserError(f"--lr must be positive, got {args.lr:g} (Ren 2021 IJROBP: 0.001)")
+    if not (math.isfinite(args.density_ramp) and 0.0 <= args.density_ramp <= 1.0):
+        raise UserError(f"--density-ramp must be from 0 to 1, got {args.density_ramp:g}")
     for flag, value in (("--patience", args.patience), ("--freeze-encoder-epochs", args.freeze_encoder_epochs)):
         if value < 0:
             raise UserError(f"{flag} must be 0 or more, got {value}")
     network = _network_settings(args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                          seed=args.seed, amp=not args.no_amp, augment=not args.no_augment,
-                         freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device)
+                         freeze_encoder_epochs=args.freeze_encoder_epochs, device=args.device,
+                         density_ramp=args.density_ramp)
     _check_before_preprocessing(args, network)
     return network, config
 
