@@ -179,3 +179,21 @@ def test_dosecnn_train_init_is_checked_before_the_cases_are_prepared(tmp_path, c
         assert main(["train", str(manifest), "--out", str(tmp_path / "o"), "--init", "bundled", "--levels", "2",
                      "--quiet"]) == 2
         assert "another network" in capsys.readouterr().err
+
+
+def test_a_stopped_runs_workers_make_and_write_nothing(script, tmp_path):
+    """The workers of a stopped run (their parent gone) would take the calls already queued for them; each call checks
+    that the run that asked for it is still its parent, before the work and before writing."""
+    import os
+
+    folder = tmp_path / "cohorts" / "train" / "case000"
+    job = {"folder": str(folder), "parent": os.getpid()}
+    script.require_parent(job)  # in the run's own process (--workers 1)
+    script.require_parent({"folder": str(folder)})  # a job without a parent (older state): no check
+    stopped = dict(job, parent=os.getpid() + 1_000_000)  # no such process: the run is gone
+    with pytest.raises(script.Orphaned, match="has stopped"):
+        script.require_parent(stopped)
+    with pytest.raises(script.Orphaned):
+        script.make_case(dict(stopped, threads=1, seed=0, size="small", times=[24.0], mc_decays=1000, spect={},
+                              grid=None))
+    assert not folder.parent.exists()

@@ -22,7 +22,8 @@ command again; ``--train-hours`` pauses the training after the epoch that crosse
      both held-out sets are the same anatomies and truths, so the comparison between SPECT models is paired.
 
    Phantoms and OSEM SPECTs are made by ``--workers`` processes (torch threads split between them); a phantom is
-   written to ``<case>.partial`` and renamed when complete, so a stopped run never leaves half a case.
+   written to ``<case>.partial<pid>`` and renamed when complete, so a stopped run never leaves half a case (and
+   the workers of a stopped run start and write nothing more: :func:`require_parent`).
 2. Training (:func:`DoseCNNLib.cnn.training.train_from_manifest`, what ``dosecnn train`` runs) in ``train/``: crops of
    ``--crop`` pixels, validation by patient (``--val-fraction``, 20 %), Li 2020's Adam/ReduceLROnPlateau/MSE
    settings; resumed from ``train/checkpoint.pt`` when there is one; ``--init bundled`` (or a weights file) starts
@@ -137,23 +138,42 @@ def _worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+class Orphaned(RuntimeError):
+    """A worker whose run was stopped (its parent process is gone): it must not start or write a case."""
+
+
+def require_parent(job: dict) -> None:
+    """Raise :class:`Orphaned` when the process that submitted ``job`` (``job['parent']``, a pid) is no longer this
+    worker's parent: a stopped run's pool workers finish the call they are in and take the calls already queued for
+    them, and would otherwise make (and write) cases beside the next run's workers."""
+    if job.get("parent") is not None and job["parent"] not in (os.getpid(), os.getppid()):  # in-process, or a worker
+        raise Orphaned(f"the run that asked for {job.get('folder', 'this job')} has stopped")
+
+
 def make_case(job: dict) -> dict:
-    """One phantom into ``job['folder']`` (through ``<folder>.partial``); runs in a worker process."""
+    """One phantom into ``job['folder']`` (through ``<folder>.partial<pid>``); runs in a worker process. Nothing is
+    written when the run has stopped meanwhile (:func:`require_parent`), and a case another process completed
+    meanwhile is kept as it is."""
     import torch
 
     from DoseCNNLib.phantoms.case import generate_case, write_case
     from DoseCNNLib.phantoms.spect_sim import SpectModel
 
+    require_parent(job)
     torch.set_num_threads(job["threads"])
     t0, c0 = time.perf_counter(), time.process_time()
     folder = Path(job["folder"])
     case = generate_case(job["seed"], job["size"], job["times"], job["mc_decays"], spect_model=SpectModel(**job["spect"]),
                          grid_override=job["grid"])
-    tmp = folder.with_name(folder.name + ".partial")
+    require_parent(job)
+    tmp = folder.with_name(f"{folder.name}.partial{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     write_case(case, tmp)
-    os.replace(tmp, folder)
+    if (folder / "meta.json").is_file():
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, folder)
     return {"folder": str(folder), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
 
 
@@ -194,7 +214,9 @@ def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: 
     threads = _worker_threads(args.workers)
     jobs = [{"folder": str(folder / f"case{i:03d}"), "seed": seed * 1000 + i, "size": args.size,
              "times": list(args.times), "mc_decays": int(mc_decays), "spect": spect, "grid": args.grid_override,
-             "threads": threads} for i in range(n)]
+             "threads": threads, "parent": os.getpid()} for i in range(n)]
+    for stale in folder.glob("case*.partial*"):  # a stopped run's unfinished cases (its workers write no more)
+        shutil.rmtree(stale, ignore_errors=True)
     todo = [j for j in jobs if not (Path(j["folder"]) / "meta.json").is_file()]
     if len(todo) < len(jobs):
         log(f"cohort {name}: {len(jobs) - len(todo)} of {n} phantoms already made")
