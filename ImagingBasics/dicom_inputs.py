@@ -41,6 +41,7 @@ from .dicom_series import (
     ct_geometry,
     describe_series,
     find_series,
+    header_patient_position,
     read_ct_series,
     read_header,
     select_ct_series,
@@ -124,11 +125,23 @@ def read_ct(path: PathLike, series_uid: Optional[str] = None) -> Volume:  # noqa
         return read_volume(p)
     if series_uid is not None:
         return read_ct_series(p, series_uid)
-    found = find_series(p)
-    if not found or _one_series_directly_inside(p, found):
+    whole_folder, chosen = _series_to_read(p)
+    if whole_folder:
         return read_volume(p)  # as always: GDCM reads the one series (or says that there is none)
-    chosen = choose_ct_series(p, found=found)
     return read_ct_series(p, chosen.series_uid)
+
+
+def _series_to_read(folder: Path, warn: bool = True):
+    """(whole folder, series) of :func:`read_ct` without a series UID: ``(True, the one series or None)`` when GDCM
+    reads the folder itself (no series, or one directly inside), else ``(False, the largest CT series)``
+    (:func:`choose_ct_series`, whose warning names the others when ``warn``)."""
+    found = find_series(folder)
+    if not found or _one_series_directly_inside(folder, found):
+        return True, (found[0] if found else None)
+    with warnings.catch_warnings():
+        if not warn:
+            warnings.simplefilter("ignore", UserWarning)
+        return False, choose_ct_series(folder, found=found)
 
 
 def ct_patient_position(path: PathLike, series_uid: Optional[str] = None) -> Optional[str]:  # noqa: UP045
@@ -140,15 +153,8 @@ def ct_patient_position(path: PathLike, series_uid: Optional[str] = None) -> Opt
     if series_uid is not None:
         series = select_ct_series(p, series_uid)
     else:
-        found = find_series(p)
-        if not found:
-            return None
-        with warnings.catch_warnings():  # read_ct has named the choice already
-            warnings.simplefilter("ignore", UserWarning)
-            series = found[0] if _one_series_directly_inside(p, found) else select_ct_series(p)
-    header = read_header(series.files[0])
-    position = str(getattr(header, "PatientPosition", "") or "").strip().upper() if header is not None else ""
-    return position or None
+        series = _series_to_read(p, warn=False)[1]  # read_ct has named the choice already
+    return None if series is None else header_patient_position(series.files[0])
 
 
 def ct_series_geometry(folder: PathLike, series_uid: Optional[str] = None) -> CtGeometry:  # noqa: UP045

@@ -116,6 +116,14 @@ def read_header(path: Path):
     return ds
 
 
+def header_patient_position(path: Path) -> Optional[str]:
+    """The DICOM PatientPosition (``HFS``, ``FFP``, ``HFDR``, ...; upper case) in the header of ``path``, or None when
+    the file is not DICOM or has no such attribute."""
+    header = read_header(path)
+    position = str(getattr(header, "PatientPosition", "") or "").strip().upper() if header is not None else ""
+    return position or None
+
+
 def _is_directory(ds) -> bool:
     """A DICOMDIR (Media Storage Directory): a DICOM file without a series, legitimately."""
     meta = getattr(ds, "file_meta", None)

@@ -135,7 +135,7 @@ def dicom_patient_position(node, database) -> Optional[str]:
     module: the node's first ``DICOM.instanceUIDs`` looked up in ``database`` (``slicer.dicomDatabase``). None when it
     cannot be known: a node loaded from an image file, no or a closed database, a file no longer there, no such
     attribute in the file."""
-    from .dicom_series import read_header
+    from .dicom_series import header_patient_position
 
     uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
     if not uids or database is None or not getattr(database, "isOpen", False):
@@ -143,9 +143,7 @@ def dicom_patient_position(node, database) -> Optional[str]:
     path = database.fileForInstance(uids[0])
     if not path or not Path(path).is_file():
         return None
-    header = read_header(Path(path))
-    position = str(getattr(header, "PatientPosition", "") or "").strip().upper() if header is not None else ""
-    return position or None
+    return header_patient_position(Path(path))
 
 
 def table_columns(with_spect: bool) -> Sequence[tuple]:

@@ -65,6 +65,22 @@ class LoadableModuleStandIn:
         return self._logic
 
 
+class DicomDatabaseStandIn:
+    """Slicer's DICOM database (``slicer.dicomDatabase``) as the modules use it, over real DICOM files: ``isOpen`` and
+    ``fileForInstance(uid)`` (the path, "" when unknown). slicer-core has no ctkDICOMDatabase. ``folder``: a folder
+    of DICOM files, indexed by their SOPInstanceUID."""
+
+    def __init__(self, folder, is_open: bool = True):
+        import pydicom
+
+        self.isOpen = is_open
+        self.files = {str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID): str(path)
+                      for path in sorted(Path(folder).iterdir())} if folder is not None else {}
+
+    def fileForInstance(self, uid):  # noqa: N802 - the CTK method's name
+        return self.files.get(uid, "")
+
+
 class RealSlicer:
     """One test's Slicer: ``slicer`` (the real package, with the stand-ins set), ``scene``, ``logics`` by module name,
     ``app`` (the stand-in application), ``temporary`` (``slicer.app.temporaryPath``)."""

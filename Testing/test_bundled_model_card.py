@@ -83,5 +83,5 @@ def test_gravity_cue_table_of_the_card_from_a_real_run(shared_data, monkeypatch)
     assert rows[1]["baseline_right"] > rows[0]["baseline_right"]  # the HU baseline follows the added density
     assert all(0.3 < r[f"{m}_{s}"] < 3.0 for r in rows for m in gravity_cue.MAPS for s in ("right", "left"))
     lines = "\n".join(tbm._gravity_lines(tables))
-    assert f"| cip ct-64 | +80 HU | {rows[1]['network_right']:.2f} / {rows[1]['network_left']:.2f} |" in lines
+    assert f"| cip ct-64 | +80 | {rows[1]['network_right']:.2f} / {rows[1]['network_left']:.2f} |" in lines
     assert tbm._gravity_lines({}) == []

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from slicer_real import (
+    DicomDatabaseStandIn,
     dice,
     mask_on_volume_grid,
     reoriented,
@@ -203,16 +203,7 @@ def test_a_ct_loaded_from_a_prone_dicom_series_gets_the_position_warning(real_sl
     from dicom_images import write_ct_volume
 
     truth = write_ct_volume(tmp_path / "prone", case.ct, patient_position="HFP")
-    by_uid = {str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID): str(path)
-              for path in (tmp_path / "prone").iterdir()}
-
-    class Database:  # slicer.dicomDatabase as the Logic uses it; slicer-core has no ctkDICOMDatabase
-        isOpen = True
-
-        def fileForInstance(self, uid):  # noqa: N802 - the CTK method's name
-            return by_uid.get(uid, "")
-
-    monkeypatch.setattr(real_slicer.slicer, "dicomDatabase", Database(), raising=False)
+    monkeypatch.setattr(real_slicer.slicer, "dicomDatabase", DicomDatabaseStandIn(tmp_path / "prone"), raising=False)
     logic = module.CTPerfusionMappingLogic()
     arguments = _arguments(real_slicer, case, tiny_weights, inputSPECT=None)
     arguments["inputCT"].SetAttribute("DICOM.instanceUIDs", " ".join(truth["sop_uids"]))

@@ -6,10 +6,10 @@ import csv
 import math
 
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
 import vtk
+from slicer_real import DicomDatabaseStandIn
 
 from CTPerfusionMappingLib.slicer_glue import segments
 from ImagingBasics import slicer_nodes
@@ -90,32 +90,20 @@ def test_a_warping_transform_is_refused(real_slicer):
         slicer_nodes.volume_from_node(node, "SPECT")
 
 
-class _DicomDatabase:
-    """Slicer's DICOM database as the adapter uses it (``isOpen``, ``fileForInstance``) over real files; slicer-core
-    has no ctkDICOMDatabase."""
-
-    def __init__(self, files, is_open=True):
-        self.files, self.isOpen = files, is_open
-
-    def fileForInstance(self, uid):  # noqa: N802 - the CTK method's name
-        return self.files.get(uid, "")
-
-
 def test_the_patient_position_of_a_node_loaded_from_dicom(real_slicer, tmp_path):
     from dicom_images import write_ct_series
 
     truth = write_ct_series(tmp_path / "prone", np.zeros((2, 4, 4)), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0),
                             patient_position="FFP")
-    files = {str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID): str(path)
-             for path in (tmp_path / "prone").iterdir()}
-    assert sorted(files) == sorted(truth["sop_uids"])
+    database = DicomDatabaseStandIn(tmp_path / "prone")
+    assert sorted(database.files) == sorted(truth["sop_uids"])
     node = _volume_node(real_slicer, _rotated_volume())
-    assert slicer_nodes.dicom_patient_position(node, _DicomDatabase(files)) is None  # loaded from a file
+    assert slicer_nodes.dicom_patient_position(node, database) is None  # loaded from a file
     node.SetAttribute("DICOM.instanceUIDs", " ".join(truth["sop_uids"]))
-    assert slicer_nodes.dicom_patient_position(node, _DicomDatabase(files)) == "FFP"
-    assert slicer_nodes.dicom_patient_position(node, _DicomDatabase(files, is_open=False)) is None
+    assert slicer_nodes.dicom_patient_position(node, database) == "FFP"
+    assert slicer_nodes.dicom_patient_position(node, DicomDatabaseStandIn(tmp_path / "prone", is_open=False)) is None
     assert slicer_nodes.dicom_patient_position(node, None) is None
-    assert slicer_nodes.dicom_patient_position(node, _DicomDatabase({})) is None  # files removed from the database
+    assert slicer_nodes.dicom_patient_position(node, DicomDatabaseStandIn(None)) is None  # files no longer there
 
 
 def test_unusable_nodes_give_clear_errors(real_slicer):

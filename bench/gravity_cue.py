@@ -70,12 +70,18 @@ def markdown(tables: Dict[str, List[Dict[str, object]]], weights: str) -> str:
              f"`{weights}`. Ramp: HU added inside the lungs, 0 at their most anterior row to the value at the most "
              "posterior row; lungs segmented once on the original CT. P/A = posterior-half over anterior-half mean "
              "perfusion (right / left); the acceptance asks >= 1.1 in each lung.", "",
-             "| case | ramp (HU) | network P/A right / left | baseline P/A right / left |", "|---|---:|---|---|"]
+             *table_lines(tables)]
+    return "\n".join(lines) + "\n"
+
+
+def table_lines(tables: Dict[str, List[Dict[str, object]]]) -> List[str]:
+    """The markdown table of :func:`ramp_table`'s rows per case (also the model card's)."""
+    lines = ["| case | ramp (HU) | network P/A right / left | baseline P/A right / left |", "|---|---:|---|---|"]
     for case, rows in tables.items():
         for r in rows:
             lines.append(f"| {case} | {r['ramp_hu']:+g} | {r['network_right']:.2f} / {r['network_left']:.2f} | "
                          f"{r['baseline_right']:.2f} / {r['baseline_left']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -515,13 +515,11 @@ def _gravity_lines(tables) -> list:
     lines = ["", "## Where the gravity gradient comes from (`bench/gravity_cue.py`)", "",
              "Posterior/anterior mean perfusion (right / left) on the real COPD CTs as they are and with a dependent-"
              "density ramp added inside the lungs (0 HU at the front to the value at the back). A model that reads the "
-             "gradient only off the CT's density shows none at 0 HU on a CT whose dependent lung is not denser.", "",
-             "| CT | added ramp | network P/A | HU baseline P/A |", "|---|---:|---|---|"]
-    for name, rows in tables.items():
-        for r in rows:
-            lines.append(f"| {name} | {r['ramp_hu']:+g} HU | {r['network_right']:.2f} / {r['network_left']:.2f} | "
-                         f"{r['baseline_right']:.2f} / {r['baseline_left']:.2f} |")
-    return lines
+             "gradient only off the CT's density shows none at 0 HU on a CT whose dependent lung is not denser.", ""]
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gravity_cue
+
+    return lines + gravity_cue.table_lines(tables)
 
 
 def _real_ct_lines(real) -> list:

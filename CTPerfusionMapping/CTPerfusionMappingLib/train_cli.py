@@ -135,7 +135,7 @@ def _network_and_config(args: argparse.Namespace):
 #: Network flags of the training commands: argparse destination -> (NetworkConfig field, value when given).
 _SWITCHES = {"no_residual": ("residual", False), "no_roi_attention": ("roi_attention", False),
              "no_skip_attention": ("skip_attention", False), "coordinates": ("coordinates", True)}
-_SIZES = {"arch": "arch", "base_channels": "base_channels", "max_channels": "max_channels"}
+_SIZES = ("arch", "base_channels", "max_channels")  # argparse destination = NetworkConfig field
 
 
 def _network_settings(args: argparse.Namespace):
@@ -144,14 +144,14 @@ def _network_settings(args: argparse.Namespace):
     from .network import NetworkConfig
     from .weights import load_weights
 
-    given = {field: getattr(args, dest) for dest, field in _SIZES.items() if getattr(args, dest) is not None}
+    given = {field: getattr(args, field) for field in _SIZES if getattr(args, field) is not None}
     given.update({field: value for dest, (field, value) in _SWITCHES.items() if getattr(args, dest)})
     if args.init is None:
         return NetworkConfig(**given)
     _, stored, _ = load_weights(args.init)
     differ = {field: value for field, value in given.items() if getattr(stored, field) != value}
     if differ:
-        flags = {field: "--" + dest.replace("_", "-") for dest, field in _SIZES.items()}
+        flags = {field: "--" + field.replace("_", "-") for field in _SIZES}
         flags.update({field: "--" + dest.replace("_", "-") for dest, (field, _) in _SWITCHES.items()})
         raise UserError(f"--init {args.init} holds a {stored.arch} whose " +
                         ", ".join(f"{field} is {getattr(stored, field)}" for field in differ) +
