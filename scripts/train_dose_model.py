@@ -23,7 +23,8 @@ command again; ``--train-hours`` pauses the training after the epoch that crosse
 
    Phantoms and OSEM SPECTs are made by ``--workers`` processes (torch threads split between them); a phantom is
    written to ``<case>.partial<pid>`` and renamed when complete, so a stopped run never leaves half a case (and
-   the workers of a stopped run start and write nothing more: :func:`require_parent`).
+   the workers of a stopped run start and write nothing more: :func:`require_parent`; a worker whose parent is gone
+   exits: :func:`ImagingBasics.parallel.exit_with_parent`).
 2. Training (:func:`DoseCNNLib.cnn.training.train_from_manifest`, what ``dosecnn train`` runs) in ``train/``: crops of
    ``--crop`` pixels, validation by patient (``--val-fraction``, 20 %), Li 2020's Adam/ReduceLROnPlateau/MSE
    settings; resumed from ``train/checkpoint.pt`` when there is one; ``--init bundled`` (or a weights file) starts
@@ -198,7 +199,10 @@ def run_jobs(fn, jobs: List[dict], workers: int, done) -> None:
         return
     import multiprocessing as mp
 
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+    from ImagingBasics.parallel import exit_with_parent
+
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
+                                initializer=exit_with_parent) as pool:
         futures = {pool.submit(fn, job): job for job in jobs}
         for future in cf.as_completed(futures):
             done(futures[future], future.result())
