@@ -13,10 +13,13 @@ Steps (each a function below):
    per-slice convex hull (:func:`body_hull`) are lung; the others are air beside the body or the table's foam.
    This keeps lungs cut by the image border (cropped fields of view), which a "touches the border" rule would
    throw away.
-4. :func:`remove_airways`: the trachea is found as a small round pure-air region at the top of the lungs and grown
-   through pure-air voxels (below -950 HU or the 3rd percentile of the lung, whichever is lower) one voxel per step,
+4. :func:`remove_airways`: the trachea is found as a small round pure-air region (below -950 HU or the 3rd
+   percentile of the lung, whichever is lower) at the top of the lungs, within 30 mm of their middle, and grown
+   through the airway lumen (:func:`airway_threshold_hu`: voxels darker than 97 % of the lung) one voxel per step,
    with explosion control (growth stops when one step adds several times more than the steps before, which is a
-   leak into the parenchyma). The grown trachea and main bronchi (dilated by one voxel) are removed.
+   leak into the parenchyma). The grown trachea and main bronchi (dilated by one voxel) are removed. A fixed -950 HU
+   would miss the lumen of a soft-kernel or thick-slice CT, whose air reads -890 to -950 HU on the working grid
+   (measured: 1 mL of trachea removed on a 5 mm soft-kernel CT against 30 mL on the sharp kernel of the same scan).
 5. :func:`split_left_right`: two large components are the two lungs; a single one (lungs touching at the anterior
    junction) is eroded until it falls apart and re-grown by watershed on the distance map. Smaller components join
    the nearer lung when they lie within ``max_gap_mm`` (20 mm) of it, and are dropped otherwise (gas in the bowel
@@ -58,6 +61,7 @@ class LungSegmentationParams:
     closing_mm: float = 5.0
     max_trachea_area_mm2: float = 800.0
     min_trachea_area_mm2: float = 40.0
+    max_trachea_offset_mm: float = 30.0
     max_gap_mm: float = 20.0
 
 
@@ -148,7 +152,10 @@ def body_hull(work: Volume, tissue_hu: float, table_mm: float = 6.0) -> np.ndarr
 
 
 def find_trachea_seed(work: Volume, lung: np.ndarray, airway_hu: float, p: LungSegmentationParams) -> Optional[np.ndarray]:
-    """A small, round, pure-air region in the top slices of the lung mask, nearest the lungs' middle (or None)."""
+    """A small, round, pure-air region in the top slices of the lung mask, nearest the lungs' middle and at most
+    ``max_trachea_offset_mm`` from it (or None): the trachea runs in the midline, and a dark spot in an apex (noise,
+    an emphysematous bulla) is not it (measured: such spots 55-61 mm from the middle on a COPD CT and a phantom, the
+    trachea within 20 mm on the real CTs)."""
     z_axis = int(np.argmax(np.abs(work.direction[2, :])))  # the array axis closest to the patient's S-I axis
     if z_axis != 2:
         return None  # trachea search needs axial slices (ITK axis 2 = array axis 0)
@@ -159,7 +166,7 @@ def find_trachea_seed(work: Volume, lung: np.ndarray, airway_hu: float, p: LungS
     pixel_mm2 = work.spacing[0] * work.spacing[1]
     cols = np.nonzero(lung.any(axis=(0, 1)))[0]
     x_mid = 0.5 * (cols.min() + cols.max())
-    for k in top_first[: max(3, len(zs) // 8)]:
+    for k in top_first[: max(3, len(zs) // 3)]:
         sl, n = ndimage.label(lung[k] & (work.array[k] < airway_hu))
         best, best_d = None, np.inf
         for j in range(1, n + 1):
@@ -172,6 +179,8 @@ def find_trachea_seed(work: Volume, lung: np.ndarray, airway_hu: float, p: LungS
             if comp.sum() < 0.4 * extent * extent:  # not round enough
                 continue
             d = abs(xx.mean() - x_mid)
+            if d * work.spacing[0] > p.max_trachea_offset_mm:
+                continue
             if d < best_d:
                 best, best_d = comp, d
         if best is not None:
@@ -213,17 +222,29 @@ def _grow(seed: np.ndarray, allowed: np.ndarray, max_steps: int, leak_factor: fl
     return grown
 
 
+def airway_threshold_hu(work: Volume, lung: np.ndarray, seed: np.ndarray) -> float:
+    """The HU below which a lung-mask voxel connected to the trachea seed is airway lumen: the lung's 3rd percentile
+    (the darkest 3 % of the mask: lumen, and the darkest parenchyma that the growth's leak control stops at), but never
+    above halfway between the seed's median (this scan's air as its kernel and slice thickness show it) and the lung's
+    median (dense lungs: consolidation, expiration)."""
+    values = work.array[lung]
+    lumen_hu, parenchyma_hu = float(np.median(work.array[seed])), float(np.median(values))
+    return min(float(np.percentile(values, 3)), 0.5 * (lumen_hu + parenchyma_hu))
+
+
 def remove_airways(work: Volume, lung: np.ndarray, p: LungSegmentationParams) -> Tuple[np.ndarray, Dict]:
     """The lung mask without the trachea and main bronchi (module docstring, step 4)."""
     if not lung.any():
         return lung, {"airways_removed_ml": 0.0}
-    airway_hu = min(p.airway_hu, float(np.percentile(work.array[lung], 3)))
-    seed = find_trachea_seed(work, lung, airway_hu, p)
+    pure_air_hu = min(p.airway_hu, float(np.percentile(work.array[lung], 3)))
+    seed = find_trachea_seed(work, lung, pure_air_hu, p)
     if seed is None:
         return lung, {"airways_removed_ml": 0.0, "trachea_found": False}
-    airways = grow_airways(seed, lung & (work.array < airway_hu))
+    lumen_hu = airway_threshold_hu(work, lung, seed)
+    airways = grow_airways(seed, lung & (work.array < lumen_hu))
     airways = ndimage.binary_dilation(airways, iterations=1) & lung
-    return lung & ~airways, {"airways_removed_ml": float(airways.sum() * work.voxel_volume_ml), "trachea_found": True}
+    return lung & ~airways, {"airways_removed_ml": float(airways.sum() * work.voxel_volume_ml), "trachea_found": True,
+                             "airway_threshold_hu": round(lumen_hu, 1)}
 
 
 def split_left_right(work: Volume, lung: np.ndarray, p: LungSegmentationParams) -> Tuple[np.ndarray, Dict]:
