@@ -43,8 +43,29 @@ def test_the_posterior_gradient_follows_the_patient_not_the_voxel_order(directio
     assert np.isnan(left["emphysema_to_rest"])  # no lung below -950 HU
     right = plausibility.lung_measures(perfusion, ct, lungs, 1)
     assert right["emphysema_share"] == pytest.approx(2 / 16) and right["emphysema_to_rest"] < 1.0
+    assert right["emphysema_anterior"] == right["emphysema_posterior"] == pytest.approx(2 / 16)  # bottom slices
+    assert left["emphysema_anterior"] == left["emphysema_posterior"] == 0.0
     ok = plausibility.acceptance({"right": right, "left": left}, plausibility.right_share(perfusion, lungs))
     assert ok == {"gradient": True, "right_share": True, "emphysema": True}
+
+
+def test_emphysema_by_half_follows_the_patient():
+    """Emphysema-like lung in the posterior rows only (rows at larger LPS y): the posterior half's share, whatever
+    the voxel order; the report marks it."""
+    for direction in (np.eye(3), np.diag([-1.0, -1.0, 1.0])):
+        lungs, perfusion, ct = _case(direction)
+        ct = np.where(lungs.array > 0, -850.0, 40.0)
+        k, j, i = np.indices(ct.shape)
+        posterior_y = lungs.index_to_lps(np.stack([i, j, k], -1).reshape(-1, 3).astype(float))[:, 1].reshape(ct.shape)
+        ct[(lungs.array == 2) & (posterior_y > np.median(posterior_y[lungs.array == 2]))] = -980.0
+        left = plausibility.lung_measures(perfusion, ct, lungs, 2)
+        assert left["emphysema_anterior"] == 0.0 and left["emphysema_posterior"] == pytest.approx(1.0)
+    case = plausibility.Case(name="synthetic behind", what="test", maps={"baseline": perfusion})
+    case.measures = {"baseline": {"right": plausibility.lung_measures(perfusion, ct, lungs, 1), "left": left}}
+    case.shares = {"baseline": plausibility.right_share(perfusion, lungs)}
+    case.passed = {"baseline": plausibility.acceptance(case.measures["baseline"], case.shares["baseline"])}
+    text = plausibility.markdown([case], "machine", "network", "figures")
+    assert "| synthetic behind | 0 / 0 | 0 / 100 (**more behind**) |" in text
 
 
 def test_a_reversed_gradient_and_a_lopsided_share_fail():

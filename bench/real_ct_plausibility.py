@@ -12,7 +12,8 @@ baseline, for every real chest CT in ``../shared/data`` and for synthetic contro
   third of the lung's height);
 * the right lung's share of the total perfusion;
 * lobar shares where lobes exist (the synthetic controls; the real CTs come without lobe labels);
-* mean perfusion in voxels below -950 HU (emphysema-like) over the rest;
+* mean perfusion in voxels below -950 HU (emphysema-like) over the rest, and the share of such voxels in each lung's
+  anterior and posterior half (a posterior half with more of them can make a faithful map's gradient fall short);
 * with ``--mc-dropout N``: the network's Monte Carlo dropout uncertainty (standard deviation over N passes), mean
   over each lung, where the real CTs can be compared with the synthetic controls the model knows.
 
@@ -107,6 +108,7 @@ def lung_measures(perfusion: np.ndarray, ct_hu: np.ndarray, lungs: Volume, value
     si = halves_and_thirds(p, xyz["superior"])  # low: base, high: apex
     emphysema = hu < EMPHYSEMA_HU
     share = float(emphysema.mean())
+    back = xyz["posterior"] > np.median(xyz["posterior"])
     rho = spearmanr(p, xyz["posterior"]).statistic if p.std() > 0 else float("nan")
     return {
         "anterior": ap["low_half"], "posterior": ap["high_half"],
@@ -117,6 +119,8 @@ def lung_measures(perfusion: np.ndarray, ct_hu: np.ndarray, lungs: Volume, value
         "ap_profile": profile(p, xyz["posterior"]),  # anterior first
         "si_profile": profile(p, xyz["superior"])[::-1],  # apex first
         "emphysema_share": share,
+        # emphysema-like share of the anterior and posterior halves: where gravity and emphysema pull opposite ways
+        "emphysema_anterior": float(emphysema[~back].mean()), "emphysema_posterior": float(emphysema[back].mean()),
         "emphysema_to_rest": (float(p[emphysema].mean()) / float(p[~emphysema].mean())
                               if share >= MIN_EMPHYSEMA_SHARE and p[~emphysema].mean() > 0 else float("nan")),
     }
@@ -237,6 +241,21 @@ def markdown(cases: List[Case], machine: str, predictor: str, figures: str) -> s
                 f"{pair('posterior_to_anterior')} | {pair('spearman_posterior')} | {pair('base_to_apex')} | "
                 f"{100 * c.shares[name]:.1f} | {pair('emphysema_to_rest')} | "
                 f"{_mark(ok['gradient'])}, {_mark(ok['right_share'])}, {_mark(ok['emphysema'])} |")
+    judged = [c for c in cases if c.error is None and "baseline" in c.measures]
+    if judged:
+        lines += ["", "## Where the emphysema-like lung lies", "",
+                  "Share of each lung's anterior and posterior half below -950 HU (the CT's, not a map's). A supine lung "
+                  "perfuses more toward the back, and emphysematous lung perfuses little: where the posterior half "
+                  "holds more emphysema-like lung than the anterior half (**more behind**), a faithful map may show "
+                  "P/A below 1.1, and the gradient and emphysema criteria pull opposite ways.", "",
+                  "| case | right: anterior / posterior % | left: anterior / posterior % |", "|---|---|---|"]
+        for c in judged:
+            cells = []
+            for side in SIDES:
+                m = c.measures["baseline"][side]
+                more = " (**more behind**)" if m["emphysema_posterior"] > m["emphysema_anterior"] + 0.02 else ""
+                cells.append(f"{100 * m['emphysema_anterior']:.0f} / {100 * m['emphysema_posterior']:.0f}{more}")
+            lines.append(f"| {c.name} | {cells[0]} | {cells[1]} |")
     with_lobes = [c for c in cases if c.lobes]
     if with_lobes:
         names = list(LOBE_NAMES.values())
