@@ -79,9 +79,11 @@ def test_gravity_cue_table_of_the_card_from_a_real_run(shared_data, monkeypatch)
     weights = load_model(None, False, "cpu")[1]["weights"]
     tables = tbm.gravity_card(Path(weights), shared_data)
     (rows,) = tables.values()
-    assert [r["ramp_hu"] for r in rows] == list(tbm.GRAVITY_RAMPS_HU)
+    assert [r["ramp_hu"] for r in rows] == list(tbm.GRAVITY_RAMPS_HU) + [None]  # the last: the uniform lung
     assert rows[1]["baseline_right"] > rows[0]["baseline_right"]  # the HU baseline follows the added density
+    assert abs(rows[2]["baseline_right"] - 1.0) < abs(rows[1]["baseline_right"] - 1.0)  # and has none without it
     assert all(0.3 < r[f"{m}_{s}"] < 3.0 for r in rows for m in gravity_cue.MAPS for s in ("right", "left"))
     lines = "\n".join(tbm._gravity_lines(tables))
     assert f"| cip ct-64 | +80 | {rows[1]['network_right']:.2f} / {rows[1]['network_left']:.2f} |" in lines
+    assert f"| cip ct-64 | uniform lung, -870 HU | {rows[2]['network_right']:.2f} / " in lines
     assert tbm._gravity_lines({}) == []

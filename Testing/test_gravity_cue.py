@@ -30,3 +30,21 @@ def test_the_hu_baseline_gradient_grows_with_an_added_dependent_density():
     rows = cue.ramp_table(case.ct, None, {"predictor": "hu_baseline"}, [0.0, 80.0])
     for side in ("right", "left"):
         assert rows[1][f"baseline_{side}"] > rows[0][f"baseline_{side}"] + 0.1
+
+
+def test_a_uniform_lung_leaves_the_baseline_without_a_gradient():
+    """The position-only probe: lung voxels replaced by one density with noise; the HU baseline, which sees only the
+    density, then shows no gradient (the phantom as it is shows one), and the table names the row."""
+    from CTPerfusionMappingLib.synthetic.cohort import generate_case
+
+    case = generate_case(3, "small")
+    lungs = case.lungs.array
+    hu = cue.uniform_lung_hu(case.ct.array, lungs)
+    assert np.all(hu[lungs == 0] == case.ct.array[lungs == 0])
+    assert abs(hu[lungs > 0].mean() - cue.UNIFORM_LUNG_HU) < 1.0 and abs(hu[lungs > 0].std() - cue.UNIFORM_NOISE_HU) < 1.0
+    rows = cue.ramp_table(case.ct, None, {"predictor": "hu_baseline"}, [0.0], uniform=True)
+    assert rows[-1]["ramp_hu"] is None
+    for side in ("right", "left"):
+        assert abs(rows[-1][f"baseline_{side}"] - 1.0) < 0.05
+        assert abs(rows[0][f"baseline_{side}"] - 1.0) > abs(rows[-1][f"baseline_{side}"] - 1.0)
+    assert "| phantom | uniform lung, -870 HU |" in "\n".join(cue.table_lines({"phantom": rows}))

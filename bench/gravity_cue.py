@@ -9,8 +9,13 @@ anterior ratio of the predicted perfusion (:func:`real_ct_plausibility.lung_meas
 a ratio that rises with g and stays near 1 at g = 0 means the model reads the gradient from the density.
 The HU-only baseline (a function of the CT's density by construction) is shown beside it.
 
+A last row per case replaces the whole lung with a uniform density (``UNIFORM_LUNG_HU`` with 20 HU of noise): the
+CT then says nothing about the gradient, and what P/A remains is what the network learnt from position alone (the
+baseline stays near 1).
+
     .venv/bin/python bench/gravity_cue.py [--data ../shared/data] [--cases "cip ct-64" "cip TestInput"]
-                                          [--ramps -40 0 40 80] [--weights W] [--out bench/results/gravity_cue.md]
+                                          [--ramps -40 0 40 80] [--no-uniform] [--weights W]
+                                          [--out bench/results/gravity_cue.md]
 """
 
 from __future__ import annotations
@@ -52,15 +57,38 @@ def posterior_to_anterior(ct: Volume, model, info, lungs: Optional[Volume] = Non
                    for side, value in SIDES.items()} for name, values in maps.items()}, used
 
 
-def ramp_table(ct: Volume, model, info, ramps: Sequence[float]) -> List[Dict[str, object]]:
+#: the uniform lung of the position-only probe: normal parenchyma (HU) and its noise (HU, standard deviation)
+UNIFORM_LUNG_HU = -870.0
+UNIFORM_NOISE_HU = 20.0
+
+
+def uniform_lung_hu(ct: np.ndarray, lungs: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``ct`` with every lung voxel replaced by ``UNIFORM_LUNG_HU`` plus Gaussian noise (``UNIFORM_NOISE_HU``)."""
+    out = ct.astype(np.float32)
+    inside = lungs > 0
+    out[inside] = UNIFORM_LUNG_HU + np.random.default_rng(seed).normal(0.0, UNIFORM_NOISE_HU, int(inside.sum()))
+    return out
+
+
+def uniform_lung_row(ct: Volume, model, info, lungs: Volume) -> Dict[str, object]:
+    """The ratios of both maps in both lungs when the lungs (``lungs``, segmented on the original CT) are uniform."""
+    hu = uniform_lung_hu(ct.array, lungs.array)
+    ratios, _ = posterior_to_anterior(ct.with_array(np.round(hu).astype(ct.array.dtype)), model, info, lungs)
+    return {"ramp_hu": None, **{f"{m}_{s}": ratios[m][s] for m in MAPS for s in SIDES}}
+
+
+def ramp_table(ct: Volume, model, info, ramps: Sequence[float], uniform: bool = False) -> List[Dict[str, object]]:
     """One row per ramp: the ratios of both maps in both lungs. The lungs are segmented once on the original CT and
-    kept for every ramp (a ramp must not change which voxels are lung)."""
+    kept for every ramp (a ramp must not change which voxels are lung); with ``uniform``, a last row for the uniform
+    lung (:func:`uniform_lung_row`, its ``ramp_hu`` None)."""
     _, lungs = posterior_to_anterior(ct, model, info)
     rows = []
     for gain in ramps:
         hu = ct.array.astype(np.float32) + dependent_ramp_hu(lungs.array, gain)
         ratios, _ = posterior_to_anterior(ct.with_array(np.round(hu).astype(ct.array.dtype)), model, info, lungs)
         rows.append({"ramp_hu": gain, **{f"{m}_{s}": ratios[m][s] for m in MAPS for s in SIDES}})
+    if uniform:
+        rows.append(uniform_lung_row(ct, model, info, lungs))
     return rows
 
 
@@ -79,7 +107,8 @@ def table_lines(tables: Dict[str, List[Dict[str, object]]]) -> List[str]:
     lines = ["| case | ramp (HU) | network P/A right / left | baseline P/A right / left |", "|---|---:|---|---|"]
     for case, rows in tables.items():
         for r in rows:
-            lines.append(f"| {case} | {r['ramp_hu']:+g} | {r['network_right']:.2f} / {r['network_left']:.2f} | "
+            change = f"{r['ramp_hu']:+g}" if r["ramp_hu"] is not None else f"uniform lung, {UNIFORM_LUNG_HU:g} HU"
+            lines.append(f"| {case} | {change} | {r['network_right']:.2f} / {r['network_left']:.2f} | "
                          f"{r['baseline_right']:.2f} / {r['baseline_left']:.2f} |")
     return lines
 
@@ -89,6 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     parser.add_argument("--cases", nargs="+", default=["cip ct-64", "cip TestInput"])
     parser.add_argument("--ramps", nargs="+", type=float, default=[-40.0, 0.0, 40.0, 80.0])
+    parser.add_argument("--no-uniform", action="store_true", help="leave out the uniform-lung row")
     parser.add_argument("--weights", type=Path, help="network weights (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gravity_cue.md")
     args = parser.parse_args(argv)
@@ -98,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tables = {}
     for name, _, reader in REAL_CASES:
         if name in args.cases:
-            tables[name] = ramp_table(reader(args.data), model, info, args.ramps)
+            tables[name] = ramp_table(reader(args.data), model, info, args.ramps, uniform=not args.no_uniform)
             print(f"{name}: done", flush=True)
     text = markdown(tables, Path(info["weights"]).name)
     args.out.parent.mkdir(parents=True, exist_ok=True)

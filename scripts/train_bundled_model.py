@@ -285,7 +285,8 @@ GRAVITY_RAMPS_HU = (0.0, 80.0)
 
 def gravity_card(weights: Path, data: Path) -> dict:
     """Step 7b: where the new weights' gravity gradient comes from (:mod:`gravity_cue`): the posterior/anterior
-    ratio on the real COPD CTs as they are and with an 80 HU dependent-density ramp added. Empty without real CTs."""
+    ratio on the real COPD CTs as they are, with an 80 HU dependent-density ramp added, and with a uniform lung (what
+    position alone gives). Empty without real CTs."""
     if not (Path(data) / "real").is_dir():
         return {}
     sys.path.insert(0, str(ROOT / "bench"))
@@ -295,10 +296,11 @@ def gravity_card(weights: Path, data: Path) -> dict:
     from CTPerfusionMappingLib.run_cli import load_model
 
     model, info = load_model(str(weights), False, "cpu")
-    tables = {name: gravity_cue.ramp_table(reader(Path(data)), model, info, GRAVITY_RAMPS_HU)
+    tables = {name: gravity_cue.ramp_table(reader(Path(data)), model, info, GRAVITY_RAMPS_HU, uniform=True)
               for name, _, reader in CASES if name in GRAVITY_CASES}
     log("gravity cue: " + "; ".join(f"{name} P/A network right/left " + ", ".join(
-        f"{r['ramp_hu']:+g} HU {r['network_right']:.2f}/{r['network_left']:.2f}" for r in rows)
+        f"{'uniform lung' if r['ramp_hu'] is None else format(r['ramp_hu'], '+g') + ' HU'} "
+        f"{r['network_right']:.2f}/{r['network_left']:.2f}" for r in rows)
         for name, rows in tables.items()))
     return tables
 
@@ -515,7 +517,8 @@ def _gravity_lines(tables) -> list:
     lines = ["", "## Where the gravity gradient comes from (`bench/gravity_cue.py`)", "",
              "Posterior/anterior mean perfusion (right / left) on the real COPD CTs as they are and with a dependent-"
              "density ramp added inside the lungs (0 HU at the front to the value at the back). A model that reads the "
-             "gradient only off the CT's density shows none at 0 HU on a CT whose dependent lung is not denser.", ""]
+             "gradient only off the CT's density shows none at 0 HU on a CT whose dependent lung is not denser; the "
+             "uniform-lung row (every lung voxel -870 HU with 20 HU of noise) shows what position alone gives.", ""]
     sys.path.insert(0, str(ROOT / "bench"))
     import gravity_cue
 
