@@ -70,26 +70,28 @@ def uniform_lung_hu(ct: np.ndarray, lungs: np.ndarray, seed: int = 0) -> np.ndar
     return out
 
 
-def uniform_lung_row(ct: Volume, model, info, lungs: Volume) -> Dict[str, object]:
-    """The ratios of both maps in both lungs when the lungs (``lungs``, segmented on the original CT) are uniform."""
-    hu = uniform_lung_hu(ct.array, lungs.array)
+def changed_ct_row(ct: Volume, hu: np.ndarray, model, info, lungs: Volume, ramp_hu: Optional[float]) -> Dict[str, object]:
+    """One table row: the ratios of both maps in both lungs of ``ct`` with its values replaced by ``hu`` (the lungs
+    given, segmented on the original CT); ``ramp_hu`` names the change (None: the uniform lung)."""
     ratios, _ = posterior_to_anterior(ct.with_array(np.round(hu).astype(ct.array.dtype)), model, info, lungs)
-    return {"ramp_hu": None, **{f"{m}_{s}": ratios[m][s] for m in MAPS for s in SIDES}}
+    return {"ramp_hu": ramp_hu, **{f"{m}_{s}": ratios[m][s] for m in MAPS for s in SIDES}}
 
 
 def ramp_table(ct: Volume, model, info, ramps: Sequence[float], uniform: bool = False) -> List[Dict[str, object]]:
     """One row per ramp: the ratios of both maps in both lungs. The lungs are segmented once on the original CT and
     kept for every ramp (a ramp must not change which voxels are lung); with ``uniform``, a last row for the uniform
-    lung (:func:`uniform_lung_row`, its ``ramp_hu`` None)."""
+    lung (:func:`uniform_lung_hu`, its ``ramp_hu`` None)."""
     _, lungs = posterior_to_anterior(ct, model, info)
-    rows = []
-    for gain in ramps:
-        hu = ct.array.astype(np.float32) + dependent_ramp_hu(lungs.array, gain)
-        ratios, _ = posterior_to_anterior(ct.with_array(np.round(hu).astype(ct.array.dtype)), model, info, lungs)
-        rows.append({"ramp_hu": gain, **{f"{m}_{s}": ratios[m][s] for m in MAPS for s in SIDES}})
+    rows = [changed_ct_row(ct, ct.array.astype(np.float32) + dependent_ramp_hu(lungs.array, gain), model, info, lungs,
+                           gain) for gain in ramps]
     if uniform:
-        rows.append(uniform_lung_row(ct, model, info, lungs))
+        rows.append(changed_ct_row(ct, uniform_lung_hu(ct.array, lungs.array), model, info, lungs, None))
     return rows
+
+
+def row_label(row: Dict[str, object]) -> str:
+    """What a row changed: the ramp in HU (``+80``), or the uniform lung."""
+    return f"{row['ramp_hu']:+g}" if row["ramp_hu"] is not None else f"uniform lung, {UNIFORM_LUNG_HU:g} HU"
 
 
 def markdown(tables: Dict[str, List[Dict[str, object]]], weights: str) -> str:
@@ -107,8 +109,7 @@ def table_lines(tables: Dict[str, List[Dict[str, object]]]) -> List[str]:
     lines = ["| case | ramp (HU) | network P/A right / left | baseline P/A right / left |", "|---|---:|---|---|"]
     for case, rows in tables.items():
         for r in rows:
-            change = f"{r['ramp_hu']:+g}" if r["ramp_hu"] is not None else f"uniform lung, {UNIFORM_LUNG_HU:g} HU"
-            lines.append(f"| {case} | {change} | {r['network_right']:.2f} / {r['network_left']:.2f} | "
+            lines.append(f"| {case} | {row_label(r)} | {r['network_right']:.2f} / {r['network_left']:.2f} | "
                          f"{r['baseline_right']:.2f} / {r['baseline_left']:.2f} |")
     return lines
 

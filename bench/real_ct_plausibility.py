@@ -108,7 +108,7 @@ def lung_measures(perfusion: np.ndarray, ct_hu: np.ndarray, lungs: Volume, value
     si = halves_and_thirds(p, xyz["superior"])  # low: base, high: apex
     emphysema = hu < EMPHYSEMA_HU
     share = float(emphysema.mean())
-    back = xyz["posterior"] > np.median(xyz["posterior"])
+    emphysema_ap = halves_and_thirds(emphysema.astype(float), xyz["posterior"])  # its share by half
     rho = spearmanr(p, xyz["posterior"]).statistic if p.std() > 0 else float("nan")
     return {
         "anterior": ap["low_half"], "posterior": ap["high_half"],
@@ -120,7 +120,7 @@ def lung_measures(perfusion: np.ndarray, ct_hu: np.ndarray, lungs: Volume, value
         "si_profile": profile(p, xyz["superior"])[::-1],  # apex first
         "emphysema_share": share,
         # emphysema-like share of the anterior and posterior halves: where gravity and emphysema pull opposite ways
-        "emphysema_anterior": float(emphysema[~back].mean()), "emphysema_posterior": float(emphysema[back].mean()),
+        "emphysema_anterior": emphysema_ap["low_half"], "emphysema_posterior": emphysema_ap["high_half"],
         "emphysema_to_rest": (float(p[emphysema].mean()) / float(p[~emphysema].mean())
                               if share >= MIN_EMPHYSEMA_SHARE and p[~emphysema].mean() > 0 else float("nan")),
     }
@@ -241,15 +241,15 @@ def markdown(cases: List[Case], machine: str, predictor: str, figures: str) -> s
                 f"{pair('posterior_to_anterior')} | {pair('spearman_posterior')} | {pair('base_to_apex')} | "
                 f"{100 * c.shares[name]:.1f} | {pair('emphysema_to_rest')} | "
                 f"{_mark(ok['gradient'])}, {_mark(ok['right_share'])}, {_mark(ok['emphysema'])} |")
-    judged = [c for c in cases if c.error is None and "baseline" in c.measures]
-    if judged:
+    with_baseline = [c for c in cases if c.error is None and "baseline" in c.measures]
+    if with_baseline:
         lines += ["", "## Where the emphysema-like lung lies", "",
                   "Share of each lung's anterior and posterior half below -950 HU (the CT's, not a map's). A supine lung "
                   "perfuses more toward the back, and emphysematous lung perfuses little: where the posterior half "
                   "holds more emphysema-like lung than the anterior half (**more behind**), a faithful map may show "
                   "P/A below 1.1, and the gradient and emphysema criteria pull opposite ways.", "",
                   "| case | right: anterior / posterior % | left: anterior / posterior % |", "|---|---|---|"]
-        for c in judged:
+        for c in with_baseline:
             cells = []
             for side in SIDES:
                 m = c.measures["baseline"][side]

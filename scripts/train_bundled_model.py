@@ -299,8 +299,7 @@ def gravity_card(weights: Path, data: Path) -> dict:
     tables = {name: gravity_cue.ramp_table(reader(Path(data)), model, info, GRAVITY_RAMPS_HU, uniform=True)
               for name, _, reader in CASES if name in GRAVITY_CASES}
     log("gravity cue: " + "; ".join(f"{name} P/A network right/left " + ", ".join(
-        f"{'uniform lung' if r['ramp_hu'] is None else format(r['ramp_hu'], '+g') + ' HU'} "
-        f"{r['network_right']:.2f}/{r['network_left']:.2f}" for r in rows)
+        f"{gravity_cue.row_label(r)}: {r['network_right']:.2f}/{r['network_left']:.2f}" for r in rows)
         for name, rows in tables.items()))
     return tables
 
