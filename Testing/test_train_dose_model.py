@@ -1,5 +1,6 @@
-"""scripts/train_dose_model.py (issue 19: the dose CNN on OSEM SPECTs) end to end at a tiny budget, and what it needs
-from the training: initial weights (``init``) and pausing a run (``stop``) that a resumed run finishes."""
+"""scripts/train_dose_model.py (issue 19: the dose CNN on OSEM SPECTs) end to end at a tiny budget, its --device in
+every step, --install-from (a finished run's files, e.g. sent back from a GPU machine), and what it needs from the
+training: initial weights (``init``) and pausing a run (``stop``) that a resumed run finishes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import importlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ from cnn_synthetic import learnable_reference, tiny_ct_and_activity, tiny_kernel
 from DoseCNNLib.cnn.data import case_from_volumes, split_slices  # noqa: E402
 from DoseCNNLib.cnn.network import DoseNetConfig  # noqa: E402
 from DoseCNNLib.cnn.training import DoseTrainConfig, train  # noqa: E402
-from DoseCNNLib.cnn.weights import bundled_weights, load_dose_weights  # noqa: E402
+from DoseCNNLib.cnn.weights import bundled_weights, load_dose_weights, save_dose_weights  # noqa: E402
 from DoseCNNLib.physics.vdk import vdk_dose_rate  # noqa: E402
+from ImagingBasics.devices import select_device  # noqa: E402
 from ImagingBasics.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +54,86 @@ def _mtimes(out: Path) -> dict:
     return {str(p): p.stat().st_mtime_ns for p in paths}
 
 
+def _devices_used(out: Path) -> dict:
+    """What each worker and step reports it computed on: the phantoms' meta.json, timings.json, the card."""
+    timings = json.loads((out / "timings.json").read_text())
+    card = json.loads((out / "model_card.json").read_text())
+    used = {f"meta {p.parent.parent.name}/{p.parent.name}": json.loads(p.read_text())["device"]
+            for p in out.glob("cohorts/*/case*/meta.json")}
+    for section in ("phantoms_train", "phantoms_heldout", "heldout_osem_spects", "training_preparation"):
+        used.update({f"{section} {k}": v["device"] for k, v in timings[section].items()})
+    used.update({"card recipe": card["recipe"]["device"], "card training": card["training"]["device"]})
+    return used
+
+
+def _install_from_checks(script, out: Path, tmp_path: Path, capsys) -> None:
+    """--install-from with the files a run sends back (the top level of its --out): refused (status 1, nothing
+    written) when its card records that the acceptance does not hold; installed when it holds; status 2 when a file
+    is missing or corrupt or the weights are not the card's."""
+    sent = tmp_path / "sent_back"
+    sent.mkdir()
+    for name in script.RESULT_FILES:
+        shutil.copy2(out / name, sent / name)
+    models = tmp_path / "models_from"
+    capsys.readouterr()
+    assert script.main(["--install-from", str(sent), "--models-dir", str(models)]) == 1
+    message = capsys.readouterr().out.strip()
+    assert len(message.splitlines()) == 1 and "acceptance does not hold" in message
+    assert not models.exists()
+    # the same run as if its acceptance held: weights and card say so (the card's SHA-256 of the weights updated)
+    held = tmp_path / "held"
+    held.mkdir()
+    shutil.copy2(sent / "MODEL_CARD.md", held / "MODEL_CARD.md")
+    dm = load_dose_weights(sent / script.WEIGHTS_NAME)
+    save_dose_weights(dm.model, dm.config, dm.normalisation, dm.spacing_mm, held / script.WEIGHTS_NAME,
+                      {**dm.metadata, "acceptance_met": True}, half=True)
+    card = json.loads((sent / "model_card.json").read_text())
+    card["acceptance_met"]["met"] = True
+    card["weights_sha256"] = script.sha256(held / script.WEIGHTS_NAME)
+    (held / "model_card.json").write_text(json.dumps(card))
+    assert script.main(["--install-from", str(held), "--models-dir", str(models)]) == 0
+    assert sorted(p.name for p in models.iterdir()) == sorted(script.MODEL_FILES)
+    for name in script.MODEL_FILES:
+        assert (models / name).read_bytes() == (held / name).read_bytes()
+    assert load_dose_weights(models / script.WEIGHTS_NAME).metadata["acceptance_met"] is True
+    # missing, corrupt or mismatched files: status 2, "error: ...", nothing (more) written
+    before = {p.name: p.read_bytes() for p in models.iterdir()}
+    broken = {"missing": lambda d: (d / "MODEL_CARD.md").unlink(),
+              "corrupt card": lambda d: (d / "model_card.json").write_text("{not json"),
+              "corrupt weights": lambda d: (d / script.WEIGHTS_NAME).write_bytes(b"PK\x03\x04 truncated"),
+              "weights of another run": lambda d: shutil.copy2(sent / script.WEIGHTS_NAME, d / script.WEIGHTS_NAME),
+              "corrupt weights, card without their SHA-256": lambda d: (
+                  (d / script.WEIGHTS_NAME).write_bytes(b"PK\x03\x04 truncated"),
+                  (d / "model_card.json").write_text(json.dumps({k: v for k, v in card.items()
+                                                                 if k != "weights_sha256"})))}
+    for what, damage in broken.items():
+        folder = tmp_path / f"broken_{what.replace(' ', '_')}"
+        shutil.copytree(held, folder)
+        damage(folder)
+        capsys.readouterr()
+        assert script.main(["--install-from", str(folder), "--models-dir", str(models)]) == 2, what
+        assert "error: " in capsys.readouterr().out, what
+        assert {p.name: p.read_bytes() for p in models.iterdir()} == before, what
+
+
 def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing(script, tmp_path, capsys,
                                                                                     monkeypatch):
     out, models = tmp_path / "run", tmp_path / "models"
-    # --install with an acceptance that cannot hold (1 held-out phantom, one time point): nothing is installed
-    assert script.main(TINY_RUN + ["--out", str(out), "--install", "--models-dir", str(models)]) == 1
+    # --install with an acceptance that cannot hold (1 held-out phantom, one time point): nothing is installed;
+    # --device auto: resolved once (the CPU here, CUDA on a GPU machine), and every worker and step computes on it
+    assert script.main(TINY_RUN + ["--out", str(out), "--install", "--models-dir", str(models), "--device",
+                                   "auto"]) == 1
     assert not models.exists() or not any(models.iterdir())
+    used = _devices_used(out)
+    assert len(used) == 3 + 3 + 1 + 2 + 2  # 3 phantoms (meta, timings), 1 OSEM SPECT, 2 preparation parts, card
+    assert set(used.values()) == {select_device("auto")}, used
+    timings = json.loads((out / "timings.json").read_text())
+    assert sum(v["cases"] for v in timings["training_preparation"].values()) == 3
+    # the training found every case prepared by the workers (a cache miss would have prepared it again)
+    assert len([d for d in (out / "cache").iterdir() if (d / "meta.json").is_file()]) == 3
+    assert set(script.RESULT_FILES) <= {p.name for p in out.iterdir()}
     card = json.loads((out / "model_card.json").read_text())
+    assert card["weights_sha256"] == script.sha256(out / script.WEIGHTS_NAME)
     assert card["training"]["best_epoch"] == 1 and card["training"]["epochs_run"] == 1
     assert card["training"]["image_domain_phantoms"] == 1 and card["voxel_mm"] == [1.96, 1.96, 3.0]
     assert card["acceptance_met"]["met"] is False
@@ -122,6 +198,86 @@ def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing
         card = json.loads((out / "model_card.json").read_text())
         assert card["previous_model"]["sha256"] == original and "evaluation on the held-out osem set: already done" \
             in capsys.readouterr().out
+    _install_from_checks(script, out, tmp_path, capsys)
+
+
+def test_the_device_reaches_the_phantom_osem_and_preparation_jobs(script, tmp_path):
+    """Every job a worker gets carries the run's device (resolved in run(): here as if --device cuda was asked and
+    found), and the workers pass it on (:func:`make_case` to generate_case, :func:`make_osem_spect` to osem_spect,
+    :func:`prepare_cases` to load_cases; the tiny run above checks what they report)."""
+    args = script.parse_args(TINY_RUN + ["--out", str(tmp_path / "run"), "--device", "cuda", "--workers", "3"])
+    args.device = "cuda"
+    spect = script.spect_models(args)["osem"]
+    jobs = script.phantom_jobs(tmp_path / "cohort", 4, 21, 5000, spect, args)
+    assert [j["seed"] for j in jobs] == [21000, 21001, 21002, 21003] and {j["device"] for j in jobs} == {"cuda"}
+    assert {j["mc_device"] for j in jobs} == {"cuda"}  # the Monte Carlo on --device unless --mc-device says otherwise
+    args.mc_device = "cpu"
+    assert {(j["device"], j["mc_device"]) for j in script.phantom_jobs(tmp_path / "c", 2, 21, 5000, spect, args)} == \
+        {("cuda", "cpu")}
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    (heldout / "cohort.csv").write_text("id,case,time_h,ct,spect,reference\n"
+                                        "case000_t024h,case000,24,case000/ct.nrrd,case000/spect_t024h.nrrd,r.nrrd\n"
+                                        "case001_t024h,case001,24,case001/ct.nrrd,case001/spect_t024h.nrrd,\n"
+                                        "case002_t024h,case002,24,case002/ct.nrrd,case002/spect_t024h.nrrd,r.nrrd\n")
+    jobs = script.osem_jobs(heldout, args)
+    assert [(j["row"]["id"], j["seed"]) for j in jobs] == [("case000_t024h", 1000), ("case002_t024h", 1002)]
+    assert {j["device"] for j in jobs} == {"cuda"}
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("id,ct,spect,reference,bq_per_count\n" + "".join(
+        f"c{i},c{i}/ct.nrrd,c{i}/spect.nrrd,c{i}/ref.nrrd,1.5\n" for i in range(7)))
+    jobs = script.prepare_jobs(tmp_path / "run", manifest, args)
+    assert len(jobs) == 3 and {j["device"] for j in jobs} == {"cuda"}
+    parts = [list(csv.DictReader(Path(j["manifest"]).read_text().splitlines())) for j in jobs]
+    assert [[r["id"] for r in p] for p in parts] == [["c0", "c3", "c6"], ["c1", "c4"], ["c2", "c5"]]
+    assert all(Path(r["ct"]).is_absolute() for p in parts for r in p)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is that CUDA, absent here, is asked for")
+def test_the_workers_compute_on_their_jobs_device(script, tmp_path):
+    """Without CUDA, a job on "cuda" fails in torch (the device reached it) and writes nothing; on "cpu" it works."""
+    from DoseCNNLib.phantoms.case import load_meta, training_rows
+
+    args = script.parse_args(TINY_RUN + ["--out", str(tmp_path / "run")])
+    cohort = tmp_path / "cohort"
+    job = script.phantom_jobs(cohort, 1, 5, 2000, script.spect_models(args)["osem"], args)[0]
+    cuda_error = pytest.raises((AssertionError, RuntimeError, UserError), match="(?i)cuda")
+    with cuda_error:  # the OSEM SPECTs come first, then the Monte Carlo
+        script.make_case(dict(job, device="cuda"))
+    with cuda_error:  # the SPECTs on the CPU, the Monte Carlo truth asks for CUDA: --mc-device reached it
+        script.make_case(dict(job, device="cpu", mc_device="cuda"))
+    assert not cohort.exists() or not any(cohort.iterdir())
+    assert script.make_case(job)["device"] == "cpu"
+    rows = training_rows(cohort / "case000", "case000", load_meta(cohort / "case000"))
+    meta = load_meta(cohort / "case000")
+    assert meta["device"] == "cpu" and meta["mc_device"] == "cpu" and len(rows) == 1
+    osem = {"cohort": str(cohort), "row": rows[0], "seed": 1000, "cache": str(tmp_path / "osem"), "threads": 1}
+    with cuda_error:
+        script.make_osem_spect(dict(osem, device="cuda"))
+    assert not (tmp_path / "osem").exists()
+    assert script.make_osem_spect(dict(osem, device="cpu"))["device"] == "cpu"
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("id,ct,spect,reference,bq_per_count\n" + ",".join(
+        [rows[0]["id"]] + [str(cohort / rows[0][k]) for k in ("ct", "spect", "reference")] +
+        [str(rows[0]["bq_per_count"])]) + "\n")
+    prepare = script.prepare_jobs(tmp_path / "run", manifest, args)[0]
+    with cuda_error:
+        script.prepare_cases(dict(prepare, device="cuda"))
+    assert not (tmp_path / "run" / "cache").exists() or not any((tmp_path / "run" / "cache").iterdir())
+    result = script.prepare_cases(prepare)
+    assert result["cases"] == 1 and result["device"] == "cpu" and any((tmp_path / "run" / "cache").iterdir())
+
+
+def test_install_from_a_missing_folder_or_without_a_card_is_an_error(script, tmp_path, capsys):
+    models = tmp_path / "models"
+    assert script.main(["--install-from", str(tmp_path / "nothing"), "--models-dir", str(models)]) == 2
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1 and "error: " in out and "is not a folder" in out
+    assert script.main(["--install-from", str(tmp_path), "--models-dir", str(models)]) == 2
+    assert "error: " in capsys.readouterr().out and not models.exists()
+    with pytest.raises(SystemExit) as exc:  # --install-from runs nothing: not with --out
+        script.parse_args(["--install-from", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
 
 
 # --- the training's init and stop ---------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ Steps (each skipped when its result is already in --out, so a stopped run contin
    budget, DSC high and low >= 0.75, on the held-out patients; and the real-CT criteria where judged) in the card;
    ``--install`` copies the weights and the card into CTPerfusionMapping/Resources/Models/ only when the synthetic
    acceptance holds (exit status 1 otherwise).
+
+On a lent GPU machine (no real CTs there), steps 1-6 run in one device call through ``bench/gpu_train.sh ctpm`` (its
+budget and the device-tool recipe are in its header and docs/VALIDATION.md); the files it sends back are finished
+here: ``python scripts/train_bundled_model.py --out DIR --finish-from RETURNED [--install]`` (steps 7-8 only).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "CTPerfusionMapping" / "Resources" / "Models"
@@ -60,7 +65,9 @@ def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dic
         if not manifest.is_file():
             folders = []
             for k, size in enumerate(("small", "full")):
-                count = n // 2 if size == "small" else n - n // 2
+                count = cohort_count(n, size, args.sizes)
+                if count == 0:
+                    continue
                 t0 = time.perf_counter()
                 folders += generate_cohort(out / "cohorts" / f"{name}_{size}", count, seed * 10 + k, size,
                                            pathology_probabilities=pathology, workers=args.workers,
@@ -69,6 +76,36 @@ def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dic
             write_manifest(manifest, folders)
         manifests[name] = manifest
     return manifests
+
+
+def cohort_count(n: int, size: str, sizes: str) -> int:
+    """Phantoms of ``size`` in a cohort of ``n``: half small, half full-size (``sizes`` "both"), or all small."""
+    if sizes == "small":
+        return n if size == "small" else 0
+    return n // 2 if size == "small" else n - n // 2
+
+
+def finish_from(run: Path, out: Path, args) -> int:
+    """``--finish-from``: steps 7-8 here on a run made elsewhere (``run`` holds what bench/gpu_train.sh sends back from
+    a GPU machine: ctpm_arnn.pt, model_card.json, and scores.csv, held_out.png, run.log when there), copied into
+    ``out`` first. Exit status 2 with one ``error:`` line when the run is incomplete."""
+    run = Path(run)
+    missing = [name for name in ("ctpm_arnn.pt", "model_card.json") if not (run / name).is_file()]
+    if missing:
+        print(f"error: {run} is not a finished training run (missing {', '.join(missing)})", file=sys.stderr)
+        return 2
+    try:
+        card = json.loads((run / "model_card.json").read_text())
+        card["held_out"], card["tests"]
+    except (ValueError, KeyError, TypeError):
+        print(f"error: {run / 'model_card.json'} is not a model card of this script", file=sys.stderr)
+        return 2
+    if run.resolve() != out.resolve():
+        for name in ("ctpm_arnn.pt", "model_card.json", "scores.csv", "held_out.png", "run.log"):
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / name)
+    log(f"finishing the run of {card.get('machine', 'another machine')} from {run}")
+    return finish(out, card, args)
 
 
 def training_domain(manifests: dict) -> dict:
@@ -283,10 +320,10 @@ GRAVITY_CASES = ("cip ct-64", "cip TestInput")
 GRAVITY_RAMPS_HU = (0.0, 80.0)
 
 
-def gravity_card(weights: Path, data: Path) -> dict:
+def gravity_card(weights: Path, data: Path, out: Optional[Path] = None) -> dict:
     """Step 7b: where the new weights' gravity gradient comes from (:mod:`gravity_cue`): the posterior/anterior
     ratio on the real COPD CTs as they are, with an 80 HU dependent-density ramp added, and with a uniform lung (what
-    position alone gives). Empty without real CTs."""
+    position alone gives). Empty without real CTs. (``out``: unused; the signature of :func:`real_ct_card`.)"""
     if not (Path(data) / "real").is_dir():
         return {}
     sys.path.insert(0, str(ROOT / "bench"))
@@ -329,7 +366,7 @@ def held_out_figure(rows, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--n-pretrain", type=int, default=48)
@@ -357,11 +394,17 @@ def main() -> int:
     ap.add_argument("--density-ramp", type=float, default=0.2,
                     help="training augmentation: a random front-to-back ramp of up to this slope added to the enhanced "
                          "CT (TrainConfig.density_ramp; 0: off)")
+    ap.add_argument("--sizes", choices=["both", "small"], default="both",
+                    help="phantom sizes of each cohort: half small, half full-size (default), or all small (dry runs)")
+    ap.add_argument("--finish-from", type=Path, metavar="RUN",
+                    help="a finished run made elsewhere (what bench/gpu_train.sh sent back from a GPU machine): copy "
+                         "its weights and card into --out and run only steps 7-8 here (real CTs, acceptance, --install)")
     ap.add_argument("--install", action="store_true",
                     help="copy ctpm_arnn.pt and MODEL_CARD.md into Resources/Models (only when the acceptance holds)")
+    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR, help=argparse.SUPPRESS)
     ap.add_argument("--real-data", type=Path, default=ROOT.parent / "shared" / "data",
                     help="folder with real/ CTs for the plausibility table (default ../shared/data; skipped when absent)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from CTPerfusionMappingLib.network import NetworkConfig
     from CTPerfusionMappingLib.training.crossval import paired_test
@@ -373,6 +416,8 @@ def main() -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.finish_from is not None:
+        return finish_from(args.finish_from, out, args)
     device = select_device(args.device)
     machine = f"{platform.node()}, {os.cpu_count()} cores; {describe_device(device)}"
     log(f"machine: {machine}")
@@ -420,7 +465,7 @@ def main() -> int:
         "training": stages,
         "held_out": {p: {m: patient_stats(rows, p, m) for m in metrics} for p in predictors},
         "held_out_by_size": {size: {p: {m: patient_stats(rows, p, m, size) for m in ("spearman", "dsc_high", "dsc_low")}
-                                    for p in predictors} for size in ("small", "full")},
+                                    for p in predictors} for size in ("small", "full") if any(r["size"] == size for r in rows)},
         "tests": {"arnn_vs_hu_baseline": paired_test(rows, "hu_baseline", "arnn"),
                   "arnn_vs_pretrained": paired_test(rows, "arnn_pretrained", "arnn"),
                   "arnn_vs_pretrained_truth": paired_test(rows, "arnn_pretrained", "arnn", "spearman_truth")},
@@ -436,14 +481,24 @@ def main() -> int:
         "card": "MODEL_CARD.md", "best_epoch": meta.get("epoch"), "val_spearman": meta.get("val_spearman"),
         "held_out_spearman_mean": card["held_out"]["arnn"]["spearman"]["mean"], "recipe": card["recipe"],
         "training_domain": {k: card["training_domain"][k] for k in ("in_plane_mm", "slice_mm", "lung_median_hu")}})
-    if args.real_data is not None and not (out / "real_ct.json").is_file():
-        (out / "real_ct.json").write_text(json.dumps(real_ct_card(out / "ctpm_arnn.pt", args.real_data, out), indent=2))
-    if (out / "real_ct.json").is_file():
-        card["real_ct"] = json.loads((out / "real_ct.json").read_text())
-    if args.real_data is not None and not (out / "gravity_cue.json").is_file():
-        (out / "gravity_cue.json").write_text(json.dumps(gravity_card(out / "ctpm_arnn.pt", args.real_data), indent=2))
-    if (out / "gravity_cue.json").is_file():
-        card["gravity_cue"] = json.loads((out / "gravity_cue.json").read_text())
+    return finish(out, card, args)
+
+
+def finish(out: Path, card: dict, args) -> int:
+    """Steps 7-8 on a card whose weights are written (``out``/ctpm_arnn.pt): the real-CT plausibility and gravity-cue
+    tables (when ``--real-data`` holds real CTs), the acceptance, MODEL_CARD.md, and ``--install`` when the synthetic
+    acceptance holds (exit status 1 otherwise). Also what ``--finish-from`` runs on a run made elsewhere (a GPU machine
+    has no real CTs)."""
+    predictors = [p for p in PREDICTORS if p in card["held_out"]]
+    metrics = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low", "spearman_truth")
+    for name, table in (("real_ct", real_ct_card), ("gravity_cue", gravity_card)):
+        path = out / f"{name}.json"
+        if args.real_data is not None and not path.is_file():
+            rows = table(out / "ctpm_arnn.pt", args.real_data, out)
+            if rows:  # none without real CTs (a GPU machine): a later --finish-from run makes them
+                path.write_text(json.dumps(rows, indent=2))
+        if path.is_file():
+            card[name] = json.loads(path.read_text())
     card["acceptance"] = {"synthetic": synthetic_acceptance(card["held_out"]),
                           "real_ct": (card.get("real_ct") or {}).get("acceptance")}
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
@@ -462,10 +517,10 @@ def main() -> int:
         log("not installed: the held-out synthetic acceptance does not hold")
         return 1
     if args.install:
-        MODELS_DIR.mkdir(parents=True, exist_ok=True)
+        args.models_dir.mkdir(parents=True, exist_ok=True)
         for name in ("ctpm_arnn.pt", "MODEL_CARD.md", "model_card.json"):
-            shutil.copy2(out / name, MODELS_DIR / name)
-        log(f"installed into {MODELS_DIR}")
+            shutil.copy2(out / name, args.models_dir / name)
+        log(f"installed into {args.models_dir}")
     return 0
 
 
@@ -598,8 +653,9 @@ def render_card(card: dict) -> str:
                      f"{_cell(s['dsc_low'])} | {_cell(s['spearman_truth'])} |")
     lines += ["", "By phantom size (Spearman R vs SPECT):", "", "| predictor | small | full-size |", "|---|---|---|"]
     for p in card["held_out"]:
-        lines.append(f"| {names[p]} | {_cell(card['held_out_by_size']['small'][p]['spearman'])} | "
-                     f"{_cell(card['held_out_by_size']['full'][p]['spearman'])} |")
+        by_size = card["held_out_by_size"]
+        lines.append(f"| {names[p]} | " + " | ".join(_cell(by_size[size][p]["spearman"]) if size in by_size else "n/a"
+                                                    for size in ("small", "full")) + " |")
     lines += ["", "Paired comparisons (Wilcoxon signed-rank, two-sided, per-patient Spearman R):", ""]
     for k, t in card["tests"].items():
         lines.append(f"- {k.replace('_', ' ')}: mean difference {t['mean_difference']:+.3f}, better in "

@@ -1,6 +1,7 @@
 """Train the residual dose CNN on projected + OSEM-reconstructed SPECTs and write its model card (issue 19).
 
     python scripts/train_dose_model.py --out /work/state/dose_osem --init bundled --mix 0.25 --epochs 12 [--install]
+    python scripts/train_dose_model.py --install-from DIR     # install a finished run's model (e.g. a GPU run's files)
 
 Steps (each skipped when its result is already in --out, so a stopped run continues where it was: run the same
 command again; ``--train-hours`` pauses the training after the epoch that crosses the budget):
@@ -21,24 +22,34 @@ command again; ``--train-hours`` pauses the training after the epoch that crosse
      (``bench/evaluate_dose_cnn.py``'s :func:`osem_spect`, seed 1000 + row, cached in ``cohorts/heldout/spects_osem``):
      both held-out sets are the same anatomies and truths, so the comparison between SPECT models is paired.
 
-   Phantoms and OSEM SPECTs are made by ``--workers`` processes (torch threads split between them); a phantom is
+   Phantoms and OSEM SPECTs are made by ``--workers`` processes (torch threads split between them) on ``--device``
+   (OSEM SPECTs and Monte Carlo truths; each phantom's ``meta.json`` records its device: a truth made on a GPU is
+   another random stream than the CPU's, and phantoms already made are kept whatever device made them); a phantom is
    written to ``<case>.partial<pid>`` and renamed when complete, so a stopped run never leaves half a case (and
    the workers of a stopped run start and write nothing more: :func:`require_parent`; a worker whose parent is gone
    exits: :func:`ImagingBasics.parallel.exit_with_parent`).
-2. Training (:func:`DoseCNNLib.cnn.training.train_from_manifest`, what ``dosecnn train`` runs) in ``train/``: crops of
+2. Training (:func:`DoseCNNLib.cnn.training.train_from_manifest`, what ``dosecnn train`` runs) in ``train/`` on
+   ``--device``, after its preparation (activity, density, VDK of every row, cached in ``cache/``) by ``--workers``
+   processes on ``--device`` (:func:`prepare_training_cases`): crops of
    ``--crop`` pixels, validation by patient (``--val-fraction``, 20 %), Li 2020's Adam/ReduceLROnPlateau/MSE
    settings; resumed from ``train/checkpoint.pt`` when there is one; ``--init bundled`` (or a weights file) starts
    from the bundled weights.
 3. Held-out evaluation of the new model AND the bundled one on both held-out sets (one VDK per case x time point, both
-   CNNs on it; :func:`evaluate`), Li 2020's MDE and noise-corrected NRMSE per region; rows cached in ``eval/<set>``
-   and recomputed only when the weights change.
+   CNNs on it, on ``--device``; :func:`evaluate`), Li 2020's MDE and noise-corrected NRMSE per region; rows cached in
+   ``eval/<set>`` and recomputed only when the weights change.
 4. Acceptance (issue 19): on the held-out OSEM set (>= 8 phantoms x 4 time points), CNN vs density-scaled VDK, mean
    dose error lower by >= 50 % for lesions and kidneys and noise-corrected NRMSE lower by >= 15 % for both; and the
    same gains on the image-domain set (no regression below them).
-5. ``dosecnn_residual.pt`` (float16, the best validation epoch), ``model_card.json``, ``MODEL_CARD.md``; ``--install``
-   copies the three into DoseCNN/Resources/Models/ only when the acceptance holds (exit status 1 otherwise).
+5. ``dosecnn_residual.pt`` (float16, the best validation epoch), ``model_card.json`` (with the weights' SHA-256),
+   ``MODEL_CARD.md``; ``--install`` copies the three into ``--models-dir`` (DoseCNN/Resources/Models/) only when the
+   acceptance holds (exit status 1 otherwise). ``--install-from DIR`` does the same (:func:`install_model`) from
+   another run's files and runs nothing else: exit status 1 with a one-line message when DIR's model_card.json
+   records that the acceptance does not hold, 2 (``error: ...``) when DIR or a file is missing or corrupt.
 
-Log: ``run.log`` in --out (also printed); measured times in ``timings.json``.
+Log: ``run.log`` in --out (also printed); measured times in ``timings.json`` (each phantom, OSEM SPECT, preparation
+part, epoch and evaluation as it ends, with its device). At the end of a run the top level of --out holds
+everything to send back from another machine, five files (:data:`RESULT_FILES`): ``dosecnn_residual.pt``,
+``model_card.json``, ``MODEL_CARD.md``, ``run.log``, ``timings.json`` (a run stopped early: the last two).
 
 Budget (measured 2026-12-04 on the 2-core development VM, the small grid, one torch thread per process; the VM was
 shared with other jobs at a load of 6-9, so CPU seconds are the robust numbers and wall times run 2-4x longer than
@@ -58,6 +69,32 @@ Full run (38 training + 8 held-out phantoms): cohorts 38 x 4.1 + 8 x 4.3 = 190 C
 (~3-4 h under load); training 12 epochs from the bundled weights (``--init bundled``; its best epoch was 3) = 3.2-7 h
 (24 epochs from scratch: 6.4-14 h); evaluation 0.5-1 h: ~5-12 h in all, resumable across days (``--train-hours 6``
 pauses the training after the epoch that crosses 6 h; run the same command again to continue).
+
+GPU budget: an ESTIMATE, not a measurement of this script, from the H200 figures (bench/results/gpu_checks_h200.md,
+bench/RESULTS.md: Monte Carlo 148,600 decays/s at 2e5 decays and 627,700 at 2e6, i.e. ~1.1 s of start-up per run +
+~0.98e6 decays/s; training 226-231 slices/s with 128-pixel crops, bfloat16; VDK 0.21 s and CNN 1.3 s for
+512 x 512 x 130, 8x the small grid's voxels) and the VM's CPU figures above; one H200 + 16 cores,
+``--device cuda --workers 16`` (one torch thread per worker), the default cohort (38 + 8 phantoms, 4 time points):
+
+- cohorts, GPU-bound (16 processes share the GPU): Monte Carlo 38 x 4e6 + 8 x 8e6 = 216e6 decays = 3.7 min of GPU
+  at 0.98e6/s, in ~550 runs (~12 compartments per phantom) whose ~1.1 s start-ups add 0.7 min if they overlap across
+  the workers, up to 10 min if they are GPU time; 184 OSEM SPECTs (38 x 4 + 8 x 4; 50-60 CPU s each on the VM,
+  grid_sample-bound; no GPU figure: 0.7-1.5 s each assumed) = 2-5 min of GPU; anatomy, noise, resampling and
+  writing (~15 CPU s per phantom) overlap on the 16 cores. Cohorts: ~6.5-9.5 min, up to ~19 min;
+- training's preparation (192 rows with --mix 0.25; 1.9 CPU s per row on the VM's CPU): < 0.5 min;
+- training: ~9,700 crops per epoch (30 phantoms x 4 x 64 slices + the --mix rows) = 42 s at 230 slices/s, plus the
+  validation's ~2,500 whole slices (~15 s): ~1 min per epoch, the first one ~0.25 min more (cuDNN autotuning);
+- evaluation: 64 case x time points, VDK + two CNNs each (~1 s): ~1 min; start-up, fp16 weights, card: ~0.5 min.
+
+In all: ~8.5-12 min + ~1 min per epoch with everything on the GPU: no ``--epochs`` fits ~8 minutes with the
+default cohort and decays. Hence ``--mc-device cpu``: the truths on the 16 host cores (24 CPU s per 4e6 decays on one
+VM core: 216e6 decays in ~1.4-4 min side by side, one torch thread per worker) while the GPU makes the OSEM SPECTs:
+cohorts ~2.5-5 min, and ``--epochs 2`` in ~6-9 min. Recommended GPU command (bench/gpu_train.sh dose runs it; a run
+stopped by a time limit still leaves ``run.log`` and ``timings.json``, the measured figures of every step it finished,
+and continues when run again):
+
+    python scripts/train_dose_model.py --out /tmp/dose_gpu --device cuda --mc-device cpu --workers 15 \
+        --init bundled --mix 0.25 --epochs 2
 """
 
 from __future__ import annotations
@@ -82,6 +119,10 @@ for _p in (ROOT, ROOT / "DoseCNN", ROOT / "bench"):  # a checkout without pip in
 
 MODELS_DIR = ROOT / "DoseCNN" / "Resources" / "Models"
 WEIGHTS_NAME = "dosecnn_residual.pt"
+#: what --install and --install-from copy into the models folder
+MODEL_FILES = (WEIGHTS_NAME, "model_card.json", "MODEL_CARD.md")
+#: what the top level of --out holds at the end of a run: all a wrapper sends back from another machine
+RESULT_FILES = MODEL_FILES + ("run.log", "timings.json")
 #: issue 19's acceptance: (region kind, summary key, lowest gain), on both held-out sets
 ACCEPTANCE = (("lesions", "mde_improvement", 0.50), ("kidneys", "mde_improvement", 0.50),
               ("lesions", "nrmse_improvement", 0.15), ("kidneys", "nrmse_improvement", 0.15))
@@ -151,10 +192,18 @@ def require_parent(job: dict) -> None:
         raise Orphaned(f"the run that asked for {job.get('folder', 'this job')} has stopped")
 
 
+def job_device(job: dict) -> str:
+    """The torch device of a worker's job (a resolved one: "cpu", "cuda", "cuda:N", "mps"); "cpu" for the jobs of a
+    run started before the jobs carried one."""
+    return str(job.get("device") or "cpu")
+
+
 def make_case(job: dict) -> dict:
-    """One phantom into ``job['folder']`` (through ``<folder>.partial<pid>``); runs in a worker process. Nothing is
-    written when the run has stopped meanwhile (:func:`require_parent`), and a case another process completed
-    meanwhile is kept as it is."""
+    """One phantom into ``job['folder']`` (through ``<folder>.partial<pid>``); runs in a worker process. The OSEM
+    SPECTs are computed on ``job['device']``, the Monte Carlo truth on ``job['mc_device']`` (default the same; both
+    recorded in the case's ``meta.json``: a truth made on a GPU is another random stream than one made on the CPU).
+    Nothing is written when the run has stopped meanwhile (:func:`require_parent`), and a case another process
+    completed meanwhile is kept as it is."""
     import torch
 
     from DoseCNNLib.phantoms.case import generate_case, write_case
@@ -162,10 +211,14 @@ def make_case(job: dict) -> dict:
 
     require_parent(job)
     torch.set_num_threads(job["threads"])
+    device = job_device(job)
     t0, c0 = time.perf_counter(), time.process_time()
     folder = Path(job["folder"])
-    case = generate_case(job["seed"], job["size"], job["times"], job["mc_decays"], spect_model=SpectModel(**job["spect"]),
-                         grid_override=job["grid"])
+    mc_device = str(job.get("mc_device") or device)
+    case = generate_case(job["seed"], job["size"], job["times"], job["mc_decays"], device=device,
+                         spect_model=SpectModel(**job["spect"]), grid_override=job["grid"], mc_device=mc_device)
+    case.meta["device"] = device
+    case.meta["mc_device"] = mc_device
     require_parent(job)
     tmp = folder.with_name(f"{folder.name}.partial{os.getpid()}")
     if tmp.exists():
@@ -175,18 +228,22 @@ def make_case(job: dict) -> dict:
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, folder)
-    return {"folder": str(folder), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    return {"folder": str(folder), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "device": device, "mc_device": mc_device}
 
 
 def make_osem_spect(job: dict) -> dict:
-    """One held-out OSEM SPECT (bench/evaluate_dose_cnn.py's osem_spect, cached); runs in a worker process."""
+    """One held-out OSEM SPECT (bench/evaluate_dose_cnn.py's osem_spect, cached) on ``job['device']``; runs in a
+    worker process."""
     import torch
     from evaluate_dose_cnn import osem_spect
 
     torch.set_num_threads(job["threads"])
+    device = job_device(job)
     t0, c0 = time.perf_counter(), time.process_time()
-    osem_spect(Path(job["cohort"]), job["row"], None, job["seed"], Path(job["cache"]))
-    return {"id": job["row"]["id"], "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+    osem_spect(Path(job["cohort"]), job["row"], None, job["seed"], Path(job["cache"]), device=device)
+    return {"id": job["row"]["id"], "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "device": device}
 
 
 def run_jobs(fn, jobs: List[dict], workers: int, done) -> None:
@@ -208,17 +265,24 @@ def run_jobs(fn, jobs: List[dict], workers: int, done) -> None:
             done(futures[future], future.result())
 
 
+def phantom_jobs(folder: Path, n: int, seed: int, mc_decays: int, spect: dict, args) -> List[dict]:
+    """The :func:`make_case` jobs of ``n`` phantoms in ``folder`` (case i: seed x 1000 + i), on ``args.device``."""
+    threads = _worker_threads(args.workers)
+    return [{"folder": str(folder / f"case{i:03d}"), "seed": seed * 1000 + i, "size": args.size,
+             "times": list(args.times), "mc_decays": int(mc_decays), "spect": spect, "grid": args.grid_override,
+             "threads": threads, "device": args.device, "mc_device": getattr(args, "mc_device", None) or args.device,
+             "parent": os.getpid()} for i in range(n)]
+
+
 def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: dict, args) -> Path:
-    """``n`` phantoms in ``cohorts/<name>/case000..`` (each skipped when complete) and their ``cohort.csv``."""
+    """``n`` phantoms in ``cohorts/<name>/case000..`` (each skipped when complete, whatever device made it) and their
+    ``cohort.csv``."""
     from DoseCNNLib.phantoms.case import load_meta, training_rows
     from ImagingBasics.files import write_csv
 
     folder = out / "cohorts" / name
     folder.mkdir(parents=True, exist_ok=True)
-    threads = _worker_threads(args.workers)
-    jobs = [{"folder": str(folder / f"case{i:03d}"), "seed": seed * 1000 + i, "size": args.size,
-             "times": list(args.times), "mc_decays": int(mc_decays), "spect": spect, "grid": args.grid_override,
-             "threads": threads, "parent": os.getpid()} for i in range(n)]
+    jobs = phantom_jobs(folder, n, seed, mc_decays, spect, args)
     for stale in folder.glob("case*.partial*"):  # a stopped run's unfinished cases (its workers write no more)
         shutil.rmtree(stale, ignore_errors=True)
     todo = [j for j in jobs if not (Path(j["folder"]) / "meta.json").is_file()]
@@ -227,7 +291,7 @@ def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: 
 
     def done(job, result):
         log(f"cohort {name}: {Path(job['folder']).name} made in {result['seconds']:.0f} s "
-            f"({result['cpu_seconds']:.0f} CPU s)")
+            f"({result['cpu_seconds']:.0f} CPU s) on {result['device']}")
         record_time(out, f"phantoms_{name}", Path(job["folder"]).name, result)
 
     run_jobs(make_case, todo, args.workers, done)
@@ -285,20 +349,31 @@ def training_manifest(out: Path, train_cohort: Path, args, image_spect: dict) ->
     return path
 
 
+def osem_jobs(heldout: Path, args) -> List[dict]:
+    """The :func:`make_osem_spect` jobs of the held-out cohort's rows (seed 1000 + row), on ``args.device``."""
+    from evaluate_dose_cnn import OSEM_SEED_BASE, read_cohort
+
+    threads = _worker_threads(args.workers)
+    return [{"cohort": str(heldout), "row": row, "seed": OSEM_SEED_BASE + i, "cache": str(heldout / "spects_osem"),
+             "threads": threads, "device": args.device} for i, row in enumerate(read_cohort(heldout))
+            if row.get("reference")]
+
+
 def heldout_osem_spects(out: Path, heldout: Path, args) -> None:
-    """The held-out OSEM SPECTs (bench/evaluate_dose_cnn.py, seed 1000 + row), made now in parallel and cached."""
-    from evaluate_dose_cnn import OSEM_SEED_BASE, osem_spect_path, read_cohort
+    """The held-out OSEM SPECTs (bench/evaluate_dose_cnn.py, seed 1000 + row), made now in parallel and cached (a
+    cached one is kept whatever device made it: the OSEM's Poisson noise comes from numpy, the devices differ only
+    by rounding)."""
+    from evaluate_dose_cnn import osem_spect_path
 
     cache = heldout / "spects_osem"
-    threads = _worker_threads(args.workers)
-    jobs = [{"cohort": str(heldout), "row": row, "seed": OSEM_SEED_BASE + i, "cache": str(cache), "threads": threads}
-            for i, row in enumerate(read_cohort(heldout)) if row.get("reference")]
+    jobs = osem_jobs(heldout, args)
     todo = [j for j in jobs if not osem_spect_path(cache, j["row"], j["seed"]).is_file()]
     if len(todo) < len(jobs):
         log(f"held-out OSEM SPECTs: {len(jobs) - len(todo)} of {len(jobs)} already made")
 
     def done(job, result):
-        log(f"held-out OSEM SPECT {result['id']} in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} CPU s)")
+        log(f"held-out OSEM SPECT {result['id']} in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} CPU s) "
+            f"on {result['device']}")
         record_time(out, "heldout_osem_spects", result["id"], result)
 
     run_jobs(make_osem_spect, todo, args.workers, done)
@@ -317,6 +392,62 @@ def train_config(args):
     return DoseTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_by="patient",
                            val_fraction=args.val_fraction, crop=args.crop, seed=args.seed, device=args.device,
                            patience=args.patience)
+
+
+def prepare_jobs(out: Path, manifest: Path, args) -> List[dict]:
+    """The :func:`prepare_cases` jobs of the training manifest's rows on ``args.device``: one per worker, each with
+    a part of the rows (``cache/parts/partNN.csv``, absolute paths; the whole manifest with one worker)."""
+    from DoseCNNLib.cnn.data import read_dose_manifest
+    from ImagingBasics.files import write_csv
+
+    rows = read_dose_manifest(manifest)
+    n_parts = max(1, min(args.workers, len(rows)))
+    parts = [Path(manifest)] if n_parts == 1 else [out / "cache" / "parts" / f"part{i:02d}.csv" for i in range(n_parts)]
+    if n_parts > 1:
+        for i, path in enumerate(parts):
+            write_csv(rows[i::n_parts], path)  # round robin: every part gets early and late cases alike
+    kernel_cache = str(args.kernel_cache) if args.kernel_cache else None
+    return [{"manifest": str(path), "cache": str(out / "cache"), "kernel_cache": kernel_cache,
+             "threads": _worker_threads(args.workers), "device": args.device, "parent": os.getpid()}
+            for path in parts]
+
+
+def prepare_cases(job: dict) -> dict:
+    """Activity, density and VDK dose rate of the cases of ``job['manifest']`` on ``job['device']``, into the cache
+    the training reads (:func:`DoseCNNLib.cnn.data.load_cases`; cases already there are only read); runs in a worker
+    process."""
+    import torch
+
+    from DoseCNNLib.cnn.data import load_cases
+
+    require_parent(job)
+    torch.set_num_threads(job["threads"])
+    device = job_device(job)
+    t0, c0 = time.perf_counter(), time.process_time()
+    kernel_cache = Path(job["kernel_cache"]) if job.get("kernel_cache") else None
+    cases = load_cases(Path(job["manifest"]), Path(job["cache"]), kernel_cache=kernel_cache, device=device)
+    return {"part": Path(job["manifest"]).stem, "cases": len(cases), "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "device": device}
+
+
+def prepare_training_cases(out: Path, manifest: Path, args) -> None:
+    """The training's preparation of every manifest row (what :func:`DoseCNNLib.cnn.training.train_from_manifest`
+    does on the CPU in this process, one case after the other) done first by ``--workers`` processes on
+    ``--device``, into the same cache (``cache/``); skipped when ``cache/prepared.json`` names this manifest."""
+    marker = out / "cache" / "prepared.json"
+    manifest_sha256 = sha256(manifest)
+    if (read_json(marker) or {}).get("manifest_sha256") == manifest_sha256:
+        return
+    t0 = time.perf_counter()
+
+    def done(job, result):
+        record_time(out, "training_preparation", result["part"], result)
+
+    jobs = prepare_jobs(out, manifest, args)
+    run_jobs(prepare_cases, jobs, args.workers, done)
+    write_json({"manifest_sha256": manifest_sha256, "device": args.device}, marker)
+    log(f"training cases prepared (activity, density, VDK) by {len(jobs)} process(es) on {args.device} in "
+        f"{time.perf_counter() - t0:.0f} s")
 
 
 def init_weights(args) -> Optional[Path]:
@@ -352,11 +483,12 @@ def train_stage(out: Path, manifest: Path, args) -> Optional[dict]:
     resume = (folder / "checkpoint.pt").is_file()
     init = None if resume else init_weights(args)
     t0 = time.perf_counter()
-    last = [t0]
+    prepare_training_cases(out, manifest, args)
+    last = [time.perf_counter()]
 
     def prep(done: int, total: int, case_id: str) -> None:
         if done == total:
-            log(f"training: {total} cases prepared (activity, density, VDK) in {time.perf_counter() - t0:.0f} s")
+            log(f"training: {total} cases loaded (activity, density, VDK) in {time.perf_counter() - last[0]:.0f} s")
             record_time(out, "training", "preparation_s_last_session", time.perf_counter() - t0)
             last[0] = time.perf_counter()
 
@@ -537,7 +669,7 @@ def build_card(out: Path, args, train_summary: dict, results: dict, accept: dict
         "recipe": {"command": "python scripts/train_dose_model.py " + command,
                    "size": args.size if not args.grid_override else {"grid": args.grid_override},
                    "times_h": list(args.times), "spect_models": spects, "mix": args.mix,
-                   "init": train_summary.get("init")},
+                   "init": train_summary.get("init"), "device": args.device, "workers": args.workers},
         "training": {"phantoms": args.n_train, "time_points": len(args.times), "seed": args.train_seed,
                      "mc_decays": args.train_decays, "spect_model": "osem",
                      "image_domain_phantoms": int(round(args.mix * args.n_train)),
@@ -702,9 +834,8 @@ def render_card(card: dict) -> str:
         "the truth is our Monte Carlo engine (validated against published voxel and sphere S values, "
         "`bench/RESULTS.md`), not DPM or GATE. Train on SPECTs reconstructed the way yours are before relying on "
         "voxel-level results.",
-        f"- Trained at a reduced CPU budget ({_n(tr['epochs_run'], 'epoch')}, {_n(tr['phantoms'], 'phantom')}); a GPU "
-        "run with more "
-        "phantoms and Li 2020's 200 epochs is the next step.",
+        f"- Trained at a reduced budget ({_n(tr['epochs_run'], 'epoch')}, {_n(tr['phantoms'], 'phantom')}, on "
+        f"{card['recipe'].get('device') or 'cpu'}); Li 2020 trained 200 epochs on two GPUs.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -723,10 +854,78 @@ def write_model(out: Path, card: dict) -> Path:
     return save_dose_weights(dm.model, dm.config, dm.normalisation, dm.spacing_mm, out / WEIGHTS_NAME, meta, half=True)
 
 
+# --- 6. install -------------------------------------------------------------------------------------------------------
+def read_finished_run(folder: Path) -> dict:
+    """The model card of a finished run's folder (its --out, or the files it sent back), after checking the three
+    model files: a UserError when one is missing, empty or unreadable, when the card does not say whether the
+    acceptance holds, or when the weights are not the card's (its ``weights_sha256``; the acceptance the weights
+    record)."""
+    from DoseCNNLib.cnn.weights import load_dose_weights
+    from ImagingBasics.errors import UserError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder (give a finished run's --out or the files it sent back)")
+    missing = [name for name in MODEL_FILES if not (folder / name).is_file() or (folder / name).stat().st_size == 0]
+    if missing:
+        raise UserError(f"{folder} lacks {', '.join(missing)} (missing or empty): not a finished run")
+    try:
+        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+        (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{folder}: model_card.json or MODEL_CARD.md is corrupt ({exc})") from None
+    accept = card.get("acceptance_met") if isinstance(card, dict) else None
+    if not isinstance(accept, dict) or not isinstance(accept.get("met"), bool) or card.get("model") != WEIGHTS_NAME:
+        raise UserError(f"{folder / 'model_card.json'} is not a card of this script (no acceptance_met.met, or not "
+                        f"for {WEIGHTS_NAME})")
+    weights = folder / WEIGHTS_NAME
+    if card.get("weights_sha256") not in (None, sha256(weights)):
+        raise UserError(f"{weights} is not the file model_card.json describes (another SHA-256): corrupt or of "
+                        "another run")
+    if load_dose_weights(weights).metadata.get("acceptance_met") is not accept["met"]:
+        raise UserError(f"{weights} and model_card.json disagree on the acceptance: files of two runs")
+    return card
+
+
+def install_model(source: Path, models_dir: Path) -> int:
+    """Copy the three model files of the finished run in ``source`` into ``models_dir`` when its model_card.json
+    records that the acceptance holds: 0. 1 with a one-line message (nothing written) when it does not; a UserError
+    when a file is missing or corrupt (:func:`read_finished_run`) or the copy fails. Each file is copied beside its
+    place and renamed into it only when all three are copied."""
+    from ImagingBasics.errors import UserError
+
+    source = Path(source)
+    card = read_finished_run(source)
+    if not card["acceptance_met"]["met"]:
+        log(f"not installed: {source / 'model_card.json'} records that the acceptance does not hold")
+        return 1
+    staged = [(models_dir / f".{name}.installing", models_dir / name) for name in MODEL_FILES]
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        for (tmp, _), name in zip(staged, MODEL_FILES):
+            shutil.copy2(source / name, tmp)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except OSError as exc:
+        raise UserError(f"could not install into {models_dir}: {exc.strerror or exc}") from None
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    log(f"installed {', '.join(MODEL_FILES)} from {source} into {models_dir}")
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------------------------------
 def parse_args(argv=None):
+    from ImagingBasics.devices import DEVICE_HELP
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="state folder (outside the repository)")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--out", type=Path, help="state folder (outside the repository)")
+    what.add_argument("--install-from", type=Path, metavar="DIR",
+                      help="run nothing: install the model files of the finished run in DIR (its --out, or the files "
+                           "it sent back) into --models-dir when its model_card.json records that the acceptance "
+                           "holds (exit status 1 otherwise, 2 when a file is missing or corrupt)")
     ap.add_argument("--n-train", type=int, default=38,
                     help="training phantoms, validation ones included (38: 30 train the weights, 8 validate)")
     ap.add_argument("--n-heldout", type=int, default=8)
@@ -752,13 +951,18 @@ def parse_args(argv=None):
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--levels", type=int, default=4)
     ap.add_argument("--depth-channels", type=int, nargs=3, default=[8, 16, 16])
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu",
+                    help="where the phantoms (OSEM SPECTs, Monte Carlo), the training's preparation, the training and "
+                         "the evaluation compute: " + DEVICE_HELP + "; default cpu")
+    ap.add_argument("--mc-device", default=None,
+                    help="where the phantoms' Monte Carlo truths compute, when not on --device (a GPU machine: cpu, so "
+                         "that its many cores run the truths side by side while the GPU makes the OSEM SPECTs)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: all cores)")
     ap.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)),
-                    help="processes making phantoms and OSEM SPECTs")
+                    help="processes making phantoms and OSEM SPECTs and preparing the training cases")
     ap.add_argument("--kernel-cache", type=Path, default=None)
     ap.add_argument("--install", action="store_true",
-                    help="copy the weights and the card into DoseCNN/Resources/Models when the acceptance holds")
+                    help="copy the weights and the cards into --models-dir when the acceptance holds")
     ap.add_argument("--no-bundled", action="store_true", help="do not evaluate the bundled model for comparison")
     # reduced phantoms and scanners, for tests and quick checks (not for a model to bundle)
     ap.add_argument("--size", default="small", choices=["small", "full"])
@@ -769,7 +973,8 @@ def parse_args(argv=None):
     ap.add_argument("--osem", type=int, nargs=3, default=[128, 16, 4], metavar=("VIEWS", "ITERATIONS", "SUBSETS"))
     ap.add_argument("--min-heldout", type=int, nargs=2, default=[8, 4], metavar=("PHANTOMS", "TIME_POINTS"),
                     help=argparse.SUPPRESS)
-    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR, help=argparse.SUPPRESS)
+    ap.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                    help="where --install and --install-from put the model (default DoseCNN/Resources/Models)")
     args = ap.parse_args(argv)
     args.grid_override = None
     if args.grid:
@@ -793,6 +998,9 @@ def main(argv=None) -> int:
 def run(argv=None) -> int:
     global _LOG
     args = parse_args(argv)
+    _LOG = None  # (another run's log, in a process that runs several)
+    if args.install_from is not None:
+        return install_model(args.install_from.resolve(), args.models_dir)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     _LOG = out / "run.log"
@@ -803,10 +1011,14 @@ def run(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = select_device(args.device)
-    machine = f"{platform.node()}, {os.cpu_count()} cores; {describe_device(device)}; torch {torch.__version__}"
+    args.device = select_device(args.device)  # resolved once: every step and every worker gets the same device
+    args.mc_device = select_device(args.mc_device) if args.mc_device else args.device
+    machine = f"{platform.node()}, {os.cpu_count()} cores; {describe_device(args.device)}; torch {torch.__version__}"
     command = " ".join(sys.argv[1:] if argv is None else argv)
     log(f"start: {command}; machine: {machine}")
+    log(f"device {args.device} for the phantoms' OSEM SPECTs, the held-out OSEM SPECTs, the training's preparation, "
+        f"the training and the evaluation, {args.mc_device} for the phantoms' Monte Carlo truths; {args.workers} worker "
+        "process(es)")
     spects = spect_models(args)
     if not (out / "train" / "checkpoint.pt").is_file():
         init_weights(args)  # a missing or mismatched --init: refused before any phantom is made
@@ -824,8 +1036,9 @@ def run(argv=None) -> int:
     results = evaluate_stage(out, heldout, weights, args)
     accept = acceptance(results, *args.min_heldout)
     card = build_card(out, args, summary, results, accept, machine, spects, command)
-    write_json(card, out / "model_card.json")
     write_model(out, card)
+    card["weights_sha256"] = sha256(out / WEIGHTS_NAME)  # --install-from checks that the weights are the card's
+    write_json(card, out / "model_card.json")
     (out / "MODEL_CARD.md").write_text(render_card(card))
     for name in SETS:
         by = {s["region"]: s for s in results[name]["new"]}
@@ -833,14 +1046,9 @@ def run(argv=None) -> int:
             f"{r} MDE gain {_pct(by.get(r, {}).get('mde_improvement'))}, NRMSE gain "
             f"{_pct(by.get(r, {}).get('nrmse_improvement'))}" for r in ("lesions", "kidneys")))
     log(f"acceptance {'met' if accept['met'] else 'NOT met'}; card: {out / 'MODEL_CARD.md'}")
+    log(f"results in {out}: {', '.join(RESULT_FILES)}")
     if args.install:
-        if not accept["met"]:
-            log("not installed: the acceptance does not hold")
-            return 1
-        args.models_dir.mkdir(parents=True, exist_ok=True)
-        for name in (WEIGHTS_NAME, "MODEL_CARD.md", "model_card.json"):
-            shutil.copy2(out / name, args.models_dir / name)
-        log(f"installed into {args.models_dir}")
+        return install_model(out, args.models_dir)
     return 0
 
 

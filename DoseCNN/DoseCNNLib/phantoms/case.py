@@ -65,11 +65,12 @@ def compartment_activity(mask: np.ndarray, voxel_ml: float, concentration_mbq_ml
 def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H, mc_decays: int = 2_000_000,
                   mc_batches: int = 5, device: str = "cpu", spect_model: Optional[SpectModel] = None,
                   grid_override: Optional[tuple] = None, progress: Optional[Callable[[str], None]] = None,
-                  mc_runs: int = 1, truth_cache: Optional[Path] = None, mc_workers: int = 1) -> PhantomCase:
+                  mc_runs: int = 1, truth_cache: Optional[Path] = None, mc_workers: int = 1,
+                  mc_device: Optional[str] = None) -> PhantomCase:
     """One synthetic patient (see the module docstring). ``mc_decays=0`` skips the Monte Carlo truth.
 
     ``grid_override``: ((nx, ny, nz), (sx, sy, sz)) instead of a preset ``size`` (tests use coarse grids);
-    ``mc_runs``, ``truth_cache``, ``mc_workers``: see :func:`simulate_case`.
+    ``mc_runs``, ``truth_cache``, ``mc_workers``, ``mc_device``: see :func:`simulate_case`.
     """
     say = progress or (lambda msg: None)
     if grid_override is None and size not in T.GRIDS:
@@ -86,7 +87,7 @@ def generate_case(seed: int, size: str = "small", times_h: Sequence[float] = DEF
              "torso": params.to_dict()}
     return simulate_case(ct, grid.with_array(labels), compartments, names, rng, seed, times_h, mc_decays, mc_batches,
                          device, spect_model, extra, say, mc_runs=mc_runs, truth_cache=truth_cache,
-                         mc_workers=mc_workers)
+                         mc_workers=mc_workers, mc_device=mc_device)
 
 
 def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray], names: Dict[int, str],
@@ -94,14 +95,17 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
                   mc_decays: int = 2_000_000, mc_batches: int = 5, device: str = "cpu",
                   spect_model: Optional[SpectModel] = None, extra_meta: Optional[Dict] = None,
                   say: Callable[[str], None] = lambda msg: None, mc_runs: int = 1,
-                  truth_cache: Optional[Path] = None, mc_workers: int = 1) -> PhantomCase:
+                  truth_cache: Optional[Path] = None, mc_workers: int = 1,
+                  mc_device: Optional[str] = None) -> PhantomCase:
     """Kinetics, true activity, SPECTs and Monte Carlo truth of an anatomy (CT, labels, uptake compartments named as
     in :mod:`.kinetics`): steps 2-4 of the module docstring.
 
     ``mc_runs``: 1, one Monte Carlo run of ``mc_batches`` batches per compartment; >= 2, that many independent runs,
     which also give each label's standard error (:mod:`.mc_truth`). ``truth_cache``: a folder of cached truths
     (:mod:`.truth_cache`; None: none). ``mc_workers``: processes that simulate the compartments side by side (CPU;
-    the same truth bit for bit)."""
+    the same truth bit for bit). ``device``: the SPECT simulation's torch device, and the Monte Carlo's unless
+    ``mc_device`` names another (a GPU machine's many CPU cores can run the Monte Carlo of several phantoms side by
+    side while its GPU reconstructs their OSEM SPECTs)."""
     times = sorted(float(t) for t in times_h)
     if not times or times[0] <= 0 or len(set(times)) != len(times):
         raise UserError("time points must be distinct positive hours after administration")
@@ -122,8 +126,8 @@ def simulate_case(ct: Volume, labels: Volume, compartments: Dict[str, np.ndarray
     case = PhantomCase(ct, labels, times, activity, spects, ct.with_array(tia))
     mc_info: Dict = {}
     if mc_decays > 0:
-        mc_info = _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, mc_runs, device,
-                                     seed, truth_cache, say, mc_workers)
+        mc_info = _monte_carlo_truth(case, compartments, kinetics, voxel_ml, mc_decays, mc_batches, mc_runs,
+                                     mc_device or device, seed, truth_cache, say, mc_workers)
     case.meta = {**(extra_meta or {}), **_meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case,
                                                mc_decays, mc_batches, mc_info)}
     return case
