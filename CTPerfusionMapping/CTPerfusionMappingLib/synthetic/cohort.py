@@ -44,8 +44,9 @@ from .params import CaseParams, check_pathology_probabilities, draw_case_params
 from .spect import misalignment_transform, simulate_spect, transform_matrix
 from .vessels import assign_radii, bronchus_offsets, grow_tree, rasterise_segments, territory_map
 
-GENERATOR_VERSION = "3"  # 2: lobe proportions of supine CT, SPECT drawn before the CT noise, acquisition model;
-#                           3: dependent lung density drawn from 0-80 HU (was 30-80), independent of the perfusion gradient
+GENERATOR_VERSION = "4"  # 2: lobe proportions of supine CT, SPECT drawn before the CT noise, acquisition model;
+#                           3: dependent lung density drawn from 0-80 HU (was 30-80), independent of the perfusion gradient;
+#                           4: flow split unevenly at every arterial branching, flow conserved (vessels.split_flow_factors)
 CASE_FILES = {
     "ct": "ct.nrrd",
     "spect": "spect.nrrd",
@@ -182,7 +183,7 @@ def generate_case(
     points = np.stack([mx[ii], my[jj], mz[kk]], axis=1)
     pp = params.perfusion
     tree = grow_tree(thorax, points, m_anat["lobes"].ravel()[idx], mg.voxel_volume_ml, pp.leaf_volume_ml,
-                     pp.branch_sigma, pp.heterogeneous_generations, rng)
+                     pp.branch_sigma, rng)
     pathologies = _draw_pathologies(rng, params, thorax, points, tree)
     emph_m = None
     if "emphysema" in pathologies:

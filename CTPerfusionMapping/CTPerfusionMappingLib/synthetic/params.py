@@ -88,8 +88,7 @@ class PerfusionParams:
 
     gravity_gain: float  # posterior / anterior perfusion ratio minus 1 (supine patient)
     basal_gain: float  # base / apex perfusion ratio minus 1
-    branch_sigma: float  # log-normal flow heterogeneity added at each arterial branching
-    heterogeneous_generations: int  # generations of branching that carry flow heterogeneity
+    branch_sigma: float  # SD of the uneven flow split at every arterial branching (vessels.split_flow_factors)
     leaf_volume_ml: float  # volume of a terminal arterial territory
     right_share: float  # the right lung's share of the healthy perfusion (Cheng 2006: 52.5 +- 2.1 %)
 
@@ -198,8 +197,7 @@ def draw_case_params(
     perfusion = PerfusionParams(
         gravity_gain=u(0.3, 1.0),
         basal_gain=u(0.0, 0.4),
-        branch_sigma=u(0.20, 0.30),
-        heterogeneous_generations=int(rng.integers(3, 6)),
+        branch_sigma=u(0.10, 0.16),  # heterogeneity of the 10 mL territories about that of generator version 3
         leaf_volume_ml=u(8.0, 14.0),
         right_share=float(np.clip(rng.normal(RIGHT_SHARE_MEAN_SD[0], RIGHT_SHARE_MEAN_SD[1]), 0.46, 0.59)),
     )

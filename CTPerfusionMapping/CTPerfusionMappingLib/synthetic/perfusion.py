@@ -5,7 +5,7 @@ x (health of its tissue) x (fraction of the voxel that is capillary-bearing pare
 
 * gravity (supine patient): linear in the anterior-posterior position, posterior / anterior = 1 + ``gravity_gain``;
 * base / apex = 1 + ``basal_gain``;
-* territory flow: the product of the log-normal branching factors down the arterial tree (see vessels.py),
+* territory flow: the product of the flow-split factors down the arterial tree (see vessels.py),
   times the downstream factors of emboli and tumour compression;
 * tissue: emphysema, bullae and opacities (pathology.py);
 * parenchyma fraction: large vessels, bronchi and tumour carry no MAA-trapping capillaries.
@@ -100,4 +100,4 @@ def normalise_to_mean(truth: np.ndarray, lung_mask: np.ndarray) -> np.ndarray:
 
 def describe(p: PerfusionParams) -> str:
     return (f"gravity x{1 + p.gravity_gain:.2f} posterior/anterior, base/apex x{1 + p.basal_gain:.2f}, "
-            f"branch sigma {p.branch_sigma:.2f} over {p.heterogeneous_generations} generations")
+            f"flow split SD {p.branch_sigma:.2f} at every branching")
