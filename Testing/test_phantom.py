@@ -249,14 +249,6 @@ def test_an_uneven_flow_split_conserves_the_parents_flow():
     assert big[:, 1].min() >= MIN_SPLIT_FACTOR - 1e-12 and np.allclose(30 * big[:, 0] + 7 * big[:, 1], 37)
 
 
-def _posterior_to_anterior(truth: np.ndarray, lung: np.ndarray) -> float:
-    """Mean truth perfusion of the lung's posterior half over its anterior half (split at the median row; LPS: row
-    index grows to posterior)."""
-    rows = np.nonzero(lung)[1]
-    posterior = lung & (np.arange(lung.shape[1])[None, :, None] > np.median(rows))
-    return float(truth[posterior].mean() / truth[lung & ~posterior].mean())
-
-
 def test_supine_lungs_without_pathology_show_a_steady_dependent_gradient():
     """Generator version 4: with flow divided at every branching, the lungs' own territory flow no longer hides the
     gravity gradient. Truth posterior/anterior per lung on 6 pathology-free phantoms (12 lungs): median >= 1.15, at
@@ -266,8 +258,6 @@ def test_supine_lungs_without_pathology_show_a_steady_dependent_gradient():
     ratios = []
     for seed in range(300, 306):
         case = cohort.generate_case(seed, pathology_probabilities=none)
-        truth, lungs = case.truth.array, case.lungs.array
-        for side in (1, 2):  # lungs.nrrd: 1 right, 2 left
-            ratios.append(_posterior_to_anterior(truth, lungs == side))
+        ratios += [validation.truth_posterior_to_anterior(case, side) for side in (1, 2)]
     ratios = np.array(ratios)
     assert np.median(ratios) >= 1.15 and (ratios < 1.0).sum() <= 1 and ratios.min() >= 0.85, np.round(ratios, 2)

@@ -1,7 +1,7 @@
 """Validation of the synthetic cohort over many cases: anatomy, HU and learnability (not a test: a report).
 
 For N small cases (seeds of cohort --seed) it records lung volume, mean lung HU, lobe shares of the lung volume and
-of the truth perfusion, the right lung's perfusion share, pathologies,
+of the truth perfusion, the right lung's perfusion share, each lung's truth posterior/anterior ratio, pathologies,
 the SPECT-vs-truth Spearman R (misalignment undone, normalised) and the best |Spearman R| of smoothed HU against
 the truth, prints a Markdown summary for bench/RESULTS.md, and writes a CSV and a figure to bench/results/.
 
@@ -42,6 +42,8 @@ def main() -> None:
             **{f"perfusion_{name}": float(case.truth.array[lobes == k].sum() / case.truth.array[lung].sum())
                for k, name in LOBE_NAMES.items()},
             "perfusion_right": float(case.truth.array[case.lungs.array == 1].sum() / case.truth.array[lung].sum()),
+            "posterior_to_anterior_right": validation.truth_posterior_to_anterior(case, 1),
+            "posterior_to_anterior_left": validation.truth_posterior_to_anterior(case, 2),
             "spect_r": validation.spect_truth_spearman(case),
             "best_hu_r": max(hu_r.values()),
             "pathologies": "+".join(sorted(case.meta["pathologies"])) or "none",
@@ -59,7 +61,8 @@ def main() -> None:
 
     print(f"\n| quantity over {len(rows)} small cases (seed {args.seed}) | mean +- sd (min, max) |\n|---|---|")
     keys = (["lung_l", "mean_lung_hu"] + [f"share_{n}" for n in LOBE_NAMES.values()]
-            + [f"perfusion_{n}" for n in LOBE_NAMES.values()] + ["perfusion_right", "spect_r", "best_hu_r"])
+            + [f"perfusion_{n}" for n in LOBE_NAMES.values()] + ["perfusion_right", "posterior_to_anterior_right",
+                                                                   "posterior_to_anterior_left", "spect_r", "best_hu_r"])
     for key in keys:
         print(f"| {key} | {stat(key)} |")
 

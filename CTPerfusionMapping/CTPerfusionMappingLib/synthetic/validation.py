@@ -53,3 +53,14 @@ def hu_truth_spearman(case, smoothing_mm: Sequence[float] = SMOOTHING_MM) -> Dic
         smoothed = ndimage.gaussian_filter(hu, [sigma_mm / s for s in case.ct.spacing[::-1]]) if sigma_mm else hu
         out[float(sigma_mm)] = float(abs(stats.spearmanr(smoothed[mask], truth)[0]))
     return out
+
+
+def truth_posterior_to_anterior(case, side: int) -> float:
+    """Mean truth perfusion of one lung's posterior half over its anterior half (``side``: 1 right, 2 left, as in
+    lungs.nrrd; the halves split at the lung's median row, the real-CT plausibility report's split; LPS rows grow to
+    posterior): the supine gravity gradient the phantom carries."""
+    lung = case.lungs.array == side
+    rows = np.nonzero(lung)[1]
+    posterior = lung & (np.arange(lung.shape[1])[None, :, None] > np.median(rows))
+    truth = case.truth.array
+    return float(truth[posterior].mean() / truth[lung & ~posterior].mean())
