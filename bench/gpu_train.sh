@@ -15,9 +15,11 @@
 # run.log; dose: dosecnn_residual.pt, model_card.json, MODEL_CARD.md, run.log, timings.json.
 #
 # Budget (estimates from bench/results/gpu_checks_h200.md and the VM's CPU seconds, not yet measured as a whole):
-# ctpm, 24 + 16 + 10 phantoms (half full-size: 85 CPU s each, small 3 CPU s, preprocessing 11 / 3 CPU s) on 15 worker
-# processes ~3 min, ARNN and U-Net 40 + 30 epochs at ~32 hemi-lungs/s ~3 min, scores ~0.5 min: ~7 min. dose: see
-# scripts/train_dose_model.py's docstring.
+# ctpm, 24 + 16 + 10 phantoms (half full-size: 81-85 CPU s each, small 3 CPU s, preprocessing 11 / 3 CPU s) on 15 worker
+# processes ~3 min (a full-size phantom's process peaks at 5.5 GB: 15 of them fit the machine's 128 GB), ARNN and
+# U-Net 40 + 30 epochs at ~32 hemi-lungs/s ~3 min, scores ~0.5 min: ~7 min. dose: see scripts/train_dose_model.py's
+# docstring (~6-9 min with the Monte Carlo truths on the host's cores, --mc-device cpu, and 2 epochs). One job per
+# session lent 15 minutes of device time (the machine's start takes 1-2 of them): ctpm first.
 #
 # With the device tool (the machine lacks SimpleITK, pydicom, xraydb and its database packages; a call carries at most
 # 64 MiB with the working tree, ~28 MB):
