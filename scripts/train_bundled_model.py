@@ -45,6 +45,8 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "CTPerfusionMapping" / "Resources" / "Models"
 PREDICTORS = ("arnn", "arnn_pretrained", "unet", "hu_baseline")
+#: the per-patient held-out measures of the card
+METRICS = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low", "spearman_truth")
 
 
 def log(message: str) -> None:
@@ -455,7 +457,6 @@ def main(argv=None) -> int:
     if not args.skip_unet:
         held_out_figure(rows, out / "held_out.png")
     predictors = [p for p in PREDICTORS if p in weights or p == "hu_baseline"]
-    metrics = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low", "spearman_truth")
     card = {
         "machine": machine,
         "recipe": {"cohorts": {k: len({s.case_id for s in v}) for k, v in data.items()},
@@ -463,7 +464,7 @@ def main(argv=None) -> int:
                    "seed": args.seed, "acquisition": args.acquisition},
         "training_domain": training_domain(manifests),
         "training": stages,
-        "held_out": {p: {m: patient_stats(rows, p, m) for m in metrics} for p in predictors},
+        "held_out": {p: {m: patient_stats(rows, p, m) for m in METRICS} for p in predictors},
         "held_out_by_size": {size: {p: {m: patient_stats(rows, p, m, size) for m in ("spearman", "dsc_high", "dsc_low")}
                                     for p in predictors} for size in ("small", "full") if any(r["size"] == size for r in rows)},
         "tests": {"arnn_vs_hu_baseline": paired_test(rows, "hu_baseline", "arnn"),
@@ -490,7 +491,6 @@ def finish(out: Path, card: dict, args) -> int:
     acceptance holds (exit status 1 otherwise). Also what ``--finish-from`` runs on a run made elsewhere (a GPU machine
     has no real CTs)."""
     predictors = [p for p in PREDICTORS if p in card["held_out"]]
-    metrics = ("spearman", "pearson", "ssim", "dsc_high", "dsc_low", "spearman_truth")
     for name, table in (("real_ct", real_ct_card), ("gravity_cue", gravity_card)):
         path = out / f"{name}.json"
         if args.real_data is not None and not path.is_file():
@@ -505,7 +505,7 @@ def finish(out: Path, card: dict, args) -> int:
     (out / "MODEL_CARD.md").write_text(render_card(card))
     for p in predictors:
         s = card["held_out"][p]
-        log(f"{p:>16}: " + ", ".join(f"{m} {s[m]['mean']:.3f} +- {s[m]['sd']:.3f} (min {s[m]['min']:.3f})" for m in metrics))
+        log(f"{p:>16}: " + ", ".join(f"{m} {s[m]['mean']:.3f} +- {s[m]['sd']:.3f} (min {s[m]['min']:.3f})" for m in METRICS))
     for k, t in card["tests"].items():
         log(f"{k}: mean difference {t['mean_difference']:+.3f}, better in {t['b_better']}/{t['patients']}, "
             f"p = {t['p_value']:.3g}")
