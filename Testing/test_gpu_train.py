@@ -138,6 +138,26 @@ def test_dose_dry_run_sends_back_a_run_that_install_from_judges(tmp_path):
     assert install.returncode == 1 and "not installed" in install.stdout and not (tmp_path / "models").exists()
 
 
+def test_site_bundles_are_unpacked_onto_the_python_path(tmp_path):
+    """--site DIR: every *.tar.xz in DIR (bench/gpu_bundle.sh's packages) is unpacked into $GPU_SITE, with Python's
+    tarfile (no xz program needed on the machine), before the training script starts (here it stops at once on an
+    option it does not know)."""
+    import tarfile
+
+    package = tmp_path / "pkg" / "gpu_site_probe"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 41\n")
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    with tarfile.open(bundles / "site.tar.xz", "w:xz") as tar:
+        tar.add(package, arcname="gpu_site_probe")
+    env = dict(_env(tmp_path), GPU_SITE=str(tmp_path / "site"))
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "ctpm", str(tmp_path / "o"), "--site", str(bundles), "--",
+                           "--no-such-option"], capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert done.returncode == 2 and "--no-such-option" in done.stdout + done.stderr
+    assert (tmp_path / "site" / "gpu_site_probe" / "__init__.py").read_text() == "VALUE = 41\n"
+
+
 def test_wrong_command_lines_and_no_gpu_are_one_error_line(tmp_path):
     for args in ((), ("ctpm",), ("train", tmp_path / "o"), ("ctpm", "--site")):
         done = _gpu_train(*args, work=tmp_path)

@@ -67,7 +67,7 @@ if [ -n "$site" ]; then
     mkdir -p "$target"
     for bundle in "$site"/*.tar.xz; do
         [ -e "$bundle" ] || { echo "error: no *.tar.xz bundle in $site (make them here with bash bench/gpu_bundle.sh)" >&2; exit 2; }
-        tar -C "$target" -xJf "$bundle"
+        "$py" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" "$bundle" "$target"
     done
     export PYTHONPATH="$target${PYTHONPATH:+:$PYTHONPATH}"
 elif [ -d "${GPU_SITE:-/tmp/gpu_site}" ]; then
