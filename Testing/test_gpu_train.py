@@ -138,7 +138,7 @@ def test_dose_dry_run_sends_back_a_run_that_install_from_judges(tmp_path):
     assert install.returncode == 1 and "not installed" in install.stdout and not (tmp_path / "models").exists()
 
 
-def test_site_bundles_are_unpacked_onto_the_python_path(tmp_path):
+def test_site_bundles_are_unpacked_before_the_training_starts(tmp_path):
     """--site DIR: every *.tar.xz in DIR (bench/gpu_bundle.sh's packages) is unpacked into $GPU_SITE, with Python's
     tarfile (no xz program needed on the machine), before the training script starts (here it stops at once on an
     option it does not know)."""
