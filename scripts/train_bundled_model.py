@@ -40,7 +40,6 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "CTPerfusionMapping" / "Resources" / "Models"
@@ -322,10 +321,10 @@ GRAVITY_CASES = ("cip ct-64", "cip TestInput")
 GRAVITY_RAMPS_HU = (0.0, 80.0)
 
 
-def gravity_card(weights: Path, data: Path, out: Optional[Path] = None) -> dict:
+def gravity_card(weights: Path, data: Path) -> dict:
     """Step 7b: where the new weights' gravity gradient comes from (:mod:`gravity_cue`): the posterior/anterior
     ratio on the real COPD CTs as they are, with an 80 HU dependent-density ramp added, and with a uniform lung (what
-    position alone gives). Empty without real CTs. (``out``: unused; the signature of :func:`real_ct_card`.)"""
+    position alone gives). Empty without real CTs."""
     if not (Path(data) / "real").is_dir():
         return {}
     sys.path.insert(0, str(ROOT / "bench"))
@@ -491,10 +490,13 @@ def finish(out: Path, card: dict, args) -> int:
     acceptance holds (exit status 1 otherwise). Also what ``--finish-from`` runs on a run made elsewhere (a GPU machine
     has no real CTs)."""
     predictors = [p for p in PREDICTORS if p in card["held_out"]]
-    for name, table in (("real_ct", real_ct_card), ("gravity_cue", gravity_card)):
+    weights = out / "ctpm_arnn.pt"
+    tables = {"real_ct": lambda: real_ct_card(weights, args.real_data, out),
+              "gravity_cue": lambda: gravity_card(weights, args.real_data)}
+    for name, make in tables.items():
         path = out / f"{name}.json"
         if args.real_data is not None and not path.is_file():
-            rows = table(out / "ctpm_arnn.pt", args.real_data, out)
+            rows = make()
             if rows:  # none without real CTs (a GPU machine): a later --finish-from run makes them
                 path.write_text(json.dumps(rows, indent=2))
         if path.is_file():
