@@ -45,7 +45,7 @@ def test_the_posterior_gradient_follows_the_patient_not_the_voxel_order(directio
     assert right["emphysema_share"] == pytest.approx(2 / 16) and right["emphysema_to_rest"] < 1.0
     assert right["emphysema_anterior"] == right["emphysema_posterior"] == pytest.approx(2 / 16)  # bottom slices
     assert left["emphysema_anterior"] == left["emphysema_posterior"] == 0.0
-    ok = plausibility.acceptance({"right": right, "left": left}, plausibility.right_share(perfusion, lungs))
+    ok = plausibility.acceptance({"right": right, "left": left}, plausibility.right_lung_share(perfusion, lungs))
     assert ok == {"gradient": True, "right_share": True, "emphysema": True}
 
 
@@ -62,7 +62,7 @@ def test_emphysema_by_half_follows_the_patient():
         assert left["emphysema_anterior"] == 0.0 and left["emphysema_posterior"] == pytest.approx(1.0)
     case = plausibility.Case(name="synthetic behind", what="test", maps={"baseline": perfusion})
     case.measures = {"baseline": {"right": plausibility.lung_measures(perfusion, ct, lungs, 1), "left": left}}
-    case.shares = {"baseline": plausibility.right_share(perfusion, lungs)}
+    case.shares = {"baseline": plausibility.right_lung_share(perfusion, lungs)}
     case.passed = {"baseline": plausibility.acceptance(case.measures["baseline"], case.shares["baseline"])}
     text = plausibility.markdown([case], "machine", "network", "figures")
     assert "| synthetic behind | 0 / 0 | 0 / 100 (**more behind**) |" in text
@@ -73,7 +73,7 @@ def test_a_reversed_gradient_and_a_lopsided_share_fail():
     reversed_map = np.where(lungs.array > 0, perfusion.max() + 1.0 - perfusion, 0.0)
     reversed_map[lungs.array == 2] *= 4.0  # most of it in the left lung
     measures = {side: plausibility.lung_measures(reversed_map, ct, lungs, v) for side, v in plausibility.SIDES.items()}
-    share = plausibility.right_share(reversed_map, lungs)
+    share = plausibility.right_lung_share(reversed_map, lungs)
     assert share < 0.42 and measures["left"]["posterior_to_anterior"] < 1.0
     assert plausibility.acceptance(measures, share)["gradient"] is False
     assert plausibility.acceptance(measures, share)["right_share"] is False

@@ -34,7 +34,8 @@ class Expected(NamedTuple):
 
 
 CASES = {
-    "cip_ct64": Expected("cip_chest_ct/ct-64.nrrd", 2494, 2178, ("outside_training_domain",)),
+    # COPD: the bundled model's map has no posterior gradient in either lung (P/A 0.93 / 0.98), which ctpm run says
+    "cip_ct64": Expected("cip_chest_ct/ct-64.nrrd", 2494, 2178, ("outside_training_domain", "no_gravity_gradient")),
     "cip_testinput": Expected("cip_chest_ct/TestInput.nrrd", 4386, 3649, ("coarse_voxels", "outside_training_domain")),
     "lidc_dicom": Expected("lidc_idri_0001_dicom", 2009, 1758, ("outside_training_domain",)),
     "petct_sharp": Expected("lung_pet_ct_dx_a0001/Lung_Dx-A0001_CT_5mm_kernelL.nrrd", 3218, 2327,

@@ -45,8 +45,16 @@ import numpy as np
 from real_data_report import CASES as REAL_CASES
 from scipy.stats import spearmanr
 
-from CTPerfusionMappingLib.labels import LEFT_LUNG, LOBE_IDS, REGION_NAMES, RIGHT_LUNG
+from CTPerfusionMappingLib.labels import LOBE_IDS, REGION_NAMES, RIGHT_LUNG
 from CTPerfusionMappingLib.pipeline import RunOptions, run_pipeline
+from CTPerfusionMappingLib.plausibility import (
+    RIGHT_SHARE_RANGE,
+    SIDES,
+    halves_and_thirds,
+    lung_coordinates_mm,
+    lung_plausibility,
+    right_lung_share,
+)
 from CTPerfusionMappingLib.run_cli import load_model
 from ImagingBasics.display import centre_slices, label_orientation, radiological_view
 from ImagingBasics.errors import UserError
@@ -54,40 +62,15 @@ from ImagingBasics.files import save_figure
 from ImagingBasics.volume import Volume
 
 HERE = Path(__file__).resolve().parent
-#: CT number below which lung counts as emphysema-like (HU), the usual LAA-950 cut-off
-EMPHYSEMA_HU = -950.0
-#: a lung needs at least this share of its voxels below EMPHYSEMA_HU for that comparison to be judged
-MIN_EMPHYSEMA_SHARE = 0.005
-#: the acceptance of the perfusion-model issue
+#: the acceptance of the perfusion-model issue (stricter than the warnings of ``ctpm run``: P/A >= 1.0)
 MIN_POSTERIOR_TO_ANTERIOR = 1.1
-RIGHT_SHARE_RANGE = (0.42, 0.65)
 #: slabs of the apex-to-base and anterior-posterior profiles
 PROFILE_BINS = 10
-SIDES = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
 #: CIP lobe id -> abbreviation (RUL ... LLL)
 LOBE_NAMES = {value: REGION_NAMES[value] for value in LOBE_IDS}
 
 
 # --- the measures -----------------------------------------------------------------------------------------------------
-def lung_coordinates_mm(lungs: Volume, mask: np.ndarray) -> Dict[str, np.ndarray]:
-    """Patient coordinates (mm) of the voxels of ``mask``: ``posterior`` (LPS y, larger toward the back) and
-    ``superior`` (LPS z, larger toward the head), whatever the file's voxel order."""
-    kji = np.argwhere(mask)
-    lps = lungs.index_to_lps(kji[:, ::-1].astype(float))
-    return {"posterior": lps[:, 1], "superior": lps[:, 2]}
-
-
-def halves_and_thirds(values: np.ndarray, coordinate: np.ndarray) -> Dict[str, float]:
-    """Mean of ``values`` in the two halves (split at the median of ``coordinate``) and three thirds (its tertiles),
-    from the low to the high end of the coordinate."""
-    median = np.median(coordinate)
-    t1, t2 = np.quantile(coordinate, [1 / 3, 2 / 3])
-    return {"low_half": float(values[coordinate <= median].mean()), "high_half": float(values[coordinate > median].mean()),
-            "low_third": float(values[coordinate <= t1].mean()),
-            "mid_third": float(values[(coordinate > t1) & (coordinate <= t2)].mean()),
-            "high_third": float(values[coordinate > t2].mean())}
-
-
 def profile(values: np.ndarray, coordinate: np.ndarray, bins: int = PROFILE_BINS) -> np.ndarray:
     """Mean of ``values`` in ``bins`` slabs of equal thickness along ``coordinate``, low end first (NaN: empty)."""
     edges = np.linspace(coordinate.min(), coordinate.max(), bins + 1)
@@ -99,38 +82,23 @@ def profile(values: np.ndarray, coordinate: np.ndarray, bins: int = PROFILE_BINS
 
 
 def lung_measures(perfusion: np.ndarray, ct_hu: np.ndarray, lungs: Volume, value: int) -> Dict[str, object]:
-    """The measures of one lung (label ``value``) of one map."""
+    """The measures of one lung (label ``value``) of one map: those ``ctpm run`` reports
+    (:func:`~CTPerfusionMappingLib.plausibility.lung_plausibility`: posterior/anterior ratio, emphysema-like shares by
+    half, emphysema-to-rest ratio) and the report's own (thirds, rank correlation, base/apex ratio, profiles)."""
     mask = np.asarray(lungs.array) == value
     p = perfusion[mask].astype(float)
-    hu = ct_hu[mask]
     xyz = lung_coordinates_mm(lungs, mask)
     ap = halves_and_thirds(p, xyz["posterior"])  # low: anterior, high: posterior
     si = halves_and_thirds(p, xyz["superior"])  # low: base, high: apex
-    emphysema = hu < EMPHYSEMA_HU
-    share = float(emphysema.mean())
-    emphysema_ap = halves_and_thirds(emphysema.astype(float), xyz["posterior"])  # its share by half
     rho = spearmanr(p, xyz["posterior"]).statistic if p.std() > 0 else float("nan")
-    return {
+    return dict(lung_plausibility(perfusion, ct_hu, lungs, value), **{
         "anterior": ap["low_half"], "posterior": ap["high_half"],
-        "posterior_to_anterior": ap["high_half"] / ap["low_half"] if ap["low_half"] > 0 else float("nan"),
         "ap_thirds": (ap["low_third"], ap["mid_third"], ap["high_third"]),
         "spearman_posterior": float(rho),
         "base_to_apex": si["low_third"] / si["high_third"] if si["high_third"] > 0 else float("nan"),
         "ap_profile": profile(p, xyz["posterior"]),  # anterior first
         "si_profile": profile(p, xyz["superior"])[::-1],  # apex first
-        "emphysema_share": share,
-        # emphysema-like share of the anterior and posterior halves: where gravity and emphysema pull opposite ways
-        "emphysema_anterior": emphysema_ap["low_half"], "emphysema_posterior": emphysema_ap["high_half"],
-        "emphysema_to_rest": (float(p[emphysema].mean()) / float(p[~emphysema].mean())
-                              if share >= MIN_EMPHYSEMA_SHARE and p[~emphysema].mean() > 0 else float("nan")),
-    }
-
-
-def right_share(perfusion: np.ndarray, lungs: Volume) -> float:
-    """The right lung's share of the perfusion summed over both lungs."""
-    labels = np.asarray(lungs.array)
-    right, left = float(perfusion[labels == RIGHT_LUNG].sum()), float(perfusion[labels == LEFT_LUNG].sum())
-    return right / (right + left) if right + left > 0 else float("nan")
+    })
 
 
 def lobar_shares(perfusion: np.ndarray, regions: Volume) -> Dict[str, float]:
@@ -185,7 +153,7 @@ def run_case(case: Case, ct: Volume, model, info, lobes: Optional[Volume] = None
                             for side, value in SIDES.items()}
     for name, values in case.maps.items():
         case.measures[name] = {side: lung_measures(values, ct.array, case.lungs, value) for side, value in SIDES.items()}
-        case.shares[name] = right_share(values, case.lungs)
+        case.shares[name] = right_lung_share(values, case.lungs)
         case.passed[name] = acceptance(case.measures[name], case.shares[name])
         if case.regions is not None:
             case.lobes[name] = lobar_shares(values, case.regions)

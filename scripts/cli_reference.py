@@ -66,9 +66,11 @@ NOTES: Dict[str, str] = {
 Outputs in `--out`: `perfusion.nrrd` (float32 0..1 on the CT grid), `functional.nrrd` (1 low, 2 high functional
 volume, split at 0.66 of the maximum or at `--high-percentile`), `lungs.nrrd` (1 right, 2 left), `lobes.nrrd` (CIP
 regions: lobes 4-8 when lobe labels are given, otherwise lung thirds 9-14, always called thirds), `spect_on_ct.nrrd`
-(with `--spect`), `perfusion_std.nrrd` (with `--mc-dropout N`, N >= 2), `metrics.json` (volumes, registration and,
-with a SPECT, the voxel Spearman R, Pearson r, SSIM and DSC of the high/low functional volumes per hemi-lung and per
-patient, for the prediction and for the HU-only baseline side by side), `lobes.csv` (per region: volume, mean
+(with `--spect`), `perfusion_std.nrrd` (with `--mc-dropout N`, N >= 2), `metrics.json` (volumes, registration, the
+map's supine-MAA plausibility: posterior/anterior ratio per lung, right-lung share, perfusion of emphysema-like lung,
+with warnings where the map lacks them (docs/METHODS.md), and, with a SPECT, the voxel Spearman R, Pearson r, SSIM
+and DSC of the high/low functional volumes per hemi-lung and per patient, for the prediction and for the HU-only
+baseline side by side), `lobes.csv` (per region: volume, mean
 perfusion, share of the total perfusion, and the SPECT's) and `overview.png`.
 
 Given labels may come from the Chest Imaging Platform, TotalSegmentator (v1 or v2), lungmask (R231, LTRCLobes) or a

@@ -5,8 +5,9 @@ The command line (``ctpm run``, ``ctpm batch``), the Slicer Logic and the tests 
 
 Steps: check the CT -> lungs and regions (given labels normalised to CIP regions, or the built-in segmentation and
 lung thirds) -> SPECT onto the CT (rigid registration, or as it is) -> hemi-lung samples (Ren 2021 IJROBP preprocessing) ->
-network on both lungs in one batch (or the HU-only baseline) -> back onto the CT grid -> functional volumes ->
-region table -> evaluation against the SPECT (network and HU-only baseline side by side).
+network on both lungs in one batch (or the HU-only baseline) -> back onto the CT grid -> the map's physiological
+plausibility (:mod:`.plausibility`: supine gravity gradient, right-lung share, emphysema; warnings where it fails) ->
+functional volumes -> region table -> evaluation against the SPECT (network and HU-only baseline side by side).
 
 The HU-only baseline predictor is the CT enhancement of equation (1) itself (histogram-equalised, filtered density
 in the lung window): a fixed monotone function of local HU, i.e. "denser parenchyma is better perfused". It needs no
@@ -31,6 +32,7 @@ from .labels import LungLabels, lung_thirds, normalise_labels
 from .lungseg import segment_lungs
 from .metrics import evaluate, functional_volumes, percentile_functional_volumes, region_table
 from .options import RUN
+from .plausibility import map_plausibility, plausibility_warnings, truncated_sides
 from .preprocess import (
     LungSample,
     PreprocessParams,
@@ -299,6 +301,9 @@ def run_pipeline(
     times["prediction"] = time.perf_counter() - t
 
     _say(progress, 0.9, "evaluation")
+    supine = not any(w.code == "patient_not_supine" for w in quality)
+    plausibility = map_plausibility(perfusion, ct, labels.lungs, truncated_sides(quality), supine)
+    quality += plausibility_warnings(plausibility)
     lung_mask = labels.lungs.array > 0
     functional = ct.with_array(functional_split(perfusion.array, lung_mask, options))
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml,
@@ -315,6 +320,7 @@ def run_pipeline(
         "model": dict(model_info or {}, device=device),
         "options": options.to_dict(),
         "registration": reg_info,
+        "plausibility": plausibility,
         "warnings": warning_dicts(quality + registration_warnings(reg_info)),
     }
     if spect_norm is not None:

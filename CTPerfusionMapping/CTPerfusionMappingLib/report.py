@@ -65,6 +65,25 @@ def _f(v: Optional[float], digits: int) -> str:
     return "-" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
 
 
+def _plausibility_text(plausibility: Optional[Dict[str, Any]]) -> List[str]:
+    """The map's supine-MAA features (:mod:`.plausibility`) as lines of the overview: posterior/anterior ratio per
+    lung and the right-lung share ("cut": a lung the field of view cuts is not judged)."""
+    if not plausibility:
+        return []
+    lungs = plausibility["lungs"]
+
+    def ratio(side: str) -> str:
+        text = _f(lungs[side]["posterior_to_anterior"], 2)
+        return text if lungs[side]["judged"] else f"{text} (cut)"
+
+    share = plausibility["right_share"]
+    share_text = "-" if share is None or not math.isfinite(float(share)) else f"{100 * float(share):.1f} %"
+    low, high = plausibility["limits"]["right_share"]
+    return ["", "supine MAA features of the map:",
+            f"posterior/anterior  right {ratio('right')}, left {ratio('left')} (supine: > 1)",
+            f"right lung share    {share_text} (normal 52.5 +- 2.1 %; warning outside {100 * low:.0f}-{100 * high:.0f} %)"]
+
+
 def write_overview(ct, result, path: Path) -> Path:
     """CT, synthetic perfusion and (when given) the normalised SPECT side by side, axial and coronal, with the
     region table and the headline metrics; PNG written to a temporary name and renamed."""
@@ -106,6 +125,7 @@ def write_overview(ct, result, path: Path) -> Path:
             e = evaluation[key]["patient"]
             lines.append(f"{label:<12}{_f(e['spearman'], 3):>9}{_f(e['ssim'], 3):>7}{_f(e['dsc_high'], 3):>8}"
                          f"{_f(e['dsc_low'], 3):>8}")
+    lines += _plausibility_text(result.metrics.get("plausibility"))
     for w in result.metrics.get("warnings", []):
         lines.append("")
         lines.append(f"warning: {w['message']}")

@@ -17,6 +17,7 @@ from typing import Dict, Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from ..plausibility import posterior_to_anterior
 from .spect import partial_volume_normalised, resample_to_reference, transform_from_meta
 
 HU_WINDOW = (-1000.0, -300.0)
@@ -57,10 +58,6 @@ def hu_truth_spearman(case, smoothing_mm: Sequence[float] = SMOOTHING_MM) -> Dic
 
 def truth_posterior_to_anterior(case, side: int) -> float:
     """Mean truth perfusion of one lung's posterior half over its anterior half (``side``: 1 right, 2 left, as in
-    lungs.nrrd; the halves split at the lung's median row, the real-CT plausibility report's split; LPS rows grow to
-    posterior): the supine gravity gradient the phantom carries."""
-    lung = case.lungs.array == side
-    rows = np.nonzero(lung)[1]
-    posterior = lung & (np.arange(lung.shape[1])[None, :, None] > np.median(rows))
-    truth = case.truth.array
-    return float(truth[posterior].mean() / truth[lung & ~posterior].mean())
+    lungs.nrrd; :func:`~CTPerfusionMappingLib.plausibility.posterior_to_anterior`, the measure ``ctpm run`` and the
+    real-CT plausibility report apply to a map): the supine gravity gradient the phantom carries."""
+    return posterior_to_anterior(case.truth.array, case.lungs, side)
