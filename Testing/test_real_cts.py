@@ -34,7 +34,7 @@ class Expected(NamedTuple):
 
 
 CASES = {
-    # COPD: the bundled model's map has no posterior gradient in either lung (P/A 0.93 / 0.98), which ctpm run says
+    # COPD: the bundled model's map runs against the supine gradient in the right lung (P/A 0.93), which ctpm run says
     "cip_ct64": Expected("cip_chest_ct/ct-64.nrrd", 2494, 2178, ("outside_training_domain", "no_gravity_gradient")),
     "cip_testinput": Expected("cip_chest_ct/TestInput.nrrd", 4386, 3649, ("coarse_voxels", "outside_training_domain")),
     "lidc_dicom": Expected("lidc_idri_0001_dicom", 2009, 1758, ("outside_training_domain",)),
