@@ -128,6 +128,13 @@ def test_batch_continues_after_a_failure_and_skips_finished_cases(cases, tmp_pat
     assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "ok"
     assert rows["broken"]["status"] == "failed" and "not found" in rows["broken"]["error"]
     assert float(rows["a"]["prediction_spearman"]) == pytest.approx(float(rows["a"]["hu_baseline_spearman"]))
+    stored = json.loads((out / "a" / "metrics.json").read_text())
+    for side in ("right", "left"):  # the map's plausibility and the warnings' codes, one row per case
+        assert float(rows["a"][f"posterior_to_anterior_{side}"]) == pytest.approx(
+            stored["plausibility"]["lungs"][side]["posterior_to_anterior"])
+    assert 40 < float(rows["b"]["right_share_percent"]) < 65
+    assert rows["a"]["warnings"].split(";") == [w["code"] for w in stored["warnings"]]
+    assert "baseline_predictor" in rows["b"]["warnings"].split(";") and rows["broken"]["warnings"] == ""
     mtime = (out / "a" / "metrics.json").stat().st_mtime
     assert ctpm(["batch", str(manifest), "--baseline", "--no-register", "--out", str(out), "--quiet"]) == 1
     rows = {r["id"]: r for r in csv.DictReader(open(out / "summary.csv"))}

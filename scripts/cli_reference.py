@@ -80,7 +80,9 @@ HU-only predictor.
 """,
     "ctpm batch": """\
 The manifest is a CSV with columns `id, ct` and optional `spect, lungs, lobes` (paths relative to the CSV). One folder
-per case and `summary.csv`; finished cases are skipped on a rerun (`--force` reruns them).
+per case and `summary.csv` (per case: status or error, lung and functional volumes, the map's posterior/anterior
+ratio per lung and right-lung share, the codes of its quality warnings, and with a SPECT the agreement of the
+prediction and the HU-only baseline); finished cases are skipped on a rerun (`--force` reruns them).
 """,
     "ctpm train": """\
 The manifest has columns `id, ct, spect` (optional `lungs, lobes, group, site`); the `cohort.csv` that `ctpm phantom`

@@ -339,8 +339,17 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _summary_values(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """One case's columns of summary.csv from its metrics.json: volumes, the map's plausibility (empty for outputs
+    of versions without it), the codes of its quality warnings and, with a SPECT, the agreement."""
     out = {"right_ml": metrics["lung_volume_ml"]["right"], "left_ml": metrics["lung_volume_ml"]["left"],
            "high_ml": metrics["functional_volume_ml"]["high"], "low_ml": metrics["functional_volume_ml"]["low"]}
+    plausibility = metrics.get("plausibility") or {}
+    for side in ("right", "left"):
+        out[f"posterior_to_anterior_{side}"] = plausibility.get("lungs", {}).get(side, {}).get("posterior_to_anterior")
+    share = plausibility.get("right_share")
+    out["right_share_percent"] = None if share is None else 100.0 * share
+    out["warnings"] = ";".join(w.get("code", "warning") if isinstance(w, dict) else "warning"
+                               for w in metrics.get("warnings", []))
     ev = metrics.get("evaluation")
     if ev:
         for key in ("prediction", "hu_baseline"):
