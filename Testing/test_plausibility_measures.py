@@ -64,8 +64,10 @@ def test_emphysema_by_half_follows_the_patient():
     case.measures = {"baseline": {"right": plausibility.lung_measures(perfusion, ct, lungs, 1), "left": left}}
     case.shares = {"baseline": plausibility.right_lung_share(perfusion, lungs)}
     case.passed = {"baseline": plausibility.acceptance(case.measures["baseline"], case.shares["baseline"])}
+    case.warnings = ["lung_truncated", "no_gravity_gradient", "lung_truncated"]
     text = plausibility.markdown([case], "machine", "network", "figures")
     assert "| synthetic behind | 0 / 0 | 0 / 100 (**more behind**) |" in text
+    assert "| synthetic behind | `lung_truncated` x2, `no_gravity_gradient` |" in text
 
 
 def test_a_reversed_gradient_and_a_lopsided_share_fail():

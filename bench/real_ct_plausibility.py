@@ -14,6 +14,7 @@ baseline, for every real chest CT in ``../shared/data`` and for synthetic contro
 * lobar shares where lobes exist (the synthetic controls; the real CTs come without lobe labels);
 * mean perfusion in voxels below -950 HU (emphysema-like) over the rest, and the share of such voxels in each lung's
   anterior and posterior half (a posterior half with more of them can make a faithful map's gradient fall short);
+* the quality warnings ``ctpm run`` gives the case (the map's own plausibility checks among them);
 * with ``--mc-dropout N``: the network's Monte Carlo dropout uncertainty (standard deviation over N passes), mean
   over each lung, where the real CTs can be compared with the synthetic controls the model knows.
 
@@ -134,6 +135,7 @@ class Case:
     lobes: Dict[str, Dict[str, float]] = field(default_factory=dict)
     passed: Dict[str, Dict[str, Optional[bool]]] = field(default_factory=dict)
     uncertainty: Dict[str, float] = field(default_factory=dict)  # lung side -> mean MC-dropout sd
+    warnings: List[str] = field(default_factory=list)  # the codes of the quality warnings ctpm run gives
 
 
 def run_case(case: Case, ct: Volume, model, info, lobes: Optional[Volume] = None,
@@ -148,6 +150,7 @@ def run_case(case: Case, ct: Volume, model, info, lobes: Optional[Volume] = None
     if truth is not None:
         case.maps["truth"] = truth.array
     case.truncated = any(w["code"] == "lung_truncated" for w in result.metrics["warnings"])
+    case.warnings = [w["code"] for w in result.metrics["warnings"]]
     if result.uncertainty is not None:
         case.uncertainty = {side: float(result.uncertainty.array[case.lungs.array == value].mean())
                             for side, value in SIDES.items()}
@@ -173,6 +176,12 @@ def synthetic_controls(count: int):
 # --- the report -------------------------------------------------------------------------------------------------------
 def _mark(value: Optional[bool]) -> str:
     return "n/a" if value is None else ("yes" if value else "**no**")
+
+
+def _codes(codes: List[str]) -> str:
+    """Warning codes in order of first appearance, a repeated one with its count (one per lung, per measure)."""
+    counts = {code: codes.count(code) for code in codes}
+    return ", ".join(f"`{code}`" + (f" x{n}" if n > 1 else "") for code, n in counts.items()) or "none"
 
 
 def markdown(cases: List[Case], machine: str, predictor: str, figures: str) -> str:
@@ -236,6 +245,14 @@ def markdown(cases: List[Case], machine: str, predictor: str, figures: str) -> s
                 lower = shares["RLL"] > shares["RUL"] and shares["LLL"] > shares["LUL"]
                 lines.append(f"| {c.name} | {name} | " + " | ".join(f"{100 * shares[n]:.1f}" for n in names)
                              + f" | {_mark(lower)} |")
+    measured = [c for c in cases if c.error is None]
+    if measured:
+        lines += ["", "## What `ctpm run` says of the network map", "",
+                  "The codes of the quality warnings `ctpm run` gives each case (docs/METHODS.md): the map's own "
+                  "plausibility checks (`no_gravity_gradient` below P/A 0.95, `right_share_unusual`, "
+                  "`emphysema_perfused`; lungs cut by the field of view are not judged) beside those of the CT.", "",
+                  "| case | warnings |", "|---|---|"]
+        lines += [f"| {c.name} | {_codes(c.warnings)} |" for c in measured]
     with_sd = [c for c in cases if c.uncertainty]
     if with_sd:
         lines += ["", "## Monte Carlo dropout uncertainty of the network", "",
