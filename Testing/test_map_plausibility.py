@@ -11,7 +11,7 @@ import pytest
 
 from CTPerfusionMappingLib import plausibility as P
 from CTPerfusionMappingLib.pipeline import run_pipeline
-from CTPerfusionMappingLib.report import write_run_outputs
+from CTPerfusionMappingLib.report import _plausibility_text, write_run_outputs
 from ImagingBasics.validation import read_ct
 from ImagingBasics.volume import Volume
 
@@ -108,6 +108,17 @@ def test_perfused_emphysema_and_a_lopsided_share_warn():
     assert codes["right_share_unusual"].values["right_share_percent"] > 65.0
     cut = P.plausibility_warnings(P.map_plausibility(_map(lungs, values), ct.with_array(hu), lungs, truncated=("left",)))
     assert "right_share_unusual" not in {w.code for w in cut}  # a share with a cut lung says nothing
+
+
+def test_the_overview_lists_the_maps_and_the_spects_features():
+    lungs, ct, posterior_mm = _lungs()
+    rising = _map(lungs, posterior_mm - posterior_mm.min() + 10.0)
+    result = P.map_plausibility(rising, ct, lungs, truncated=("left",))
+    text = "\n".join(_plausibility_text(result))
+    assert "right 1.50, left 1.50 (cut)" in text and "the SPECT's" not in text
+    flat = P.with_reference_spect(result, _map(lungs, np.ones(lungs.array.shape)), ct, lungs)
+    assert flat["spect"]["lungs"]["right"]["posterior_to_anterior"] == pytest.approx(1.0)
+    assert "the SPECT's:        P/A right 1.00, left 1.00, right share 50.0 %" in "\n".join(_plausibility_text(flat))
 
 
 def test_too_little_emphysema_is_not_judged():

@@ -62,6 +62,7 @@ def test_run_with_spect_writes_every_output(cases, tiny_weights, tmp_path, capsy
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["regions_kind"] == "lobes" and metrics["model"]["predictor"] == "network"
     assert metrics["registration"]["registered"] is True
+    assert set(metrics["plausibility"]["spect"]) == {"lungs", "right_share"}  # the SPECT's features beside the map's
     for key in ("prediction", "hu_baseline"):
         for scope in ("right", "left", "patient"):
             assert -1.0 <= metrics["evaluation"][key][scope]["spearman"] <= 1.0
@@ -114,6 +115,14 @@ def test_evaluate_scores_the_truth_better_than_noise(cases, tmp_path):
     # the top-50 % functional volume, not the 0.66-of-maximum one: that split hangs on the noise-free truth's single
     # hottest voxel, which the SPECT blurs away (the truth's high volume can be tiny)
     assert good["dsc_top50"] > bad["dsc_top50"] + 0.2
+    # the maps' supine features beside the SPECT's own: the truth's follow the SPECT's, uniform noise has none
+    truth_p, noise_p = (json.loads((tmp_path / k / "metrics.json").read_text())["plausibility"] for k in ("t", "n"))
+    assert noise_p["spect"]["right_share"] == pytest.approx(truth_p["spect"]["right_share"], rel=1e-6)  # one SPECT
+    for side in ("right", "left"):
+        spect_ratio = truth_p["spect"]["lungs"][side]["posterior_to_anterior"]
+        assert truth_p["lungs"][side]["posterior_to_anterior"] == pytest.approx(spect_ratio, abs=0.15)
+        assert noise_p["lungs"][side]["posterior_to_anterior"] == pytest.approx(1.0, abs=0.03)
+    assert truth_p["right_share"] == pytest.approx(truth_p["spect"]["right_share"], abs=0.03)
 
 
 def test_batch_continues_after_a_failure_and_skips_finished_cases(cases, tmp_path, capsys):

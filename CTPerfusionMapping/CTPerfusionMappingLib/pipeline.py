@@ -32,7 +32,7 @@ from .labels import LungLabels, lung_thirds, normalise_labels
 from .lungseg import segment_lungs
 from .metrics import evaluate, functional_volumes, percentile_functional_volumes, region_table
 from .options import RUN
-from .plausibility import map_plausibility, plausibility_warnings, truncated_sides
+from .plausibility import map_plausibility, plausibility_warnings, truncated_sides, with_reference_spect
 from .preprocess import (
     LungSample,
     PreprocessParams,
@@ -304,6 +304,8 @@ def run_pipeline(
     supine = not any(w.code == "patient_not_supine" for w in quality)
     plausibility = map_plausibility(perfusion, ct, labels.lungs, truncated_sides(quality), supine)
     quality += plausibility_warnings(plausibility)
+    if spect_norm is not None:
+        plausibility = with_reference_spect(plausibility, spect_norm, ct, labels.lungs)
     lung_mask = labels.lungs.array > 0
     functional = ct.with_array(functional_split(perfusion.array, lung_mask, options))
     rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml,

@@ -133,6 +133,14 @@ def map_plausibility(perfusion: Volume, ct: Volume, lungs: Volume, truncated: Se
                        "min_emphysema_share": MIN_EMPHYSEMA_SHARE}}
 
 
+def with_reference_spect(plausibility: Dict[str, Any], spect_on_ct: Volume, ct: Volume, lungs: Volume) -> Dict[str, Any]:
+    """``plausibility`` (of a map) with the same measures of the patient's SPECT on the CT grid under ``"spect"``:
+    where the real SPECT lacks a feature too, the map may be right to lack it. No warnings come from the SPECT."""
+    truncated = [side for side, m in plausibility["lungs"].items() if not m["judged"]]
+    spect = map_plausibility(spect_on_ct, ct, lungs, truncated, plausibility["supine"])
+    return dict(plausibility, spect={"lungs": spect["lungs"], "right_share": spect["right_share"]})
+
+
 def _gradient_warning(side: str, m: Dict[str, float]) -> QualityWarning:
     ratio = m["posterior_to_anterior"]
     more_behind = m["emphysema_posterior"] > m["emphysema_anterior"] + EMPHYSEMA_IMBALANCE

@@ -76,12 +76,20 @@ def _plausibility_text(plausibility: Optional[Dict[str, Any]]) -> List[str]:
         text = _f(lungs[side]["posterior_to_anterior"], 2)
         return text if lungs[side]["judged"] else f"{text} (cut)"
 
-    share = plausibility["right_share"]
-    share_text = "-" if share is None or not math.isfinite(float(share)) else f"{100 * float(share):.1f} %"
     low, high = plausibility["limits"]["right_share"]
-    return ["", "supine MAA features of the map:",
-            f"posterior/anterior  right {ratio('right')}, left {ratio('left')} (supine: > 1)",
-            f"right lung share    {share_text} (normal 52.5 +- 2.1 %; warning outside {100 * low:.0f}-{100 * high:.0f} %)"]
+    lines = ["", "supine MAA features of the map:",
+             f"posterior/anterior  right {ratio('right')}, left {ratio('left')} (supine: > 1)",
+             f"right lung share    {_percent(plausibility['right_share'])} (normal 52.5 +- 2.1 %; warning outside "
+             f"{100 * low:.0f}-{100 * high:.0f} %)"]
+    spect = plausibility.get("spect")
+    if spect:
+        lines.append(f"the SPECT's:        P/A right {_f(spect['lungs']['right']['posterior_to_anterior'], 2)}, left "
+                     f"{_f(spect['lungs']['left']['posterior_to_anterior'], 2)}, right share {_percent(spect['right_share'])}")
+    return lines
+
+
+def _percent(share: Optional[float]) -> str:
+    return "-" if share is None or not math.isfinite(float(share)) else f"{100 * float(share):.1f} %"
 
 
 def write_overview(ct, result, path: Path) -> Path:

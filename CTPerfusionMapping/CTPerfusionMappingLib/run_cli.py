@@ -233,6 +233,7 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
         registration_warnings,
         resolve_labels,
     )
+    from .plausibility import map_plausibility, plausibility_warnings, truncated_sides, with_reference_spect
     from .quality import lung_quality
 
     inputs = [ct_path, perfusion_path, spect_path, lungs, lobes]
@@ -254,8 +255,11 @@ def evaluate_case(ct_path, perfusion_path, spect_path, out: Path, options, lungs
         if spacing is None:
             spacing = float(min(spect.spacing))
         evaluation = evaluate_against_spect(ct, labels.lungs, {"map": perfusion}, ref, options, spacing)
+        plausibility = map_plausibility(perfusion, ct, labels.lungs, truncated_sides(quality))
+        quality += plausibility_warnings(plausibility)
         result = {"labels": label_info, "registration": reg, "evaluation": evaluation["map"],
                   "grid_spacing_mm": evaluation["grid_spacing_mm"],
+                  "plausibility": with_reference_spect(plausibility, ref, ct, labels.lungs),
                   "warnings": warning_dicts(quality + registration_warnings(reg))}
         rows = region_table(perfusion, labels.regions, ct.voxel_volume_ml, ref.array)
         write_region_csv(rows, staging / "lobes.csv")
