@@ -121,6 +121,18 @@ def test_the_overview_lists_the_maps_and_the_spects_features():
     assert "the SPECT's:        P/A right 1.00, left 1.00, right share 50.0 %" in "\n".join(_plausibility_text(flat))
 
 
+def test_the_status_line_names_both_ratios():
+    lungs, ct, posterior_mm = _lungs()
+    rising = _map(lungs, posterior_mm - posterior_mm.min() + 10.0)
+    result = P.map_plausibility(rising, ct, lungs, truncated=("left",))
+    assert P.summary_text(result) == "posterior/anterior right 1.50, left 1.50 (cut)"
+    flat = P.with_reference_spect(result, _map(lungs, np.ones(lungs.array.shape)), ct, lungs)
+    assert P.summary_text(flat).endswith("(SPECT 1.00, 1.00)")
+    stored = json.loads(json.dumps(dict(flat, lungs={s: dict(m, posterior_to_anterior=None)
+                                                     for s, m in flat["lungs"].items()})))  # NaN stored as null
+    assert P.summary_text(stored).startswith("posterior/anterior right n/a, left n/a (cut)")
+
+
 def test_too_little_emphysema_is_not_judged():
     lungs, ct, posterior_mm = _lungs()
     hu = ct.array.copy()

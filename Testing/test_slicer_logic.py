@@ -8,6 +8,7 @@ CT and with each other voxel by voxel in RAS.
 """
 
 import inspect
+import re
 import time
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def test_logic_runs_the_pipeline_and_fills_real_output_nodes_twice(real_slicer, 
     assert table_node.GetUseColumnTitleAsColumnHeader()
     assert -1.0 <= _column(table_node, "spearman")[-1] <= 1.0
     assert "Spearman R vs SPECT" in logic.summary
+    assert re.search(r"posterior/anterior right \d\.\d\d, left \d\.\d\d \(SPECT \d\.\d\d, \d\.\d\d\)", logic.summary)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct), ct_before)
     assert not list(real_slicer.temporary.glob("ctpm-*")), "temporary files left behind"
 

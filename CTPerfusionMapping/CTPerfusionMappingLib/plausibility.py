@@ -192,3 +192,21 @@ def truncated_sides(warnings: Sequence[QualityWarning]) -> List[str]:
     """The lung sides that ``lung_truncated`` warnings name (the field of view cuts them)."""
     return [str(w.values.get("lung")) for w in warnings if w.code == "lung_truncated"]
 
+
+def summary_text(plausibility: Dict[str, Any]) -> str:
+    """One line for a status bar: the map's posterior/anterior ratio per lung ("cut": not judged) and, with a SPECT,
+    the SPECT's, e.g. ``posterior/anterior right 1.21, left 1.07 (SPECT 1.30, 1.18)``."""
+
+    def pair(lungs: Dict[str, Any], marks: bool) -> str:
+        texts = []
+        for side in SIDES:
+            ratio = lungs[side]["posterior_to_anterior"]
+            text = "n/a" if ratio is None or not np.isfinite(ratio) else f"{ratio:.2f}"
+            texts.append(text + (" (cut)" if marks and not lungs[side].get("judged", True) else ""))
+        return texts
+
+    right, left = pair(plausibility["lungs"], True)
+    line = f"posterior/anterior right {right}, left {left}"
+    if plausibility.get("spect"):
+        line += " (SPECT {}, {})".format(*pair(plausibility["spect"]["lungs"], False))
+    return line
