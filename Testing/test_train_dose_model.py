@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ SPACING = (8.0, 8.0, 8.0)
 #: kernels' voxel size (1.96 x 1.96 x 3 mm: the whole body cross-section, a 36 mm slab with liver, kidneys, spleen);
 #: a small camera (80 x 80, 8 views, OSEM 2 x 2), few decays, a tiny network, one epoch
 TINY_RUN = ["--n-train", "2", "--n-heldout", "1", "--times", "24", "--train-decays", "5000", "--heldout-decays", "5000",
-            "--mix", "0.5", "--epochs", "1", "--crop", "32", "--batch-size", "8", "--base-filters", "8", "--levels", "2",
+            "--mix", "0.5", "--epochs", "1", "--crop", "32", "--batch-size", "2", "--base-filters", "8", "--levels", "2",
             "--depth-channels", "4", "4", "4", "--grid", "196", "164", "12", "1.96", "1.96", "3.0",
             "--spect-matrix", "80", "--osem", "8", "2", "2", "--workers", "2", "--threads", "1"]
 
@@ -135,6 +136,9 @@ def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing
     card = json.loads((out / "model_card.json").read_text())
     assert card["weights_sha256"] == script.sha256(out / script.WEIGHTS_NAME)
     assert card["training"]["best_epoch"] == 1 and card["training"]["epochs_run"] == 1
+    steps = re.findall(r"training: (\d+) of (\d+) steps of the epoch", capsys.readouterr().out)
+    total = -(-card["training"]["training_slices"] // 2)  # steps of batch size 2
+    assert total >= 4 and steps == [(str(total * q // 4), str(total)) for q in (1, 2, 3)]  # each quarter once
     assert card["training"]["image_domain_phantoms"] == 1 and card["voxel_mm"] == [1.96, 1.96, 3.0]
     assert card["acceptance_met"]["met"] is False
     assert card["acceptance_met"]["held_out_size"] == {"cases": 1, "time_points": 1, "required_cases": 8,

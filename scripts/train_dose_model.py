@@ -501,6 +501,11 @@ def train_stage(out: Path, manifest: Path, args) -> Optional[dict]:
             f"{row['val_loss_vdk']:.4f}), body NRMSE {row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}); "
             f"{wall:.0f} s ({row['slices_per_second']:.1f} slices/s)")
 
+    def steps(step: int, total: int) -> None:
+        """A line at each quarter of an epoch's steps: an epoch takes ~45 min on 2 cores, a session sees it move."""
+        if step in {total * q // 4 for q in (1, 2, 3)}:
+            log(f"training: {step} of {total} steps of the epoch, {time.perf_counter() - last[0]:.0f} s")
+
     budget_s = args.train_hours * 3600 if args.train_hours else None
 
     def stop(epoch: int) -> bool:
@@ -509,7 +514,7 @@ def train_stage(out: Path, manifest: Path, args) -> Optional[dict]:
     log(f"training: {'resuming from the checkpoint' if resume else 'from ' + (str(init) if init else 'scratch')}")
     summary = train_from_manifest(manifest, folder, network_config(args), train_config(args), out / "cache",
                                   args.kernel_cache, resume=resume, prep_progress=prep, progress=progress, init=init,
-                                  stop=stop)
+                                  stop=stop, step_progress=steps)
     if not summary["finished"]:
         log(f"training paused after epoch {summary['epochs']} of {args.epochs} (--train-hours {args.train_hours:g}); "
             "run the same command again to continue")

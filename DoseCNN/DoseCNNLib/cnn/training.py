@@ -305,9 +305,10 @@ def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: Dos
                         cache_dir: Optional[Path] = None, kernel_cache: Optional[Path] = None, nuclide: str = "Lu-177",
                         resume: bool = False, prep_progress: Optional[Callable[[int, int, str], None]] = None,
                         progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None, init=None,
-                        stop: Optional[Callable[[int], bool]] = None) -> Dict[str, Any]:
+                        stop: Optional[Callable[[int], bool]] = None,
+                        step_progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
     """``dosecnn train``: prepare (or read from the cache) every case of ``manifest``, split, train (``init``,
-    ``stop``: see :func:`train`); the summary is also written to ``out_dir/train_summary.json``."""
+    ``stop``, ``step_progress``: see :func:`train`); the summary is also written to ``out_dir/train_summary.json``."""
     from ImagingBasics.files import write_json
 
     from .data import load_cases, split_slices
@@ -319,8 +320,8 @@ def train_from_manifest(manifest: Path, out_dir: Path, network=None, config: Dos
     train_refs, val_refs = split_slices(cases, config.val_fraction, config.seed, config.val_by)
     metadata = {"manifest": str(manifest), "cases": [c.case_id for c in cases], "nuclide": nuclide,
                 "note": "residual dose CNN (Li 2020) trained with dosecnn train; research use only"}
-    summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, metadata=metadata,
-                    init=init, stop=stop)
+    summary = train(network, cases, train_refs, val_refs, out_dir, config, resume, progress, step_progress,
+                    metadata=metadata, init=init, stop=stop)
     summary.update(cases=len(cases), training_slices=len(train_refs), validation_slices=len(val_refs),
                    validation_by=config.val_by,
                    validation_cases=sorted({cases[c].case_id for c, _ in val_refs}) if config.val_by == "patient" else None)
