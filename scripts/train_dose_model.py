@@ -65,6 +65,10 @@ on free cores):
   ``--mix 0.25`` adds a quarter;
 - evaluation: VDK + two CNNs per case x time point, 8 x 4 x 2 sets: 25-60 min.
 
+Measured in the OSEM run itself (2026-12-04, 2 cores, little else running): 4.1-4.2 training slices/s (the time in
+the network's backward pass), 2959-3086 s per epoch with its validation: 12 epochs are ~10 h, not 3.2-7 h; an epoch
+stopped by the end of a session is lost (the checkpoint is written after each epoch).
+
 Full run (38 training + 8 held-out phantoms): cohorts 38 x 4.1 + 8 x 4.3 = 190 CPU min = ~1.6 h on 2 workers
 (~3-4 h under load); training 12 epochs from the bundled weights (``--init bundled``; its best epoch was 3) = 3.2-7 h
 (24 epochs from scratch: 6.4-14 h); evaluation 0.5-1 h: ~5-12 h in all, resumable across days (``--train-hours 6``
