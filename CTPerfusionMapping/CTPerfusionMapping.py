@@ -148,18 +148,6 @@ class CTPerfusionMappingWidget(PipelineWidget):
             selector.setCurrentSegmentID(p.exclusionSegmentID)
 
 
-def plausibilitySummary(metricsPath: str) -> str:
-    """", posterior/anterior right ..., left ..." for the status line, from a run's metrics.json ("" for a run
-    without the plausibility measures)."""
-    import json
-
-    from CTPerfusionMappingLib.plausibility import summary_text
-
-    with open(metricsPath, encoding="utf-8") as f:
-        plausibility = json.load(f).get("plausibility")
-    return ", " + summary_text(plausibility) if plausibility else ""
-
-
 class CTPerfusionMappingLogic(PipelineLogic):
     """``process`` runs the pipeline on nodes (from the GUI, a script or the batch script)."""
 
@@ -330,6 +318,7 @@ class CTPerfusionMappingLogic(PipelineLogic):
         """The output nodes (given or new) from the child's files; shows the perfusion map over the CT."""
         import csv
 
+        from CTPerfusionMappingLib.plausibility import status_summary
         from CTPerfusionMappingLib.slicer_glue.segments import (
             FUNCTIONAL_SEGMENTS,
             PERFUSION_COLOUR_NODE_ID,
@@ -371,10 +360,8 @@ class CTPerfusionMappingLogic(PipelineLogic):
         fill_table_node(table, rows, withSPECT)
 
         whole = next(r for r in rows if r["name"] == "both lungs")
-        self.summary = f"lungs {float(whole['volume_ml']):.0f} mL"
-        if withSPECT and whole.get("spearman"):
-            self.summary += f", Spearman R vs SPECT {float(whole['spearman']):.3f}"
-        self.summary += plausibilitySummary(os.path.join(outDir, "metrics.json"))
+        spearman = f", Spearman R vs SPECT {float(whole['spearman']):.3f}" if withSPECT and whole.get("spearman") else ""
+        self.summary = f"lungs {float(whole['volume_ml']):.0f} mL{spearman}{status_summary(os.path.join(outDir, 'metrics.json'))}"
         slicer.util.setSliceViewerLayers(background=ctNode, foreground=perfusion, foregroundOpacity=0.5)
         outputs = {"outputPerfusion": perfusion, "outputFunctional": segmentation, "outputTable": table}
         if plan is not None:

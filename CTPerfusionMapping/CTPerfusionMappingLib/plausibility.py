@@ -210,3 +210,13 @@ def summary_text(plausibility: Dict[str, Any]) -> str:
     if plausibility.get("spect"):
         line += " (SPECT {}, {})".format(*pair(plausibility["spect"]["lungs"], False))
     return line
+
+
+def status_summary(metrics_path) -> str:
+    """``", posterior/anterior right ..., left ..."`` (:func:`summary_text`) for the Slicer module's status line, from
+    a run's ``metrics.json``; ``""`` for the outputs of a version without the plausibility measures."""
+    import json
+
+    with open(metrics_path, encoding="utf-8") as f:
+        plausibility = json.load(f).get("plausibility")
+    return ", " + summary_text(plausibility) if plausibility else ""
