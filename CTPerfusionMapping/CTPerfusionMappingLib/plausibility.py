@@ -197,7 +197,7 @@ def summary_text(plausibility: Dict[str, Any]) -> str:
     """One line for a status bar: the map's posterior/anterior ratio per lung ("cut": not judged) and, with a SPECT,
     the SPECT's, e.g. ``posterior/anterior right 1.21, left 1.07 (SPECT 1.30, 1.18)``."""
 
-    def pair(lungs: Dict[str, Any], marks: bool) -> str:
+    def pair(lungs: Dict[str, Any], marks: bool) -> List[str]:
         texts = []
         for side in SIDES:
             ratio = lungs[side]["posterior_to_anterior"]

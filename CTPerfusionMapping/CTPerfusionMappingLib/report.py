@@ -13,6 +13,7 @@ from ImagingBasics.files import save_figure, write_json
 from ImagingBasics.imageio import write_volume
 
 from .metrics import write_region_csv
+from .plausibility import summary_text
 
 OUTPUT_FILES = {
     "perfusion": "perfusion.nrrd",
@@ -70,21 +71,12 @@ def _plausibility_text(plausibility: Optional[Dict[str, Any]]) -> List[str]:
     lung and the right-lung share ("cut": a lung the field of view cuts is not judged)."""
     if not plausibility:
         return []
-    lungs = plausibility["lungs"]
-
-    def ratio(side: str) -> str:
-        text = _f(lungs[side]["posterior_to_anterior"], 2)
-        return text if lungs[side]["judged"] else f"{text} (cut)"
-
     low, high = plausibility["limits"]["right_share"]
-    lines = ["", "supine MAA features of the map:",
-             f"posterior/anterior  right {ratio('right')}, left {ratio('left')} (supine: > 1)",
-             f"right lung share    {_percent(plausibility['right_share'])} (normal 52.5 +- 2.1 %; warning outside "
+    lines = ["", "supine MAA features of the map:", f"{summary_text(plausibility)} (supine: > 1)",
+             f"right lung share {_percent(plausibility['right_share'])} (normal 52.5 +- 2.1 %; warning outside "
              f"{100 * low:.0f}-{100 * high:.0f} %)"]
-    spect = plausibility.get("spect")
-    if spect:
-        lines.append(f"the SPECT's:        P/A right {_f(spect['lungs']['right']['posterior_to_anterior'], 2)}, left "
-                     f"{_f(spect['lungs']['left']['posterior_to_anterior'], 2)}, right share {_percent(spect['right_share'])}")
+    if plausibility.get("spect"):
+        lines.append(f"the SPECT's right lung share {_percent(plausibility['spect']['right_share'])}")
     return lines
 
 
