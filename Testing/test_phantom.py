@@ -171,6 +171,53 @@ def test_pathologies_act_on_ct_and_perfusion():
     assert none.meta["pathologies"] == {} and (none.pathology.array == 0).all()
 
 
+def test_resume_keeps_finished_cases_and_remakes_the_rest(cohort_dir, tmp_path):
+    """A cohort stopped part-way (a multi-day training run) continues: whole cases of the same request are kept
+    untouched, a missing or damaged case is made again, identical to an uninterrupted run."""
+    import shutil
+
+    out = tmp_path / "cohort"
+    shutil.copytree(cohort_dir, out)
+    shutil.rmtree(out / "case001")
+    (out / "case002" / "spect.nrrd").unlink()
+    kept = (out / "case000" / "ct.nrrd").stat().st_mtime_ns
+    assert ctpm(["phantom", "--out", str(out), "--n", "3", "--seed", "1", "--resume", "--quiet"]) == 0
+    assert (out / "case000" / "ct.nrrd").stat().st_mtime_ns == kept
+    for case in ("case001", "case002"):
+        for name in ("ct.nrrd", "spect.nrrd", "perfusion_truth.nrrd"):
+            np.testing.assert_array_equal(read_volume(out / case / name).array,
+                                          read_volume(cohort_dir / case / name).array, err_msg=f"{case}/{name}")
+    rows = list(csv.DictReader(open(out / "cohort.csv", encoding="utf-8")))
+    assert [r["id"] for r in rows] == ["case000", "case001", "case002"]
+    assert not list(out.glob(".*partial*"))
+
+
+def test_a_case_is_complete_only_for_the_same_request(cohort_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "case000"
+    shutil.copytree(cohort_dir / "case000", folder)
+    seed = cohort.case_seed(1, 0)
+    assert cohort.is_complete_case(folder, seed, "small", acquisition="random")
+    assert not cohort.is_complete_case(folder, seed + 1, "small", acquisition="random")
+    assert not cohort.is_complete_case(folder, seed, "full", acquisition="random")
+    assert not cohort.is_complete_case(folder, seed, "small", acquisition="none")
+    assert not cohort.is_complete_case(folder, seed, "small", "fine", acquisition="random")
+    assert not cohort.is_complete_case(folder, seed, "small", {"tumour": 1.0}, acquisition="random")
+    assert not cohort.is_complete_case(folder, seed, "small", acquisition="random", preview=True)
+    renamed = folder.rename(tmp_path / "case007")  # another case's folder name
+    assert not cohort.is_complete_case(renamed, seed, "small", acquisition="random")
+    renamed.rename(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "generator_version": "3"}))
+    assert not cohort.is_complete_case(folder, seed, "small", acquisition="random")
+    (folder / "meta.json").write_text("{not json")
+    assert not cohort.is_complete_case(folder, seed, "small", acquisition="random")
+    # a resumed run with another seed replaces what is there
+    assert ctpm(["phantom", "--out", str(tmp_path), "--n", "1", "--seed", "2", "--resume", "--quiet"]) == 0
+    assert json.loads((folder / "meta.json").read_text())["seed"] == cohort.case_seed(2, 0)
+
+
 def test_preview_and_demo(tmp_path):
     import matplotlib.image as mpimg
 

@@ -72,7 +72,8 @@ def make_cohorts(out: Path, args, names=("pretrain", "finetune", "test")) -> dic
                 t0 = time.perf_counter()
                 folders += generate_cohort(out / "cohorts" / f"{name}_{size}", count, seed * 10 + k, size,
                                            pathology_probabilities=pathology, workers=args.workers,
-                                           prefix=f"{name}_{size}", acquisition=args.acquisition)
+                                           prefix=f"{name}_{size}", acquisition=args.acquisition,
+                                           keep_complete=True)
                 log(f"cohort {name}: {count} {size} phantoms in {time.perf_counter() - t0:.0f} s")
             write_manifest(manifest, folders)
         manifests[name] = manifest

@@ -54,6 +54,9 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="case", help="case folder and id prefix (default case: case000, case001, ...)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help=f"cases generated at once, one process each (default: cores - 1 = {default_workers()})")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the case folders that a stopped run of the same command already finished (same seed, "
+                        "size, grid, pathologies, acquisition) and make only the others")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_phantom)
 
@@ -63,7 +66,8 @@ def _phantom(args: argparse.Namespace) -> int:
 
     folders = generate_cohort(args.out, args.n, args.seed, args.size, args.spect_grid,
                               parse_pathology_overrides(args.pathology), args.preview, progress=not args.quiet,
-                              workers=args.workers, prefix=args.prefix, acquisition=args.acquisition)
+                              workers=args.workers, prefix=args.prefix, acquisition=args.acquisition,
+                              keep_complete=args.resume)
     for folder in folders:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         print(_summary(folder, meta))

@@ -345,6 +345,7 @@ def generate_case(
         "generator_version": GENERATOR_VERSION,
         "params": params.to_dict(),
         "pathologies": pathologies,
+        "pathology_probabilities": probabilities_record(pathology_probabilities),
         "ct": {"size": list(ct.size), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin),
                "anatomy_grid_spacing_mm": list(ct0.spacing)},
         "acquisition": {"enabled": acq is not None, **(acq.to_dict() if acq is not None else {})},
@@ -402,6 +403,35 @@ def write_case(case: SyntheticCase, folder: Path) -> Path:
     return folder
 
 
+def probabilities_record(pathology_probabilities: Optional[Mapping[str, float]]) -> Optional[Dict[str, float]]:
+    """The pathology-probability overrides as ``meta.json`` records them: None for the defaults (no override)."""
+    if not pathology_probabilities:
+        return None
+    return {k: float(v) for k, v in sorted(pathology_probabilities.items())}
+
+
+def is_complete_case(folder: Path, seed: int, size: str, spect_grid_name: str = "standard",
+                     pathology_probabilities: Optional[Mapping[str, float]] = None, acquisition=None,
+                     preview: bool = False) -> bool:
+    """True when ``folder`` holds a whole case that :func:`generate_case` would make again from these arguments:
+    every file of :data:`CASE_FILES` and a ``meta.json`` recording the same case id (the folder's name), seed, size,
+    SPECT grid, pathology probabilities, acquisition (on or off) and :data:`GENERATOR_VERSION` (and ``preview.png``
+    when a preview is asked for). :func:`write_case` renames a folder into place only when it is whole, so a stopped
+    cohort leaves only whole cases and hidden ``.partial-`` folders."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        probabilities = probabilities_record(pathology_probabilities)
+        same = (meta["case_id"] == folder.name and meta["seed"] == int(seed) and meta["size"] == size
+                and meta["generator_version"] == GENERATOR_VERSION and meta["spect"]["grid"] == spect_grid_name
+                and meta.get("pathology_probabilities", "absent") == probabilities
+                and meta["acquisition"]["enabled"] == (check_acquisition(acquisition) is not None))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    files = list(CASE_FILES.values()) + (["preview.png"] if preview else [])
+    return same and all((folder / name).is_file() for name in files)
+
+
 def _generate_and_write(job) -> Path:
     """One cohort case (a picklable job for :func:`~ImagingBasics.parallel.map_in_processes`)."""
     seed, size, spect_grid_name, probabilities, case_id, folder, preview, acquisition = job
@@ -426,12 +456,16 @@ def generate_cohort(
     workers: int = 1,
     prefix: str = "case",
     acquisition: Optional[str] = None,
+    keep_complete: bool = False,
 ) -> List[Path]:
     """Generate and write ``n`` cases ``case000``... into ``out_dir`` plus ``cohort.csv`` (a manifest).
 
     ``workers`` > 1 generates cases in that many single-threaded processes (the cases are the same: each has its
     own seed). ``prefix`` names the case folders and ids (``prefix000``...), so that cohorts can be pooled.
-    ``acquisition``: ``none`` (None) or ``random`` (see :func:`generate_case`).
+    ``acquisition``: ``none`` (None) or ``random`` (see :func:`generate_case`). ``keep_complete``: a case folder
+    that already holds this very case (:func:`is_complete_case`) is kept, not made again, so that a cohort stopped
+    part-way (a multi-day training run on a few cores) continues where it was; any other folder of that name is
+    replaced.
     """
     from ImagingBasics.parallel import map_in_processes
 
@@ -451,17 +485,21 @@ def generate_cohort(
     probabilities = dict(pathology_probabilities) if pathology_probabilities is not None else None
     jobs = [(case_seed(seed, i), size, spect_grid_name, probabilities, f"{prefix}{i:03d}", out_dir / f"{prefix}{i:03d}",
              preview, acquisition) for i in range(n)]
+    kept = {job[5] for job in jobs if keep_complete
+            and is_complete_case(job[5], job[0], size, spect_grid_name, probabilities, acquisition, preview)}
+    todo = [job for job in jobs if job[5] not in kept]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, unit="case", desc="phantom")
+        bar = tqdm(total=n, initial=len(kept), unit="case", desc="phantom")
     try:
-        folders = map_in_processes(_generate_and_write, jobs, workers,
-                                   (lambda done, total, folder: bar.update(1)) if bar is not None else None)
+        map_in_processes(_generate_and_write, todo, workers,
+                         (lambda done, total, folder: bar.update(1)) if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
+    folders = [job[5] for job in jobs]
     write_manifest(out_dir / "cohort.csv", folders)
     return folders
 
@@ -493,4 +531,5 @@ def load_case(folder: Path) -> SyntheticCase:
     return SyntheticCase(meta=meta, **vols)
 
 
-__all__ = ["SyntheticCase", "generate_case", "write_case", "generate_cohort", "load_case", "case_seed", "from_sitk"]
+__all__ = ["SyntheticCase", "generate_case", "write_case", "generate_cohort", "is_complete_case", "load_case", "case_seed",
+           "from_sitk"]
