@@ -180,6 +180,7 @@ def test_resume_keeps_finished_cases_and_remakes_the_rest(cohort_dir, tmp_path):
     shutil.copytree(cohort_dir, out)
     shutil.rmtree(out / "case001")
     (out / "case002" / "spect.nrrd").unlink()
+    (out / ".case001.partial-killed" / "ct.nrrd").mkdir(parents=True)  # what a killed run was writing
     kept = (out / "case000" / "ct.nrrd").stat().st_mtime_ns
     assert ctpm(["phantom", "--out", str(out), "--n", "3", "--seed", "1", "--resume", "--quiet"]) == 0
     assert (out / "case000" / "ct.nrrd").stat().st_mtime_ns == kept

@@ -465,7 +465,7 @@ def generate_cohort(
     ``acquisition``: ``none`` (None) or ``random`` (see :func:`generate_case`). ``keep_complete``: a case folder
     that already holds this very case (:func:`is_complete_case`) is kept, not made again, so that a cohort stopped
     part-way (a multi-day training run on a few cores) continues where it was; any other folder of that name is
-    replaced.
+    replaced, and the temporary folders a killed run left for the cases still to make are removed.
     """
     from ImagingBasics.parallel import map_in_processes
 
@@ -488,6 +488,10 @@ def generate_cohort(
     kept = {job[5] for job in jobs if keep_complete
             and is_complete_case(job[5], job[0], size, spect_grid_name, probabilities, acquisition, preview)}
     todo = [job for job in jobs if job[5] not in kept]
+    if keep_complete:  # what a killed run was writing (write_case's temporary folders) goes before it is made again
+        for job in todo:
+            for stale in out_dir.glob(f".{job[5].name}.partial-*"):
+                shutil.rmtree(stale, ignore_errors=True)
     bar = None
     if progress:
         from tqdm import tqdm
