@@ -327,6 +327,30 @@ def test_a_paused_run_is_finished_by_resuming_and_init_starts_from_given_weights
               tiny_lr, init=start)
 
 
+def test_fine_tuning_never_ends_worse_than_its_initial_weights(cases, tmp_path):
+    """The initial weights are validated as epoch 0: an epoch that makes them worse on the validation patients is
+    never "best", so best.pt is the initial model when no epoch beats it (and a resumed run keeps that row)."""
+    import csv
+
+    tr, va = split_slices(cases, 0.25, 0)
+    trained = train(TINY_NET, cases, tr, va, tmp_path / "a", DoseTrainConfig(epochs=2, batch_size=4, crop=16,
+                                                                             device="cpu", seed=1))
+    start = tmp_path / "a" / "best.pt"
+    wrecking = DoseTrainConfig(epochs=2, batch_size=4, crop=16, device="cpu", lr=0.3, seed=3)
+    paused = train(TINY_NET, cases, tr, va, tmp_path / "b", wrecking, init=start, stop=lambda epoch: True)
+    s = train(TINY_NET, cases, tr, va, tmp_path / "b", wrecking, resume=True)
+    with open(tmp_path / "b" / "log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in log] == [0, 1, 2] and log[0]["train_loss"] == "nan"
+    epoch0 = float(log[0]["val_loss"])
+    assert epoch0 == pytest.approx(trained["best_val_loss"], rel=1e-3)  # the same weights on the same patients
+    assert min(float(r["val_loss"]) for r in log[1:]) > epoch0  # this learning rate wrecks the model
+    assert paused["best_epoch"] == s["best_epoch"] == 0 and s["best_val_loss"] == epoch0
+    best = load_dose_weights(tmp_path / "b" / "best.pt")
+    a = load_dose_weights(start).model.state_dict()
+    assert best.metadata["epoch"] == 0 and all(torch.equal(v, a[k]) for k, v in best.model.state_dict().items())
+
+
 def test_dosecnn_train_init_is_checked_before_the_cases_are_prepared(tmp_path, capsys):
     from DoseCNNLib.cli import main
 

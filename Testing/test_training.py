@@ -142,6 +142,25 @@ def test_fine_tuning_starts_from_the_pretrained_weights_with_a_frozen_encoder(sa
               init_weights=tmp_path / "pre" / "best.pt")
 
 
+def test_fine_tuning_never_ends_worse_than_the_pretrained_model(samples, tmp_path):
+    """The pre-trained weights are validated as epoch 0: when no fine-tuning epoch beats them on the validation
+    patients, best.pt is the pre-trained model (best epoch 0); a killed and resumed fine-tuning keeps that row."""
+    train_s, val_s = dataset.split_by_patient(samples, 0.34, seed=0)
+    pre = train(TINY, train_s, val_s, tmp_path / "pre", replace(FAST, epochs=1))
+    wrecking = replace(FAST, epochs=1, lr=5.0)
+    killed = train(TINY, train_s, val_s, tmp_path / "fine", wrecking, init_weights=tmp_path / "pre" / "best.pt",
+                   stop_after_batches=1)
+    assert killed["interrupted"]
+    fine = train(TINY, train_s, val_s, tmp_path / "fine", wrecking, resume=True)
+    rows = list(csv.DictReader(open(tmp_path / "fine" / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and rows[0]["train_loss"] == "nan"
+    assert float(rows[0]["val_spearman"]) == pytest.approx(pre["best_val_spearman"], abs=1e-6)
+    assert not float(rows[1]["val_spearman"]) >= float(rows[0]["val_spearman"])  # wrecked (a constant map: NaN)
+    assert fine["best_epoch"] == 0 and fine["best_val_spearman"] == pytest.approx(pre["best_val_spearman"], abs=1e-6)
+    best, start = _state(tmp_path / "fine" / "best.pt"), _state(tmp_path / "pre" / "best.pt")
+    assert all(torch.equal(best[k], start[k]) for k in start)
+
+
 def test_ctpm_train_then_run_with_the_trained_weights(cohort_csv, tmp_path, capsys):
     out = tmp_path / "train"
     assert ctpm(["train", str(cohort_csv), "--out", str(out), "--epochs", "1", "--base-channels", "2",

@@ -181,6 +181,9 @@ def train_stage(name: str, out: Path, network, config, samples, init=None) -> di
     t0 = time.perf_counter()
 
     def progress(epoch, total, row):
+        if epoch == 0:
+            log(f"{name}: the initial weights on the validation patients: val R {row['val_spearman']:.3f}")
+            return
         log(f"{name} epoch {epoch}/{total}: loss {row['train_loss']:.4f} val R {row['val_spearman']:.3f} "
             f"({row['samples_per_second']:.1f} hemi-lungs/s)")
 

@@ -499,6 +499,10 @@ def train_stage(out: Path, manifest: Path, args) -> Optional[dict]:
     def progress(epoch: int, total: int, row) -> None:
         wall = time.perf_counter() - last[0]
         last[0] = time.perf_counter()
+        if epoch == 0:  # the initial weights, validated before any training (DoseCNNLib.cnn.training)
+            log(f"initial weights: validation {row['val_loss']:.4f} (VDK alone {row['val_loss_vdk']:.4f}), body NRMSE "
+                f"{row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}); {wall:.0f} s")
+            return
         record_time(out, "epochs", str(epoch), {"wall_s": wall, "train_s": row["seconds"],
                                                   "slices_per_second": row["slices_per_second"]})
         log(f"epoch {epoch}/{total}: loss {row['train_loss']:.4f}, validation {row['val_loss']:.4f} (VDK alone "
@@ -644,7 +648,7 @@ def budget(out: Path, train_summary: dict) -> dict:
 
     epochs = list(t.get("epochs", {}).values())
     with open(out / "train" / "log.csv", newline="") as f:
-        history = list(csv.DictReader(f))
+        history = [h for h in csv.DictReader(f) if int(h["epoch"]) > 0]  # epoch 0: the initial weights, not trained
     return {"phantoms_train": stats("phantoms_train"), "phantoms_heldout": stats("phantoms_heldout"),
             "heldout_osem_spects": stats("heldout_osem_spects"),
             "epoch_wall_s_mean": statistics.mean(e["wall_s"] for e in epochs) if epochs else None,
@@ -691,6 +695,8 @@ def build_card(out: Path, args, train_summary: dict, results: dict, accept: dict
                      "vdk": "density scaling bounded at 0.05 g/cm3 (cache version 2)",
                      "val_loss": train_summary["best_val_loss"], "val_loss_vdk": _float(best.get("val_loss_vdk")),
                      "val_nrmse": _float(best.get("val_nrmse")), "val_nrmse_vdk": _float(best.get("val_nrmse_vdk")),
+                     "init_val_loss": next((_float(r.get("val_loss")) for r in _history(out) if int(r["epoch"]) == 0),
+                                           None),
                      "last_epoch": history},
         "budget": budget(out, train_summary),
         # "held_out" is the OSEM set (issue 19's target); the bundled card's layout, so that its tests still read it
@@ -801,8 +807,11 @@ def render_card(card: dict) -> str:
         f"Machine: {card['machine']}. {_n(tr['epochs_run'], 'epoch')} run ({tr['epochs_requested']} asked), "
         f"{b['epoch_train_s_mean'] / 60:.1f} min of training per epoch ({b['slices_per_second_mean']:.1f} slices/s"
         + (f"; {b['epoch_wall_s_mean'] / 60:.1f} min with validation" if b.get("epoch_wall_s_mean") else "") +
-        f"), {b['training_h']:.1f} h in all; `best.pt` = epoch {tr['best_epoch']} (validation loss "
-        f"{tr['val_loss']:.4g}" + (f" against {tr['val_loss_vdk']:.4g} for VDK alone" if tr.get("val_loss_vdk") else "")
+        f"), {b['training_h']:.1f} h in all; `best.pt` = "
+        + (f"epoch {tr['best_epoch']}" if tr["best_epoch"] else "the initial weights (no epoch beat them)")
+        + f" (validation loss {tr['val_loss']:.4g}"
+        + (f" against {tr['val_loss_vdk']:.4g} for VDK alone" if tr.get("val_loss_vdk") else "")
+        + (f" and {tr['init_val_loss']:.4g} for the initial weights" if tr.get("init_val_loss") is not None else "")
         + (f"; body NRMSE {tr['val_nrmse']:.2f} vs {tr['val_nrmse_vdk']:.2f}" if tr.get("val_nrmse") else "") + ").",
         f"Phantoms: training {phantom_time(b['phantoms_train'])}; held-out {phantom_time(b['phantoms_heldout'])}; "
         f"held-out OSEM SPECTs {phantom_time(b['heldout_osem_spects'])}. Li 2020 trained 200 epochs on two V100s: "

@@ -15,7 +15,10 @@ epoch, resumable.
   DistributedDataParallel (NCCL on CUDA, gloo on the CPU); each process trains on its share of every epoch's shuffled
   samples, rank 0 validates (its result is broadcast so all ranks schedule and stop alike) and writes every file.
 * Transfer learning (Ren 2022 Front Oncol): ``init_weights`` starts from a pre-trained model; ``freeze_encoder_epochs`` keeps the
-  encoder (the ``enc`` and ``down`` blocks) fixed for the first epochs.
+  encoder (the ``enc`` and ``down`` blocks) fixed for the first epochs. The pre-trained weights are validated first,
+  as epoch 0 (a row of ``log.csv`` without a training loss): an epoch is "best" only when it beats them, so a
+  fine-tuned ``best.pt`` is never worse on the validation patients than the model it started from (``best_epoch`` 0:
+  no epoch improved on it, and ``best.pt`` holds the pre-trained weights).
 * Light augmentation that respects anatomy (our choice; the papers do not describe any): a random shift of up to
   ``shift_voxels`` voxels along each axis (the lung box moves a little, as segmentations differ) and a random gamma
   of the enhanced CT in 0.9..1.1 (scanner and reconstruction differences). No flips or rotations: gravity (front to
@@ -273,6 +276,22 @@ def train(
         state.update({k: ckpt["state"][k] for k in state})
     elif resume:
         raise UserError(f"--resume: no checkpoint in {out_dir}")
+
+    elif init_weights is not None:  # epoch 0: the pre-trained model is the one to beat
+        val = validate(model, val_samples, device, config.amp) if dd.main else {"val_loss": 0.0, "val_spearman": 0.0}
+        val = {k: _broadcast(v, dd, device) for k, v in val.items()}
+        if math.isfinite(val["val_spearman"]):
+            state.update(best_spearman=val["val_spearman"], best_epoch=0)
+        state["history"] = [{"epoch": 0, "train_loss": float("nan"), **val, "lr": config.lr, "seconds": 0.0,
+                             "samples_per_second": float("nan"), "processes": dd.world}]
+        if dd.main:
+            save_weights(model, network, out_dir / "best.pt",
+                         metadata={"epoch": 0, "val_spearman": val["val_spearman"], "train": config.to_dict(),
+                                   "init_weights": str(init_weights)})
+            _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config)
+            write_csv(state["history"], out_dir / "log.csv")
+        if progress is not None and dd.main:
+            progress(0, config.epochs, state["history"][0])
 
     train_list = list(train_samples)
     steps_per_epoch = math.ceil(math.ceil(len(train_list) / dd.world) / config.batch_size)

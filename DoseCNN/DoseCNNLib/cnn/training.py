@@ -18,7 +18,10 @@ patients, the stricter test, since neighbouring slices of one patient are nearly
   history, so that a killed run resumed with ``resume=True`` ends with the same weights as an uninterrupted one (CPU).
 * Fine-tuning: ``init`` starts from the weights of an earlier model (a ``best.pt`` or the bundled float16 file, loaded
   as float32; same network configuration); the optimiser, schedule and normalisation start anew (the normalisation is
-  that of the training cases' voxel size). A resumed run ignores ``init`` (the checkpoint holds the weights).
+  that of the training cases' voxel size). A resumed run ignores ``init`` (the checkpoint holds the weights). The
+  initial weights are validated first, as epoch 0 (a row of ``log.csv`` without a training loss): an epoch is "best"
+  only when it beats them, so ``best.pt`` is never worse on the validation patients than the model one started from
+  (``best_epoch`` 0: no epoch improved on it, and ``best.pt`` holds the initial weights).
 * Time budgets: ``stop(epoch)`` is asked after every epoch (after the checkpoint is written); when it answers True the
   run ends there, unfinished (``finished`` False in the summary), and a later ``resume=True`` run continues it.
 * Mixed precision (bfloat16 autocast) on CUDA only; the loss is computed in float32.
@@ -180,6 +183,20 @@ def load_initial_weights(model, network, init) -> Dict[str, Any]:
     return {"init_weights": dm.source, "init_spacing_mm": list(dm.spacing_mm), "init_epoch": dm.metadata.get("epoch")}
 
 
+def _validate_initial_weights(model, cases, val_refs, norm, device: str, config: DoseTrainConfig, amp: bool,
+                              state: Dict[str, Any], network, spacing, out_dir: Path, metadata: dict) -> None:
+    """Epoch 0 of a fine-tuning run: the initial weights on the validation slices become the best so far (``best.pt``)
+    and the first row of the history (no training loss: nothing was trained)."""
+    from .weights import save_dose_weights
+
+    val = validate(model, cases, val_refs, norm, device, config.batch_size, config.body_weight, amp)
+    state.update(best_val_loss=val["val_loss"], best_epoch=0)
+    save_dose_weights(model, network, norm, spacing, out_dir / "best.pt",
+                      metadata={**metadata, "epoch": 0, **val, "train": config.to_dict()})
+    state["history"] = [{"epoch": 0, "train_loss": float("nan"), **val, "lr": config.lr, "seconds": 0.0,
+                         "slices_per_second": float("nan")}]
+
+
 def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], val_refs: Sequence[SliceRef],
           out_dir: Path, config: DoseTrainConfig = DoseTrainConfig(), resume: bool = False,
           progress: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
@@ -236,6 +253,13 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     half = network.slices // 2
     train_list = list(train_refs)
     steps = math.ceil(len(train_list) / config.batch_size)
+    if state["init"] is not None and not resume:
+        _validate_initial_weights(model, cases, val_refs, norm, device, config, amp, state, network, spacing,
+                                  out_dir, metadata)
+        _save_checkpoint(ckpt_path, model, optimiser, scheduler, state, network, config, norm, spacing)
+        write_csv(state["history"], out_dir / "log.csv")
+        if progress is not None:
+            progress(0, config.epochs, state["history"][0])
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         rng = seed_epoch(config.seed, epoch)
         model.train()
