@@ -79,8 +79,10 @@ def test_splits(cases):
     assert {c for c, _ in va} in ({0}, {1}) and not {c for c, _ in tr} & {c for c, _ in va}
     with pytest.raises(UserError):
         split_slices(cases[:1], 0.5, 0, by="patient")
-    same = [cases[0], cases[1], _case(2, group="A")]
-    same[0].group = same[1].group = "B"  # two time points of one patient stay together
+    from dataclasses import replace
+
+    # two time points of one patient stay together (copies: the module's cases stay as they are for later tests)
+    same = [replace(cases[0], group="B"), replace(cases[1], group="B"), _case(2, group="A")]
     for seed in range(4):
         tr, va = split_slices(same, 0.3, seed, by="patient")
         assert {c for c, _ in va} in ({0, 1}, {2})
@@ -129,6 +131,27 @@ def test_resumed_training_ends_with_the_same_weights(tmp_path, cases):
               two, resume=True)
     with pytest.raises(UserError, match="no checkpoint"):
         train(TINY, cases, tr, va, tmp_path / "empty", two, resume=True)
+
+
+def test_validation_reports_the_body_dose_bias_and_a_resumed_run_takes_a_new_learning_rate(tmp_path, cases):
+    """The body dose bias (summed dose rate in the body over the truth's, minus 1) of the VDK map, computed here
+    independently on the one validation patient; a run resumed with another lr continues at it, recorded."""
+    tr, va = split_slices(cases, 0.5, 0, "patient")
+    (index,) = {i for i, _ in va}  # slice references are (case, slice) pairs
+    c = cases[index]
+    z = sorted(k for _, k in va)
+    expected = c.vdk[z][c.body[z]].sum(dtype=np.float64) / c.reference[z][c.body[z]].sum(dtype=np.float64) - 1.0
+    first = train(TINY, cases, tr, va, tmp_path, DoseTrainConfig(epochs=1, batch_size=8, device="cpu"))
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[0]["val_body_bias_vdk"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert np.isfinite(float(rows[0]["val_body_bias"])) and first["lr_changes"] == []
+    lower = train(TINY, cases, tr, va, tmp_path, DoseTrainConfig(epochs=2, batch_size=8, lr=1e-4, device="cpu"),
+                  resume=True)
+    assert lower["lr_changes"] == [{"after_epoch": 1, "lr": 1e-4}]
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[0]["lr"]) == 1e-3 and float(rows[1]["lr"]) == 1e-4
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["optimiser"]["param_groups"][0]["lr"] == 1e-4
 
 
 def _write_manifest(folder, seeds=(0, 1)):

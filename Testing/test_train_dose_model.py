@@ -381,3 +381,9 @@ def test_a_stopped_runs_workers_make_and_write_nothing(script, tmp_path):
         script.make_case(dict(stopped, threads=1, seed=0, size="small", times=[24.0], mc_decays=1000, spect={},
                               grid=None))
     assert not folder.parent.exists()
+
+
+def test_the_card_names_a_learning_rate_changed_on_resume(script):
+    assert script._lr_text({"lr": 1e-3}) == "0.001"
+    assert script._lr_text({"lr": 3e-4, "lr_first": 1e-3, "lr_changes": [{"after_epoch": 3, "lr": 3e-4}]}) == \
+        "0.001, then 0.0003 from epoch 4"

@@ -501,13 +501,15 @@ def train_stage(out: Path, manifest: Path, args) -> Optional[dict]:
         last[0] = time.perf_counter()
         if epoch == 0:  # the initial weights, validated before any training (DoseCNNLib.cnn.training)
             log(f"initial weights: validation {row['val_loss']:.4f} (VDK alone {row['val_loss_vdk']:.4f}), body NRMSE "
-                f"{row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}); {wall:.0f} s")
+                f"{row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}), body dose bias "
+                f"{100 * row['val_body_bias']:+.1f} % (VDK {100 * row['val_body_bias_vdk']:+.1f} %); {wall:.0f} s")
             return
         record_time(out, "epochs", str(epoch), {"wall_s": wall, "train_s": row["seconds"],
                                                   "slices_per_second": row["slices_per_second"]})
         log(f"epoch {epoch}/{total}: loss {row['train_loss']:.4f}, validation {row['val_loss']:.4f} (VDK alone "
-            f"{row['val_loss_vdk']:.4f}), body NRMSE {row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}); "
-            f"{wall:.0f} s ({row['slices_per_second']:.1f} slices/s)")
+            f"{row['val_loss_vdk']:.4f}), body NRMSE {row['val_nrmse']:.3f} (VDK {row['val_nrmse_vdk']:.3f}), "
+            f"body dose bias {100 * row['val_body_bias']:+.1f} % (VDK {100 * row['val_body_bias_vdk']:+.1f} %); "
+            f"lr {row['lr']:.2g}; {wall:.0f} s ({row['slices_per_second']:.1f} slices/s)")
 
     def steps(step: int, total: int) -> None:
         """A line at each quarter of an epoch's steps: an epoch takes ~45 min on 2 cores, a session sees it move."""
@@ -689,6 +691,8 @@ def build_card(out: Path, args, train_summary: dict, results: dict, accept: dict
                      "epochs_run": train_summary["epochs"], "epochs_requested": args.epochs,
                      "best_epoch": train_summary["best_epoch"], "device": train_summary["device"],
                      "crop": args.crop, "val_by": "patient", "batch_size": args.batch_size, "lr": args.lr,
+                     "lr_changes": train_summary.get("lr_changes") or [],
+                     "lr_first": _first_lr(out),
                      "training_slices": train_summary.get("training_slices"),
                      "validation_slices": train_summary.get("validation_slices"),
                      "validation_cases": train_summary.get("validation_cases"),
@@ -714,8 +718,24 @@ def build_card(out: Path, args, train_summary: dict, results: dict, accept: dict
     }
 
 
+def _lr_text(training: dict) -> str:
+    """The learning rate of the card: the first one and those a resumed run was given (``--lr`` on resume)."""
+    changes = training.get("lr_changes") or []
+    if not changes:
+        return f"{training['lr']:g}"
+    first = training.get("lr_first", None)
+    parts = [f"{c['lr']:g} from epoch {c['after_epoch'] + 1}" for c in changes]
+    return (f"{first:g}, then " if first is not None else "") + ", then ".join(parts)
+
+
 def _float(v):
     return float(v) if v not in (None, "") else None
+
+
+def _first_lr(out: Path) -> Optional[float]:
+    """The learning rate of the first trained epoch (log.csv), before any change on resume."""
+    rows = [r for r in _history(out) if int(r["epoch"]) > 0]
+    return _float(rows[0].get("lr")) if rows else None
 
 
 def _history(out: Path) -> List[dict]:
@@ -799,7 +819,7 @@ def render_card(card: dict) -> str:
         "",
         "## Training",
         "",
-        f"`{card['recipe']['command']}`: Li 2020's settings otherwise (Adam {tr['lr']:g}, ReduceLROnPlateau, MSE "
+        f"`{card['recipe']['command']}`: Li 2020's settings otherwise (Adam {_lr_text(tr)}, ReduceLROnPlateau, MSE "
         f"weighted 0.7 inside / 0.3 outside the body, batch {tr['batch_size']}), {tr['crop']}-pixel crops, 20 % of the "
         "patients for validation"
         + (f", initialised from the previous bundled model ({Path(card['recipe']['init']['init_weights']).name})"
@@ -963,7 +983,8 @@ def parse_args(argv=None):
     ap.add_argument("--patience", type=int, default=0, help="early stopping (epochs without a better validation loss)")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="Adam's learning rate (Li 2020: 1e-3); a resumed training given another one continues at it")
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--init", help="initial weights: 'bundled' (the bundled model) or a weights file")
     ap.add_argument("--base-filters", type=int, default=16)

@@ -511,7 +511,9 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=200, help="epochs (Li 2020: 200)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per batch (Li 2020: 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, lowered on plateaus (Li 2020: 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam learning rate, lowered on plateaus (Li 2020: 1e-3); --resume with another value "
+                        "continues at it")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation (Li 2020: 0.2)")
     p.add_argument("--val-by", choices=["slice", "patient"], default="slice",
                    help="hold out random slices (default, as Li 2020) or whole patients (stricter: neighbouring slices of "

@@ -16,6 +16,7 @@ patients, the stricter test, since neighbouring slices of one patient are nearly
 * Reproducible and resumable: torch and numpy are reseeded from ``(seed, epoch)`` at every epoch (shuffling, crops,
   augmentation), and ``checkpoint.pt`` (written every epoch) holds the model, the optimiser, the scheduler and the
   history, so that a killed run resumed with ``resume=True`` ends with the same weights as an uninterrupted one (CPU).
+  Resumed with another ``lr`` than the run started with, it continues at that learning rate (``lr_changes``).
 * Fine-tuning: ``init`` starts from the weights of an earlier model (a ``best.pt`` or the bundled float16 file, loaded
   as float32; same network configuration); the optimiser, schedule and normalisation start anew (the normalisation is
   that of the training cases' voxel size). A resumed run ignores ``init`` (the checkpoint holds the weights). The
@@ -111,7 +112,10 @@ def _validation_batches(refs: Sequence[SliceRef], batch_size: int) -> List[List[
 
 def validate(model, cases: Sequence[DoseCase], refs: Sequence[SliceRef], norm: Normalisation, device: str,
              batch_size: int, body_weight: float = 0.7, amp: bool = False) -> Dict[str, float]:
-    """Validation loss and body NRMSE of the CNN (as users get it) and of the VDK map alone, whole slices."""
+    """Validation loss, body NRMSE and body dose bias of the CNN (as users get it) and of the VDK map alone, whole
+    slices. The bias is the summed dose rate in the body relative to the truth's, minus 1: a smoothing network can
+    lower the voxel loss while adding dose to the low-dose tissue, which the loss, dominated by the hot organs,
+    hardly sees."""
     import torch
 
     from ImagingBasics.devices import autocast_context
@@ -120,7 +124,8 @@ def validate(model, cases: Sequence[DoseCase], refs: Sequence[SliceRef], norm: N
 
     model.eval()
     half = model.config.half_window
-    sums = {"loss": 0.0, "loss_vdk": 0.0, "err": 0.0, "err_vdk": 0.0, "ref": 0.0}
+    sums = {"loss": 0.0, "loss_vdk": 0.0, "err": 0.0, "err_vdk": 0.0, "ref": 0.0, "sum": 0.0, "sum_vdk": 0.0,
+            "sum_ref": 0.0}
     n = 0
     with torch.inference_mode():
         for group in _validation_batches(refs, batch_size):
@@ -134,10 +139,14 @@ def validate(model, cases: Sequence[DoseCase], refs: Sequence[SliceRef], norm: N
             sums["err"] += float((((pred - b["reference"]) ** 2) * inside).sum())
             sums["err_vdk"] += float((((b["vdk"] - b["reference"]) ** 2) * inside).sum())
             sums["ref"] += float(((b["reference"] ** 2) * inside).sum())
+            sums["sum"] += float((pred * inside).sum())
+            sums["sum_vdk"] += float((b["vdk"] * inside).sum())
+            sums["sum_ref"] += float((b["reference"] * inside).sum())
             n += len(group)
-    ref = max(sums["ref"], 1e-30)
+    ref, total = max(sums["ref"], 1e-30), max(sums["sum_ref"], 1e-30)
     return {"val_loss": sums["loss"] / max(n, 1), "val_loss_vdk": sums["loss_vdk"] / max(n, 1),
-            "val_nrmse": math.sqrt(sums["err"] / ref), "val_nrmse_vdk": math.sqrt(sums["err_vdk"] / ref)}
+            "val_nrmse": math.sqrt(sums["err"] / ref), "val_nrmse_vdk": math.sqrt(sums["err_vdk"] / ref),
+            "val_body_bias": sums["sum"] / total - 1.0, "val_body_bias_vdk": sums["sum_vdk"] / total - 1.0}
 
 
 def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, Any], network, config: DoseTrainConfig,
@@ -181,6 +190,17 @@ def load_initial_weights(model, network, init) -> Dict[str, Any]:
                         f"to train ({network.to_dict()}); give the same --base-filters, --levels and --depth-channels")
     model.load_state_dict(dm.model.state_dict())  # copied onto the model's device
     return {"init_weights": dm.source, "init_spacing_mm": list(dm.spacing_mm), "init_epoch": dm.metadata.get("epoch")}
+
+
+def _apply_new_learning_rate(optimiser, checkpoint_lr: Optional[float], lr: float, state: Dict[str, Any]) -> None:
+    """A run resumed with another learning rate than the one it was started with continues at the new one (from the
+    next epoch; recorded in ``state["lr_changes"]`` and so in the summary); with the same one, the optimiser's own
+    (possibly reduced by the schedule) is kept, so that a resumed run ends as an uninterrupted one."""
+    if checkpoint_lr is None or math.isclose(checkpoint_lr, lr, rel_tol=1e-9):
+        return
+    for group in optimiser.param_groups:
+        group["lr"] = lr
+    state["lr_changes"] = list(state.get("lr_changes", [])) + [{"after_epoch": state["epoch"], "lr": lr}]
 
 
 def _validate_initial_weights(model, cases, val_refs, norm, device: str, config: DoseTrainConfig, amp: bool,
@@ -236,7 +256,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     # float16 autocast needs loss scaling; asked of the training device itself (cuda:N), not of the current GPU
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype(device) is torch.float16)
     state: Dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
-                             "steps": 0, "history": [], "init": None, "early_stopped": False}
+                             "steps": 0, "history": [], "init": None, "early_stopped": False, "lr_changes": []}
     ckpt_path = out_dir / "checkpoint.pt"
     if init is not None and not resume:
         state["init"] = load_initial_weights(model, network, init)
@@ -249,6 +269,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
         scheduler.load_state_dict(ckpt["scheduler"])
         state.update({k: ckpt["state"][k] for k in state if k in ckpt["state"]})  # older checkpoints lack some keys
         state["early_stopped"] = False  # set again below if the patience still runs out
+        _apply_new_learning_rate(optimiser, ckpt.get("train", {}).get("lr"), config.lr, state)
     metadata = {**(metadata or {}), **({"init": state["init"]} if state["init"] else {})}
     half = network.slices // 2
     train_list = list(train_refs)
@@ -310,7 +331,7 @@ def train(network, cases: Sequence[DoseCase], train_refs: Sequence[SliceRef], va
     last = state["history"][-1] if state["history"] else {}
     return {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"], "epochs": state["epoch"],
             "finished": bool(state["epoch"] >= config.epochs or state["early_stopped"]),
-            "early_stopped": bool(state["early_stopped"]), "init": state["init"],
+            "early_stopped": bool(state["early_stopped"]), "init": state["init"], "lr_changes": state["lr_changes"],
             "last": last, "weights": str(out_dir / "best.pt"), "device": device, "training_spacing_mm": list(spacing),
             "normalisation": norm.to_dict()}
 
