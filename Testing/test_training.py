@@ -157,6 +157,8 @@ def test_fine_tuning_never_ends_worse_than_the_pretrained_model(samples, tmp_pat
     assert float(rows[0]["val_spearman"]) == pytest.approx(pre["best_val_spearman"], abs=1e-6)
     assert not float(rows[1]["val_spearman"]) >= float(rows[0]["val_spearman"])  # wrecked (a constant map: NaN)
     assert fine["best_epoch"] == 0 and fine["best_val_spearman"] == pytest.approx(pre["best_val_spearman"], abs=1e-6)
+    assert fine["init_val_spearman"] == pytest.approx(pre["best_val_spearman"], abs=1e-6)
+    assert pre["init_val_spearman"] is None  # from random weights: no epoch 0
     best, start = _state(tmp_path / "fine" / "best.pt"), _state(tmp_path / "pre" / "best.pt")
     assert all(torch.equal(best[k], start[k]) for k in start)
 

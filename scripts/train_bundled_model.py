@@ -488,6 +488,21 @@ def main(argv=None) -> int:
     return finish(out, card, args)
 
 
+def _best_epochs_line(training: dict) -> list:
+    """The card's line on the epochs kept (the best validation epoch of each ARNN stage; 0 = the initial weights)."""
+    pre, fine = training.get("arnn_pretrain"), training.get("arnn_finetune")
+    if not pre or not fine:
+        return []
+    kept = (f"epoch {fine['best_epoch']}" if fine["best_epoch"]
+            else "the pre-trained weights (no fine-tuning epoch beat them)")
+    start = fine.get("init_val_spearman")
+    first = (f"; the pre-trained weights were validated first ({start:.3f}), so the fine-tuned model is never worse on "
+             "the validation patients" if start is not None else "")
+    return [f"- Kept: pre-training epoch {pre['best_epoch']} of {pre['epochs']} (validation Spearman "
+            f"{pre['best_val_spearman']:.3f}); fine-tuning: {kept} (validation Spearman {fine['best_val_spearman']:.3f})"
+            f"{first}."]
+
+
 def finish(out: Path, card: dict, args) -> int:
     """Steps 7-8 on a card whose weights are written (``out``/ctpm_arnn.pt): the real-CT plausibility and gravity-cue
     tables (when ``--real-data`` holds real CTs), the acceptance, MODEL_CARD.md, and ``--install`` when the synthetic
@@ -639,6 +654,7 @@ def render_card(card: dict) -> str:
         f"{r['pretrain']['batch_size']}, ReduceLROnPlateau, best validation epoch kept (20 % of patients validate).",
         f"- Fine-tuning: {r['finetune']['epochs']} epochs, lr {r['finetune']['lr']}, encoder frozen for the first "
         f"{r['finetune']['freeze_encoder_epochs']} epochs.",
+        *_best_epochs_line(card.get("training", {})),
         "- Augmentation (both stages): shifts of up to 4 voxels, a gamma of 0.9-1.1 on the enhanced CT"
         + (f", and a random front-to-back ramp of slope -{r['pretrain']['density_ramp']:g} to "
            f"+{r['pretrain']['density_ramp']:g} added to it (the dependent density made a useless cue for the supine "

@@ -349,8 +349,10 @@ def train(
         import torch.distributed as dist
 
         dist.barrier()
+    first = state["history"][0] if state["history"] else {}
     return {"best_epoch": state["best_epoch"], "best_val_spearman": state["best_spearman"], "epochs": state["epoch"],
-            "weights": str(out_dir / "best.pt"), "device": device}
+            "weights": str(out_dir / "best.pt"), "device": device,
+            "init_val_spearman": first.get("val_spearman") if first.get("epoch") == 0 else None}
 
 
 def _save_checkpoint(path: Path, model, optimiser, scheduler, state: Dict[str, Any], network: NetworkConfig,
