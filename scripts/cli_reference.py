@@ -89,7 +89,9 @@ The manifest has columns `id, ct, spect` (optional `lungs, lobes, group, site`);
 writes is one. Every case is preprocessed once, through the inference pipeline, into cached hemi-lung samples;
 patients (both lungs together) are split into training and validation. `checkpoint.pt` is written every epoch
 (`--resume` continues a killed run to the same weights), `best.pt` is the best validation epoch (use it with
-`ctpm run --weights`). `--init` fine-tunes a trained model (transfer learning), e.g. the bundled one.
+`ctpm run --weights`). `--init` fine-tunes a trained model (transfer learning), e.g. the bundled one; its weights
+are validated first (epoch 0 of `log.csv`), so `best.pt` is never worse on the validation patients than the model
+one started from.
 """,
     "ctpm cv": """\
 Patients (both lungs together) are dealt into folds; each fold's model trains on the other folds and scores the
@@ -136,7 +138,10 @@ environment variable `DOSECNN_WEIGHTS` names another default).
     "dosecnn train": """\
 `reference` is the Monte Carlo dose rate (mGy/s) of the TRUE activity on the CT grid, as Li 2020 trains (so that the
 CNN also undoes the SPECT's blur); `dosecnn phantom` writes such a manifest (`cohort.csv`, one row per case and time
-point). Without `group`, rows of one `case` stay on one side of a split by patient.
+point). Without `group`, rows of one `case` stay on one side of a split by patient. `log.csv` holds per epoch the
+weighted MSE, the body NRMSE and the body dose bias (summed dose rate in the body over the truth's, minus 1) of the
+CNN and of VDK alone: a network can lower the voxel loss while adding dose to low-dose tissue, which only the bias
+shows. With `--init` the initial weights are validated first (epoch 0) and stay `best.pt` unless an epoch beats them.
 """,
     "dosecnn integrate": """\
 At least 2 distinct times; `dosecnn phantom` writes one manifest per case as `timepoints.csv`. Every CT is rigidly

@@ -99,7 +99,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
                         "dependent density is no cue for the supine gradient (0: off; the bundled model: 0.2)")
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, Ren 2022 Front Oncol)")
+    p.add_argument("--init", type=Path, help="fine-tune from these weights (transfer learning, Ren 2022 Front Oncol); "
+                                             "they are validated first (epoch 0), and best.pt stays them unless an "
+                                             "epoch does better")
     p.add_argument("--freeze-encoder-epochs", type=int, default=0, help="with --init: keep the encoder fixed this long")
     p.add_argument("--no-register", action="store_true", help="use each SPECT where it lies")
     p.add_argument("--workers", type=int, default=default_workers(),

@@ -526,7 +526,8 @@ def add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="start from these weights (a best.pt, or 'bundled' for the bundled model; same network "
-                        "options): fine-tuning, e.g. on SPECTs reconstructed like yours; ignored with --resume")
+                        "options): fine-tuning, e.g. on SPECTs reconstructed like yours; they are validated first "
+                        "(epoch 0), and best.pt stays them unless an epoch does better; ignored with --resume")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
     p.add_argument("--cache", type=Path, help="folder of prepared cases (default: OUT/cache)")
