@@ -276,7 +276,6 @@ def train(
         state.update({k: ckpt["state"][k] for k in state})
     elif resume:
         raise UserError(f"--resume: no checkpoint in {out_dir}")
-
     elif init_weights is not None:  # epoch 0: the pre-trained model is the one to beat
         val = validate(model, val_samples, device, config.amp) if dd.main else {"val_loss": 0.0, "val_spearman": 0.0}
         val = {k: _broadcast(v, dd, device) for k, v in val.items()}
