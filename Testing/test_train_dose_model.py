@@ -147,6 +147,8 @@ def test_the_whole_recipe_at_a_tiny_budget_and_a_resumed_run_that_redoes_nothing
         regions = {s["region"]: s for s in card[key]["summary"]}
         assert {"kidneys", "liver", "spleen"} <= set(regions)
         for s in regions.values():
+            for role in ("VDK", "CNN"):  # the mean signed error: MDE is its absolute value per region
+                assert abs(s[f"{role}_signed_error_mean"]) <= s[f"{role}_mde_mean"] + 1e-12
             assert s["n"] >= 1 and all(math.isfinite(s[k]) and s[k] >= 0 for k in ("VDK_mde_mean", "CNN_mde_mean",
                                                                                     "VDK_nrmse_mean", "CNN_nrmse_mean"))
         if bundled_weights() is not None:

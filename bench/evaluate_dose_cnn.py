@@ -16,8 +16,10 @@ and VDK + CNN (:func:`DoseCNNLib.cnn.inference.cnn_dose_rate`, the same correcti
 adds; with ``--compare`` a second network on the same VDK), each compared per organ and lesion with the Monte Carlo
 dose rate of the TRUE activity: Li 2020's mean dose error (MDE) and NRMSE, the NRMSE also corrected for the truth's
 own Monte Carlo noise (its batch standard error). Writes per-region rows (``rows.csv``), a summary per region kind
-(lesions, kidneys, liver, spleen, ...) with mean +- sd over case x time point, the relative improvement of the CNN
-over VDK and the share of regions improved (``summary.csv``, ``summary.md``) and a figure (``summary.png``); with
+(lesions, kidneys, liver, spleen, ...) with mean +- sd over case x time point, the mean signed error (MDE is its
+absolute value per region: a method that smooths shows as lesions below and low-dose tissue above the truth), the
+relative improvement of the CNN over VDK and the share of regions improved (``summary.csv``, ``summary.md``) and a
+figure (``summary.png``); with
 ``--compare`` also ``summary_<name>.csv``/``.md`` for the second network.
 
 Importable (``scripts/train_dose_model.py`` uses it): :func:`osem_spect`, :func:`evaluate`, :func:`summarise`,
@@ -137,10 +139,12 @@ def read_rows(path: Path) -> List[Dict[str, object]]:
 
 
 def summarise(rows, method: str = "CNN", baseline: str = "VDK"):
-    """Per region kind: mean and sd of MDE and noise-corrected NRMSE of ``baseline`` and ``method``; the relative
-    improvement of ``method`` over ``baseline`` (1 - method / baseline) and the share of regions it improves. The
-    keys name the methods ``VDK`` and ``CNN`` whatever ``method`` is called in the rows."""
+    """Per region kind: mean and sd of MDE and noise-corrected NRMSE of ``baseline`` and ``method``, and their mean
+    signed error (region mean / truth mean - 1, averaged: the direction MDE hides); the relative improvement of
+    ``method`` over ``baseline`` (1 - method / baseline) and the share of regions it improves. The keys name the
+    methods ``VDK`` and ``CNN`` whatever ``method`` is called in the rows."""
     by = defaultdict(lambda: defaultdict(list))
+    signed = defaultdict(lambda: defaultdict(list))
     paired = defaultdict(dict)
     roles = {baseline: "VDK", method: "CNN"}
     for r in rows:
@@ -149,6 +153,7 @@ def summarise(rows, method: str = "CNN", baseline: str = "VDK"):
         if kind is None or role is None:
             continue
         by[kind][role].append((float(r["mde"]), float(r.get("nrmse_noise_corrected", r["nrmse"]))))
+        signed[kind][role].append(signed_error(r))
         paired[(kind, r["case"], float(r["time_h"]), str(r["label"]))][role] = float(r["mde"])
     out = []
     for kind in KINDS:
@@ -160,6 +165,8 @@ def summarise(rows, method: str = "CNN", baseline: str = "VDK"):
             nr = [n for _, n in by[kind][role]]
             entry[f"{role}_mde_mean"], entry[f"{role}_mde_sd"] = statistics.mean(mde), statistics.pstdev(mde)
             entry[f"{role}_nrmse_mean"], entry[f"{role}_nrmse_sd"] = statistics.mean(nr), statistics.pstdev(nr)
+            bias = [b for b in signed[kind][role] if b is not None]
+            entry[f"{role}_signed_error_mean"] = statistics.mean(bias) if bias else None
         entry["mde_improvement"] = 1 - entry["CNN_mde_mean"] / entry["VDK_mde_mean"]
         entry["nrmse_improvement"] = 1 - entry["CNN_nrmse_mean"] / entry["VDK_nrmse_mean"]
         pairs = [p for key, p in paired.items() if key[0] == kind and len(p) == 2]
@@ -168,17 +175,31 @@ def summarise(rows, method: str = "CNN", baseline: str = "VDK"):
     return out
 
 
+def signed_error(row) -> Optional[float]:
+    """A row's region mean over the truth's, minus 1 (None where the row lacks the means or the truth's is 0)."""
+    try:
+        estimate, reference = float(row["mean_estimate"]), float(row["mean_reference"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return estimate / reference - 1.0 if reference > 0 else None
+
+
 def summary_table(summary, label: str = "CNN") -> List[str]:
     """The markdown table of a :func:`summarise` result (``label`` names the CNN in the header)."""
-    lines = [f"| region | n | MDE VDK | MDE {label} | MDE gain | NRMSE VDK | NRMSE {label} | NRMSE gain | "
-             f"{label} better (MDE) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| region | n | MDE VDK | MDE {label} | MDE gain | signed error VDK / {label} | NRMSE VDK | NRMSE {label} "
+             f"| NRMSE gain | {label} better (MDE) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['region']} | {s['n']} | {100 * s['VDK_mde_mean']:.1f} +- {100 * s['VDK_mde_sd']:.1f} % | "
                      f"{100 * s['CNN_mde_mean']:.1f} +- {100 * s['CNN_mde_sd']:.1f} % | {100 * s['mde_improvement']:.0f} % | "
+                     f"{_signed(s.get('VDK_signed_error_mean'))} / {_signed(s.get('CNN_signed_error_mean'))} | "
                      f"{100 * s['VDK_nrmse_mean']:.1f} +- {100 * s['VDK_nrmse_sd']:.1f} % | "
                      f"{100 * s['CNN_nrmse_mean']:.1f} +- {100 * s['CNN_nrmse_sd']:.1f} % | "
                      f"{100 * s['nrmse_improvement']:.0f} % | {100 * s['cnn_better_mde_share']:.0f} % |")
     return lines
+
+
+def _signed(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:+.0f} %"
 
 
 def write_outputs(rows, summary, out: Path, figure: bool = True, quiet: bool = False) -> None:
