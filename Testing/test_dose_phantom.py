@@ -133,6 +133,34 @@ def test_phantom_command_writes_a_case_and_the_manifests(tmp_path, capsys, monke
     assert "--mc-decays" in capsys.readouterr().err
 
 
+def test_phantom_resume_keeps_finished_cases_and_remakes_the_rest(tmp_path, monkeypatch):
+    """A stopped cohort continues: whole cases of the same request are kept untouched, a damaged one and one a killed
+    run was writing (its temporary folder removed) are made again, identical to an uninterrupted run."""
+    import shutil
+
+    import DoseCNNLib.phantoms.case as P
+
+    monkeypatch.setitem(T.GRIDS, "small", COARSE)
+    command = ["phantom", "--out", str(tmp_path), "--n", "2", "--mc-decays", "20000", "--times", "24", "--quiet"]
+    assert dosecnn(command) == 0
+    assert not list(tmp_path.glob("*.partial*"))  # written through a temporary folder, renamed when whole
+    first = read_volume(tmp_path / "case001" / "dose_rate_mc_t024h.nrrd").array
+    kept = (tmp_path / "case000" / "ct.nrrd").stat().st_mtime_ns
+    (tmp_path / "case001" / "spect_t024h.nrrd").unlink()
+    shutil.copytree(tmp_path / "case000", tmp_path / "case001.partial4242")  # what a killed run was writing
+    assert dosecnn(command + ["--resume"]) == 0
+    assert (tmp_path / "case000" / "ct.nrrd").stat().st_mtime_ns == kept
+    np.testing.assert_array_equal(read_volume(tmp_path / "case001" / "dose_rate_mc_t024h.nrrd").array, first)
+    assert (tmp_path / "case001" / "spect_t024h.nrrd").is_file() and not list(tmp_path.glob("*.partial*"))
+    assert len((tmp_path / "cohort.csv").read_text().splitlines()) == 3
+    folder = tmp_path / "case000"
+    assert P.is_complete_case(folder, 0, "small", [24.0], 20000)
+    for other in ((1, "small", [24.0], 20000, None), (0, "full", [24.0], 20000, None), (0, "small", [4.0], 20000, None),
+                  (0, "small", [24.0], 0, None), (0, "small", [24.0], 20000, SpectModel(reconstruction="osem"))):
+        assert not P.is_complete_case(folder, *other), other
+    assert not P.is_complete_case(folder, 0, "small", [24.0], 20000, preview=True)
+
+
 def test_a_case_on_the_real_gate_patient(shared_data, tmp_path):
     folder = shared_data / "real" / "lu177_dotatate_patient15"
     out = tmp_path / "p"
@@ -192,7 +220,7 @@ def test_phantom_command_passes_the_spect_model(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_cohort(out, n, seed, size, times, mc, device, prefix, preview, say, spect_model):
+    def fake_cohort(out, n, seed, size, times, mc, device, prefix, preview, say, spect_model, **options):
         seen["model"] = spect_model
         return []
 

@@ -35,6 +35,9 @@ def add_phantom_command(sub: argparse._SubParsersAction) -> None:
                         "with attenuation, collimator response and Poisson noise, reconstructed by OSEM 16x4 as in "
                         "Li 2020; tens of seconds per SPECT on a CPU)")
     p.add_argument("--preview", action="store_true", help="write preview.png per case")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the case folders that a stopped run of the same command already finished (same seed, "
+                        "size, times, SPECT model, Monte Carlo decays) and make only the others")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_phantom)
 
@@ -55,7 +58,7 @@ def _phantom(args: argparse.Namespace) -> int:
         folders = [_gate_case(args, say, model)]
     else:
         folders = generate_cohort(args.out, args.n, args.seed, args.size, args.times, int(args.mc_decays), args.device,
-                                  args.prefix, args.preview, say, model)
+                                  args.prefix, args.preview, say, model, keep_complete=args.resume)
     print(f"{len(folders)} case(s) in {args.out} ({time.perf_counter() - t0:.1f} s); manifest {args.out / 'cohort.csv'}")
     return 0
 

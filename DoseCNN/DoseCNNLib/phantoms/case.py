@@ -20,6 +20,8 @@ of ``dosecnn train``: one row per case and time point) and each case's ``timepoi
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -211,11 +213,27 @@ def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case
 
 
 def write_case(case: PhantomCase, folder: Path, preview: bool = False) -> Path:
-    """Write one case folder (files listed in the README) and return it."""
+    """Write one case folder (files listed in the README; replaced whole) and return it. The files go to a sibling
+    ``<folder>.partial<pid>`` that is renamed into place when complete, so a stopped run never leaves half a case."""
+    folder = Path(folder)
+    tmp = folder.with_name(f"{folder.name}.partial{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _write_case_files(case, tmp, preview)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _write_case_files(case: PhantomCase, folder: Path, preview: bool) -> None:
     from ImagingBasics.files import write_csv, write_json
     from ImagingBasics.imageio import write_volume
 
-    folder = Path(folder)
     write_volume(case.ct, folder / "ct.nrrd")
     write_volume(case.labels, folder / "labels.nrrd")
     write_volume(case.tia_mbq_h, folder / "tia_truth.nrrd")
@@ -236,7 +254,35 @@ def write_case(case: PhantomCase, folder: Path, preview: bool = False) -> Path:
     write_json(case.meta, folder / "meta.json")
     if preview:
         write_preview(case, folder / "preview.png")
-    return folder
+
+
+def case_files(meta: Dict, preview: bool = False) -> List[str]:
+    """The files of a case folder that :func:`write_case` writes for this ``meta.json``."""
+    names = ["ct.nrrd", "labels.nrrd", "tia_truth.nrrd", "timepoints.csv", "labels.csv", "meta.json"]
+    for t in meta["times_h"]:
+        names += [f"activity_{time_tag(t)}.nrrd", f"spect_{time_tag(t)}.nrrd"]
+        if meta.get("monte_carlo"):
+            names += [f"dose_rate_mc_{time_tag(t)}.nrrd", f"dose_rate_mc_sd_{time_tag(t)}.nrrd"]
+    if meta.get("monte_carlo"):
+        names.append("absorbed_dose_mc.nrrd")
+    return names + (["preview.png"] if preview else [])
+
+
+def is_complete_case(folder: Path, seed: int, size: str, times_h: Sequence[float], mc_decays: int,
+                     spect_model: Optional[SpectModel] = None, preview: bool = False) -> bool:
+    """True when ``folder`` holds a whole case that :func:`generate_case` would make again from these arguments: a
+    ``meta.json`` recording the same seed, size, time points, SPECT model and Monte Carlo decays, and every file of
+    :func:`case_files` (a truth made on another device is kept: it is as valid, from another random stream)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        model = json.loads(json.dumps((spect_model or SpectModel()).to_dict()))  # as meta.json holds it
+        same = (meta["seed"] == int(seed) and meta.get("size") == size
+                and meta["times_h"] == sorted(float(t) for t in times_h) and meta["spect_model"] == model
+                and int((meta.get("monte_carlo") or {}).get("decays", 0)) == int(mc_decays))
+        return same and all((folder / name).is_file() for name in case_files(meta, preview))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_preview(case: PhantomCase, path: Path) -> Path:
@@ -294,20 +340,34 @@ def training_rows(folder: Path, case_id: str, meta: Dict) -> List[Dict]:
 def generate_cohort(out: Path, n: int, seed: int, size: str = "small", times_h: Sequence[float] = DEFAULT_TIMES_H,
                     mc_decays: int = 2_000_000, device: str = "cpu", prefix: str = "case", preview: bool = False,
                     progress: Optional[Callable[[str], None]] = None,
-                    spect_model: Optional[SpectModel] = None) -> List[Path]:
-    """``n`` cases in ``out/<prefix>NNN`` and ``out/cohort.csv`` (case i has seed ``seed * 1000 + i``)."""
+                    spect_model: Optional[SpectModel] = None, keep_complete: bool = False) -> List[Path]:
+    """``n`` cases in ``out/<prefix>NNN`` and ``out/cohort.csv`` (case i has seed ``seed * 1000 + i``).
+
+    ``keep_complete``: a case folder that already holds this very case (:func:`is_complete_case`) is kept, not made
+    again, so that a stopped cohort (minutes per case with OSEM SPECTs and a Monte Carlo truth) continues where it was;
+    the temporary folders a killed run left behind are removed."""
     from ImagingBasics.files import write_csv
 
     if n < 1:
         raise UserError("--n must be at least 1")
     out = Path(out)
+    if keep_complete:
+        for stale in out.glob(f"{prefix}[0-9][0-9][0-9].partial*"):  # a killed run's unfinished cases
+            shutil.rmtree(stale, ignore_errors=True)
     folders, rows = [], []
     for i in range(n):
         case_id = f"{prefix}{i:03d}"
+        folder = out / case_id
+        if keep_complete and is_complete_case(folder, seed * 1000 + i, size, times_h, mc_decays, spect_model, preview):
+            if progress:
+                progress(f"{case_id}: already made, kept")
+            folders.append(folder)
+            rows += training_rows(folder, case_id, load_meta(folder))
+            continue
         say = (lambda msg, cid=case_id: progress(f"{cid}: {msg}")) if progress else None
         case = generate_case(seed * 1000 + i, size, times_h, mc_decays, device=device, spect_model=spect_model,
                              progress=say)
-        folder = write_case(case, out / case_id, preview)
+        folder = write_case(case, folder, preview)
         folders.append(folder)
         rows += training_rows(folder, case_id, case.meta)
     write_csv(rows, out / "cohort.csv")
