@@ -279,9 +279,10 @@ def phantom_jobs(folder: Path, n: int, seed: int, mc_decays: int, spect: dict, a
 
 
 def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: dict, args) -> Path:
-    """``n`` phantoms in ``cohorts/<name>/case000..`` (each skipped when complete, whatever device made it) and their
-    ``cohort.csv``."""
-    from DoseCNNLib.phantoms.case import load_meta, training_rows
+    """``n`` phantoms in ``cohorts/<name>/case000..`` (each skipped when it holds this very phantom, whatever device
+    made it: :func:`DoseCNNLib.phantoms.case.is_complete_case`) and their ``cohort.csv``."""
+    from DoseCNNLib.phantoms.case import is_complete_case, load_meta, training_rows
+    from DoseCNNLib.phantoms.spect_sim import SpectModel
     from ImagingBasics.files import write_csv
 
     folder = out / "cohorts" / name
@@ -289,7 +290,8 @@ def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: 
     jobs = phantom_jobs(folder, n, seed, mc_decays, spect, args)
     for stale in folder.glob("case*.partial*"):  # a stopped run's unfinished cases (its workers write no more)
         shutil.rmtree(stale, ignore_errors=True)
-    todo = [j for j in jobs if not (Path(j["folder"]) / "meta.json").is_file()]
+    todo = [j for j in jobs if not is_complete_case(Path(j["folder"]), j["seed"], "custom" if j["grid"] else j["size"],
+                                                    j["times"], j["mc_decays"], SpectModel(**j["spect"]))]
     if len(todo) < len(jobs):
         log(f"cohort {name}: {len(jobs) - len(todo)} of {n} phantoms already made")
 
