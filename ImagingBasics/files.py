@@ -62,6 +62,29 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path`` (``.<name>.partial-XXXXXXXX``, permissions as the umask gives a
+    new folder); on success ``path`` is replaced whole by it (an existing folder of that name is removed first), on
+    failure it is removed: a stopped writer never leaves half a folder at ``path``."""
+    import tempfile
+
+    p = Path(os.fspath(path)).expanduser()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.partial-", dir=p.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        yield tmp
+        if p.exists():
+            shutil.rmtree(p)
+        os.replace(tmp, p)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_failure(path: PathLike, detail: str) -> UserError:
     """The one-line error for a failed write of ``path``: "no space left on the device" when its folder is (almost)
     full, else ``detail`` (call it while the partial file still exists, so that the measurement sees the full disk)."""

@@ -143,15 +143,15 @@ def test_phantom_resume_keeps_finished_cases_and_remakes_the_rest(tmp_path, monk
     monkeypatch.setitem(T.GRIDS, "small", COARSE)
     command = ["phantom", "--out", str(tmp_path), "--n", "2", "--mc-decays", "20000", "--times", "24", "--quiet"]
     assert dosecnn(command) == 0
-    assert not list(tmp_path.glob("*.partial*"))  # written through a temporary folder, renamed when whole
+    assert not list(tmp_path.glob(".*partial*"))  # written through a temporary folder, renamed when whole
     first = read_volume(tmp_path / "case001" / "dose_rate_mc_t024h.nrrd").array
     kept = (tmp_path / "case000" / "ct.nrrd").stat().st_mtime_ns
     (tmp_path / "case001" / "spect_t024h.nrrd").unlink()
-    shutil.copytree(tmp_path / "case000", tmp_path / "case001.partial4242")  # what a killed run was writing
+    shutil.copytree(tmp_path / "case000", tmp_path / ".case001.partial-4242")  # what a killed run was writing
     assert dosecnn(command + ["--resume"]) == 0
     assert (tmp_path / "case000" / "ct.nrrd").stat().st_mtime_ns == kept
     np.testing.assert_array_equal(read_volume(tmp_path / "case001" / "dose_rate_mc_t024h.nrrd").array, first)
-    assert (tmp_path / "case001" / "spect_t024h.nrrd").is_file() and not list(tmp_path.glob("*.partial*"))
+    assert (tmp_path / "case001" / "spect_t024h.nrrd").is_file() and not list(tmp_path.glob(".*partial*"))
     assert len((tmp_path / "cohort.csv").read_text().splitlines()) == 3
     folder = tmp_path / "case000"
     assert P.is_complete_case(folder, 0, "small", [24.0], 20000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ImagingBasics.errors import UserError
-from ImagingBasics.files import atomic_output, file_extension
+from ImagingBasics.files import atomic_folder, atomic_output, file_extension
 
 
 def test_success_renames_and_failure_keeps_the_old_file(tmp_path):
@@ -33,3 +33,18 @@ def test_unwritable_destination_is_a_user_error(tmp_path):
 def test_file_extension():
     assert file_extension("a/b/CT.NII.GZ") == ".nii.gz"
     assert file_extension("x.nrrd") == ".nrrd" and file_extension("noext") == ""
+
+
+def test_a_folder_is_replaced_whole_on_success_and_untouched_on_failure(tmp_path):
+    target = tmp_path / "case"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("stopped")
+    assert [p.name for p in target.iterdir()] == ["old.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["case"]
+    with atomic_folder(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".case.partial-")
+        (tmp / "new.txt").write_text("whole")
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["case"]

@@ -25,9 +25,9 @@ command again; ``--train-hours`` pauses the training after the epoch that crosse
    Phantoms and OSEM SPECTs are made by ``--workers`` processes (torch threads split between them) on ``--device``
    (OSEM SPECTs and Monte Carlo truths; each phantom's ``meta.json`` records its device: a truth made on a GPU is
    another random stream than the CPU's, and phantoms already made are kept whatever device made them); a phantom is
-   written to ``<case>.partial<pid>`` and renamed when complete, so a stopped run never leaves half a case (and
-   the workers of a stopped run start and write nothing more: :func:`require_parent`; a worker whose parent is gone
-   exits: :func:`ImagingBasics.parallel.exit_with_parent`).
+   written to a temporary ``.<case>.partial-*`` folder and renamed when complete, so a stopped run never leaves half
+   a case (and the workers of a stopped run start and write nothing more: :func:`require_parent`; a worker whose
+   parent is gone exits: :func:`ImagingBasics.parallel.exit_with_parent`).
 2. Training (:func:`DoseCNNLib.cnn.training.train_from_manifest`, what ``dosecnn train`` runs) in ``train/`` on
    ``--device``, after its preparation (activity, density, VDK of every row, cached in ``cache/``) by ``--workers``
    processes on ``--device`` (:func:`prepare_training_cases`): crops of
@@ -203,7 +203,7 @@ def job_device(job: dict) -> str:
 
 
 def make_case(job: dict) -> dict:
-    """One phantom into ``job['folder']`` (through ``<folder>.partial<pid>``); runs in a worker process. The OSEM
+    """One phantom into ``job['folder']`` (through a temporary folder: ``write_case``); runs in a worker process. The OSEM
     SPECTs are computed on ``job['device']``, the Monte Carlo truth on ``job['mc_device']`` (default the same; both
     recorded in the case's ``meta.json``: a truth made on a GPU is another random stream than one made on the CPU).
     Nothing is written when the run has stopped meanwhile (:func:`require_parent`), and a case another process
@@ -224,14 +224,8 @@ def make_case(job: dict) -> dict:
     case.meta["device"] = device
     case.meta["mc_device"] = mc_device
     require_parent(job)
-    tmp = folder.with_name(f"{folder.name}.partial{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    write_case(case, tmp)
-    if (folder / "meta.json").is_file():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, folder)
+    if not (folder / "meta.json").is_file():  # another process may have completed it meanwhile: kept as it is
+        write_case(case, folder)  # through a temporary folder renamed when whole
     return {"folder": str(folder), "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "device": device, "mc_device": mc_device}
 
@@ -288,8 +282,9 @@ def make_cohort(out: Path, name: str, n: int, seed: int, mc_decays: int, spect: 
     folder = out / "cohorts" / name
     folder.mkdir(parents=True, exist_ok=True)
     jobs = phantom_jobs(folder, n, seed, mc_decays, spect, args)
-    for stale in folder.glob("case*.partial*"):  # a stopped run's unfinished cases (its workers write no more)
-        shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (".case*.partial-*", "case*.partial*"):  # a stopped run's unfinished cases (now and before)
+        for stale in folder.glob(pattern):  # (its workers write no more)
+            shutil.rmtree(stale, ignore_errors=True)
     todo = [j for j in jobs if not is_complete_case(Path(j["folder"]), j["seed"], "custom" if j["grid"] else j["size"],
                                                     j["times"], j["mc_decays"], SpectModel(**j["spect"]))]
     if len(todo) < len(jobs):

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
@@ -382,24 +381,16 @@ def generate_case(
 
 
 def write_case(case: SyntheticCase, folder: Path) -> Path:
-    """Write a case into ``folder`` (replaced whole): files go to a temporary sibling folder renamed at the end."""
+    """Write a case into ``folder`` (replaced whole): files go to a temporary sibling folder renamed at the end
+    (:func:`ImagingBasics.files.atomic_folder`)."""
+    from ImagingBasics.files import atomic_folder
+
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    try:
+    with atomic_folder(folder) as tmp:
         for key, name in CASE_FILES.items():
             write_volume(getattr(case, key), tmp / name)
         with open(tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump(case.meta, f, indent=2)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

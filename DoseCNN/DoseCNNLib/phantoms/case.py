@@ -20,7 +20,6 @@ of ``dosecnn train``: one row per case and time point) and each case's ``timepoi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,20 +212,14 @@ def _meta(seed, names, kinetics, compartments, voxel_ml, spect_info, model, case
 
 
 def write_case(case: PhantomCase, folder: Path, preview: bool = False) -> Path:
-    """Write one case folder (files listed in the README; replaced whole) and return it. The files go to a sibling
-    ``<folder>.partial<pid>`` that is renamed into place when complete, so a stopped run never leaves half a case."""
+    """Write one case folder (files listed in the README; replaced whole) and return it. The files go to a temporary
+    sibling folder renamed into place when complete (:func:`ImagingBasics.files.atomic_folder`), so a stopped run
+    never leaves half a case."""
+    from ImagingBasics.files import atomic_folder
+
     folder = Path(folder)
-    tmp = folder.with_name(f"{folder.name}.partial{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_folder(folder) as tmp:
         _write_case_files(case, tmp, preview)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -352,7 +345,7 @@ def generate_cohort(out: Path, n: int, seed: int, size: str = "small", times_h: 
         raise UserError("--n must be at least 1")
     out = Path(out)
     if keep_complete:
-        for stale in out.glob(f"{prefix}[0-9][0-9][0-9].partial*"):  # a killed run's unfinished cases
+        for stale in out.glob(f".{prefix}[0-9][0-9][0-9].partial-*"):  # a killed run's unfinished cases
             shutil.rmtree(stale, ignore_errors=True)
     folders, rows = [], []
     for i in range(n):
