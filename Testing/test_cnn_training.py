@@ -207,6 +207,10 @@ def test_cli_train_then_run_with_the_trained_weights(tmp_path, monkeypatch, caps
         assert (out / name).is_file(), name
     assert dosecnn(args[:5] + ["3"] + args[6:] + ["--resume"]) == 0  # one more epoch
     assert json.loads(capsys.readouterr().out)["epochs"] == 3
+    fine = args[:3] + [str(tmp_path / "fine")] + args[4:-1] + ["--init", str(out / "best.pt")]  # with the bar
+    assert dosecnn(fine) == 0
+    bar = capsys.readouterr().err
+    assert "initial_val=" in bar and "nan" not in bar  # epoch 0 (the --init weights) has no training loss to show
     run = ["run", "--spect", str(tmp_path / "p0" / "spect.nrrd"), "--ct", str(tmp_path / "p0" / "ct.nrrd"),
            "--calibration", "50", "--method", "cnn", "--weights", str(out / "best.pt"), "--out", str(tmp_path / "run")]
     assert dosecnn(run) == 0

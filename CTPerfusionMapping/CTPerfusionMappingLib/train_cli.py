@@ -278,7 +278,10 @@ def _train(args: argparse.Namespace) -> int:
     def progress(epoch: int, total: int, row) -> None:
         if bar is not None:
             bar.n = epoch
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_r=f"{row['val_spearman']:.3f}")
+            if epoch == 0:  # the --init weights, validated before any training: no training loss yet
+                bar.set_postfix(initial_val_r=f"{row['val_spearman']:.3f}")
+            else:
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_r=f"{row['val_spearman']:.3f}")
             bar.refresh()
 
     try:

@@ -590,8 +590,11 @@ def _train(args: argparse.Namespace) -> int:
     def progress(epoch: int, total: int, row) -> None:
         if bar is not None:
             bar.n = epoch  # a resumed run starts later
-            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
-                            vdk=f"{row['val_loss_vdk']:.4g}")
+            if epoch == 0:  # the --init weights, validated before any training: no training loss yet
+                bar.set_postfix(initial_val=f"{row['val_loss']:.4g}", vdk=f"{row['val_loss_vdk']:.4g}")
+            else:
+                bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}",
+                                vdk=f"{row['val_loss_vdk']:.4g}")
 
     try:
         summary = train_from_manifest(args.manifest, args.out, network, config, args.cache, args.kernel_cache,
